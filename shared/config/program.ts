@@ -1,0 +1,62 @@
+/**
+ * The start of every command-line program: parse flags, answer --help and
+ * --version, load and validate the config, and turn any failure into one clear
+ * line on stderr with exit code 2 (never a stack trace for a user's mistake).
+ */
+import { describeError, FleetError } from '../errors.js';
+import { VERSION } from '../version.js';
+import { helpText, type ParsedCli, parseCli } from './cli.js';
+import { loadConfig } from './load.js';
+import type { ConfigOf, Schema } from './schema.js';
+
+export interface ProgramSpec<S extends Schema> {
+  name: string;
+  usage: string;
+  schema: S;
+  envPrefix: string;
+  extraBooleans?: readonly string[];
+}
+
+export interface Started<S extends Schema> {
+  config: ConfigOf<S>;
+  cli: ParsedCli;
+}
+
+export function startProgram<S extends Schema>(
+  spec: ProgramSpec<S>,
+  argv = process.argv.slice(2),
+): Started<S> {
+  try {
+    const cli = parseCli(spec.schema, argv, spec.extraBooleans);
+    if (cli.help) {
+      process.stdout.write(`${helpText(spec.usage, spec.schema, spec.envPrefix)}\n`);
+      process.exit(0);
+    }
+    if (cli.version) {
+      process.stdout.write(
+        `${spec.name} ${VERSION} (node ${process.version}, ${process.platform}-${process.arch})\n`,
+      );
+      process.exit(0);
+    }
+    const config = loadConfig(spec.schema, spec.envPrefix, {
+      file: cli.configFile,
+      env: process.env,
+      flags: cli.flags,
+    });
+    return { config, cli };
+  } catch (err) {
+    exitWithError(spec.name, err);
+  }
+}
+
+/** Prints one clear line and exits 2 for expected failures; unexpected ones keep their stack. */
+export function exitWithError(program: string, err: unknown): never {
+  if (err instanceof FleetError) {
+    process.stderr.write(`${program}: ${describeError(err)}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(
+    `${program}: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  process.exit(1);
+}

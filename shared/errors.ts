@@ -1,0 +1,87 @@
+/**
+ * Typed errors: one class per failure kind, each with structured fields and a
+ * message that tells the user what to change. Never mutate a plain Error.
+ */
+export abstract class FleetError extends Error {
+  abstract readonly code: string;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A configuration value is missing, malformed or out of range. */
+export class ConfigError extends FleetError {
+  readonly code = 'CONFIG_INVALID';
+  constructor(
+    readonly option: string,
+    readonly source: string,
+    detail: string,
+  ) {
+    super(`config option "${option}" (from ${source}) ${detail}`);
+  }
+}
+
+/** A telemetry envelope or command entry failed validation; `field` names the bad field. */
+export class ValidationError extends FleetError {
+  readonly code = 'VALIDATION_FAILED';
+  constructor(
+    readonly field: string,
+    readonly reason: string,
+  ) {
+    super(`invalid field "${field}": ${reason}`);
+  }
+}
+
+/** Redis could not be reached or did not answer in time. */
+export class RedisUnavailableError extends FleetError {
+  readonly code = 'REDIS_UNAVAILABLE';
+  constructor(
+    readonly target: string,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `cannot reach Redis at ${target}: ${detail}. Check redis.url (or REDIS_URL) and that the server is running`,
+      options,
+    );
+  }
+}
+
+/** An append was not acknowledged within `appendTimeoutMs`. */
+export class AppendTimeoutError extends FleetError {
+  readonly code = 'APPEND_TIMEOUT';
+  constructor(readonly timeoutMs: number) {
+    super(
+      `append not acknowledged within ${timeoutMs} ms (raise producer.appendTimeoutMs if Redis is known to be slow)`,
+    );
+  }
+}
+
+/** WAIT returned fewer replicas than the replicated durability level requires. */
+export class ReplicationError extends FleetError {
+  readonly code = 'NOT_REPLICATED';
+  constructor(
+    readonly wanted: number,
+    readonly acknowledged: number,
+  ) {
+    super(
+      `append reached ${acknowledged} of ${wanted} replicas (lower producer.replicas or check the replicas' health)`,
+    );
+  }
+}
+
+/** The bounded buffer is full: the caller must back off or divert (journal). */
+export class BackpressureError extends FleetError {
+  readonly code = 'BACKPRESSURE';
+  constructor(readonly limit: number) {
+    super(`producer buffer full (${limit} entries); raise producer.maxBufferedEntries or slow the sources`);
+  }
+}
+
+/** Human-readable message for a CLI: typed errors print their message, others their string. */
+export function describeError(err: unknown): string {
+  if (err instanceof FleetError) return err.message;
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

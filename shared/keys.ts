@@ -1,0 +1,104 @@
+/**
+ * The one module that names Redis keys. Every key that a script or multi-key
+ * command touches together shares a Redis Cluster hash tag (the part in
+ * braces), so the same code runs on a standalone server and on a cluster.
+ *
+ * Layout (prefix defaults to "iot"; see docs/keys.md):
+ *   iot:telemetry:{p<N>}          telemetry partition stream N
+ *   iot:telemetry:{p<N>}:seq      per-device sequence high-water marks for partition N (hash)
+ *   iot:{<deviceId>}:commands     a device's command stream
+ *   iot:{<deviceId>}:...          other per-device keys (dedup ledger, state)
+ *   iot:results, iot:deadletter, iot:rejected, iot:presence   shared streams
+ */
+import { ValidationError } from './errors.js';
+
+export const DEFAULT_PREFIX = 'iot';
+export const DEFAULT_PARTITIONS = 16;
+
+/** Device ids may not contain braces (they would break hash tags) or whitespace. */
+export const DEVICE_ID_PATTERN = /^[A-Za-z0-9._:@-]{1,64}$/;
+
+export function assertDeviceId(deviceId: string): void {
+  if (!DEVICE_ID_PATTERN.test(deviceId)) {
+    throw new ValidationError(
+      'deviceId',
+      `"${deviceId}" must match ${DEVICE_ID_PATTERN} (1-64 chars, no braces)`,
+    );
+  }
+}
+
+/**
+ * FNV-1a 32-bit: stable across processes, platforms and versions, which is what
+ * a partition map must be (a device must always land in the same partition).
+ */
+export function fnv1a32(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash >>> 0;
+}
+
+export function partitionOf(deviceId: string, partitions: number): number {
+  return fnv1a32(deviceId) % partitions;
+}
+
+export class Keys {
+  constructor(
+    readonly prefix: string = DEFAULT_PREFIX,
+    readonly partitions: number = DEFAULT_PARTITIONS,
+  ) {
+    if (!/^[A-Za-z0-9._-]{1,32}$/.test(prefix))
+      throw new ValidationError('prefix', `"${prefix}" is not a valid key prefix`);
+    if (!Number.isInteger(partitions) || partitions < 1 || partitions > 4096) {
+      throw new ValidationError('partitions', `${partitions} must be an integer in 1..4096`);
+    }
+  }
+
+  partitionOf(deviceId: string): number {
+    return partitionOf(deviceId, this.partitions);
+  }
+
+  telemetryStream(partition: number): string {
+    return `${this.prefix}:telemetry:{p${partition}}`;
+  }
+
+  /** Sequence state lives beside its stream, in the same hash slot, for the idempotent-append script. */
+  telemetrySeqState(partition: number): string {
+    return `${this.prefix}:telemetry:{p${partition}}:seq`;
+  }
+
+  telemetryStreamFor(deviceId: string): string {
+    return this.telemetryStream(this.partitionOf(deviceId));
+  }
+
+  allTelemetryStreams(): string[] {
+    return Array.from({ length: this.partitions }, (_, p) => this.telemetryStream(p));
+  }
+
+  /** Per-device key; the device id is the hash tag so all of a device's keys share a slot. */
+  device(deviceId: string, suffix: string): string {
+    return `${this.prefix}:{${deviceId}}:${suffix}`;
+  }
+
+  commands(deviceId: string): string {
+    return this.device(deviceId, 'commands');
+  }
+
+  results(): string {
+    return `${this.prefix}:results`;
+  }
+
+  deadLetters(): string {
+    return `${this.prefix}:deadletter`;
+  }
+
+  rejected(): string {
+    return `${this.prefix}:rejected`;
+  }
+
+  presence(): string {
+    return `${this.prefix}:presence`;
+  }
+}

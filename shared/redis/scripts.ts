@@ -1,0 +1,61 @@
+/**
+ * The one loader of the project's Redis scripts. Each script is a .lua file
+ * named <command>-<numberOfKeys>.lua with a KEYS/ARGV/result header; this
+ * module registers them with ioredis `defineCommand`, which sends EVALSHA and
+ * falls back to EVAL when the server does not have the script cached (after a
+ * restart or on a new cluster node).
+ *
+ * Script sources are read once; the binary build inlines them (see
+ * scripts/build-binaries.ts) so the executable needs no files beside it.
+ */
+import { readFileSync } from 'node:fs';
+import type { Cluster, Redis } from 'ioredis';
+
+/** File names of every script, <command>-<numberOfKeys>.lua. */
+export const SCRIPT_FILES = ['appendTelemetry-2.lua'] as const;
+
+type Client = Redis | Cluster;
+
+let sources: Map<string, string> | undefined;
+
+/** Hook for bundlers: provide sources instead of reading files. */
+export function provideScriptSources(files: Record<string, string>): void {
+  sources = new Map(Object.entries(files));
+}
+
+function sourceOf(file: string): string {
+  sources ??= new Map();
+  let text = sources.get(file);
+  if (text === undefined) {
+    text = readFileSync(new URL(`./scripts/${file}`, import.meta.url), 'utf8');
+    sources.set(file, text);
+  }
+  return text;
+}
+
+const defined = new WeakSet<Client>();
+
+/** Registers every script on the client (idempotent per client). */
+export function defineScripts(client: Client): void {
+  if (defined.has(client)) return;
+  for (const file of SCRIPT_FILES) {
+    const m = /^(\w+)-(\d+)\.lua$/.exec(file);
+    if (!m) throw new TypeError(`script file name ${file} must be <command>-<numberOfKeys>.lua`);
+    client.defineCommand(m[1]!, { numberOfKeys: Number(m[2]), lua: sourceOf(file) });
+  }
+  defined.add(client);
+}
+
+/** Typed access to the scripts once defined. */
+export interface ScriptCommands {
+  appendTelemetry(
+    stream: string,
+    seqState: string,
+    ...args: (string | number)[]
+  ): Promise<[number, number, number]>;
+}
+
+export function scripts(client: Client): ScriptCommands {
+  defineScripts(client);
+  return client as unknown as ScriptCommands;
+}

@@ -1,0 +1,118 @@
+--[[
+appendTelemetry-2.lua: idempotent, batched append of telemetry entries.
+
+A (device, sequence number) pair is appended at most once, whatever order the
+numbers arrive in: a retried batch, a replayed disk journal or a duplicate
+publish is refused entry by entry, while the rest of the batch goes in.
+
+KEYS[1]  telemetry partition stream          iot:telemetry:{pN}
+KEYS[2]  sequence state of that partition     iot:telemetry:{pN}:seq (hash, field = device id)
+ARGV[1]  maxGaps: ranges kept per device above its contiguous mark (the documented bound)
+ARGV[2..] entries, 6 values each: deviceId, seq, time, type, version, payload
+
+State per device (one hash field): "<mark>" or "<mark>;<a>-<b>;<c>-<d>..."
+  mark  every seq <= mark was appended (contiguous high-water mark)
+  a-b   sorted, disjoint, non-adjacent ranges above mark+1 that were appended
+When a device has more than maxGaps ranges, the lowest gap is closed: its
+numbers are from then on refused as duplicates, and counted as "forgotten".
+
+Result: { appended, duplicates, forgotten }
+]]
+
+local stream, stateKey = KEYS[1], KEYS[2]
+local maxGaps = tonumber(ARGV[1])
+local devices = {}
+local appended, duplicates, forgotten = 0, 0, 0
+
+local function load(dev)
+  local st = devices[dev]
+  if st then return st end
+  st = { mark = 0, ranges = {}, dirty = false }
+  local raw = redis.call('HGET', stateKey, dev)
+  if raw then
+    local first = true
+    for part in string.gmatch(raw, '[^;]+') do
+      if first then
+        st.mark = tonumber(part)
+        first = false
+      else
+        local a, b = string.match(part, '^(%d+)-(%d+)$')
+        st.ranges[#st.ranges + 1] = { tonumber(a), tonumber(b) }
+      end
+    end
+  end
+  devices[dev] = st
+  return st
+end
+
+local function seen(st, seq)
+  if seq <= st.mark then return true end
+  local ranges = st.ranges
+  for i = 1, #ranges do
+    local r = ranges[i]
+    if seq < r[1] then return false end
+    if seq <= r[2] then return true end
+  end
+  return false
+end
+
+local function mark(st, seq)
+  st.dirty = true
+  local ranges = st.ranges
+  if seq == st.mark + 1 then
+    st.mark = seq
+    local r = ranges[1]
+    if r and r[1] == seq + 1 then
+      st.mark = r[2]
+      table.remove(ranges, 1)
+    end
+    return
+  end
+  local i = 1
+  while ranges[i] and ranges[i][2] < seq do i = i + 1 end
+  local before, after = ranges[i - 1], ranges[i]
+  local joinsBefore = before and before[2] == seq - 1
+  local joinsAfter = after and after[1] == seq + 1
+  if joinsBefore and joinsAfter then
+    before[2] = after[2]
+    table.remove(ranges, i)
+  elseif joinsBefore then
+    before[2] = seq
+  elseif joinsAfter then
+    after[1] = seq
+  else
+    table.insert(ranges, i, { seq, seq })
+  end
+  if #ranges > maxGaps then
+    local lowest = table.remove(ranges, 1)
+    forgotten = forgotten + (lowest[1] - st.mark - 1)
+    st.mark = lowest[2]
+  end
+end
+
+local function encode(st)
+  local parts = { string.format('%.0f', st.mark) }
+  for i = 1, #st.ranges do
+    parts[#parts + 1] = string.format('%.0f-%.0f', st.ranges[i][1], st.ranges[i][2])
+  end
+  return table.concat(parts, ';')
+end
+
+for i = 2, #ARGV, 6 do
+  local dev = ARGV[i]
+  local seq = tonumber(ARGV[i + 1])
+  local st = load(dev)
+  if seen(st, seq) then
+    duplicates = duplicates + 1
+  else
+    redis.call('XADD', stream, '*', 'd', dev, 's', ARGV[i + 1], 't', ARGV[i + 2], 'k', ARGV[i + 3], 'v', ARGV[i + 4], 'p', ARGV[i + 5])
+    mark(st, seq)
+    appended = appended + 1
+  end
+end
+
+for dev, st in pairs(devices) do
+  if st.dirty then redis.call('HSET', stateKey, dev, encode(st)) end
+end
+
+return { appended, duplicates, forgotten }

@@ -1,0 +1,97 @@
+/** Options of the batched telemetry producer; the defaults live in the schema, once. */
+import { type ConfigOf, opt } from '../config/schema.js';
+
+export const producerSchema = {
+  'producer.batchMaxEntries': opt.integer(100, 'A batch is sent as soon as it holds this many entries', {
+    min: 1,
+    max: 10_000,
+  }),
+  'producer.batchMaxBytes': opt.size(64 * 1024, 'A batch is sent as soon as it holds this many bytes', {
+    min: 1024,
+    // Redis rejects bulk arguments over 512 MB; a batch far below that keeps latency sane.
+    max: 16 * 1024 * 1024,
+  }),
+  'producer.lingerMs': opt.duration(5, 'How long a partial batch waits for more entries before it is sent', {
+    min: 0,
+    max: 60_000,
+  }),
+  'producer.maxInFlightBatches': opt.integer(4, 'Batches sent but not yet acknowledged, at most', {
+    min: 1,
+    max: 256,
+  }),
+  'producer.maxBufferedEntries': opt.integer(
+    10_000,
+    'Entries held in memory (queued plus in flight) before the producer refuses more (back-pressure)',
+    { min: 1 },
+  ),
+  'producer.appendTimeout': opt.duration(
+    5000,
+    'An append not acknowledged within this time counts as failed',
+    {
+      min: 10,
+    },
+  ),
+  'producer.retryMaxDelay': opt.duration(2000, 'Cap of the backoff between retries of a failed batch', {
+    min: 1,
+  }),
+  'producer.idempotent': opt.boolean(
+    true,
+    'Refuse (device, seq) pairs already appended, so retries never duplicate',
+  ),
+  'producer.maxGaps': opt.integer(
+    1024,
+    'Out-of-order sequence ranges remembered per device above its contiguous mark (see docs/telemetry.md)',
+    { min: 1, max: 100_000 },
+  ),
+  'producer.durability': opt.enum(
+    ['local', 'replicated'],
+    'local',
+    'local: acknowledged by the primary; replicated: also WAIT for producer.replicas replicas',
+  ),
+  'producer.replicas': opt.integer(
+    1,
+    'Replicas that must confirm a batch at the replicated durability level',
+    {
+      min: 1,
+    },
+  ),
+  'producer.replicaTimeout': opt.duration(1000, 'How long WAIT waits for replicas', { min: 1 }),
+} as const;
+
+export type ProducerSchema = typeof producerSchema;
+export type ProducerConfig = ConfigOf<ProducerSchema>;
+
+export interface ProducerOptions {
+  batchMaxEntries: number;
+  batchMaxBytes: number;
+  lingerMs: number;
+  maxInFlightBatches: number;
+  maxBufferedEntries: number;
+  appendTimeoutMs: number;
+  retryMaxDelayMs: number;
+  idempotent: boolean;
+  maxGaps: number;
+  durability: 'local' | 'replicated';
+  replicas: number;
+  replicaTimeoutMs: number;
+}
+
+export function producerOptions(c: Partial<ProducerConfig> = {}): ProducerOptions {
+  const v = <K extends keyof ProducerConfig>(k: K): ProducerConfig[K] =>
+    (c[k] ?? producerSchema[k].default) as ProducerConfig[K];
+  return {
+    batchMaxEntries: v('producer.batchMaxEntries'),
+    batchMaxBytes: v('producer.batchMaxBytes'),
+    lingerMs: v('producer.lingerMs'),
+    maxInFlightBatches: v('producer.maxInFlightBatches'),
+    // At least one full batch must fit, or the producer could never send a full batch.
+    maxBufferedEntries: Math.max(v('producer.maxBufferedEntries'), v('producer.batchMaxEntries')),
+    appendTimeoutMs: v('producer.appendTimeout'),
+    retryMaxDelayMs: v('producer.retryMaxDelay'),
+    idempotent: v('producer.idempotent'),
+    maxGaps: v('producer.maxGaps'),
+    durability: v('producer.durability'),
+    replicas: v('producer.replicas'),
+    replicaTimeoutMs: v('producer.replicaTimeout'),
+  };
+}

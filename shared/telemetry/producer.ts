@@ -1,0 +1,398 @@
+/**
+ * The batched telemetry producer used by agents and gateways.
+ *
+ * Entries are collected into batches by count, bytes and linger time and sent
+ * as one pipelined call per partition: the idempotent-append script (default)
+ * or plain XADDs. At most `maxInFlightBatches` batches are unacknowledged at
+ * once, and at most `maxBufferedEntries` entries are held in memory in all:
+ * past that `offer` returns false (back-pressure) and the caller decides what
+ * happens to the entry (the agent journals it to disk, the gateway stops
+ * reading from device sockets).
+ *
+ * A failed or timed-out batch is offered to `onFailed` (a journal may take it)
+ * or retried with capped, jittered backoff. While a retry is pending no newer
+ * batch is sent, so per-device order holds; idempotent appends make the retry
+ * of a batch whose reply was lost harmless.
+ */
+import type { ChainableCommander } from 'ioredis';
+import type { Clock } from '../clock.js';
+import { systemClock } from '../clock.js';
+import { type EncodedEnvelope, encodedSize, envelopeFields } from '../envelope.js';
+import { AppendTimeoutError, ReplicationError } from '../errors.js';
+import type { Keys } from '../keys.js';
+import { EpisodeLog, type Logger } from '../log.js';
+import { Counter, Gauge, Histogram, type Registry } from '../metrics.js';
+import { type RedisClient, reconnectDelay } from '../redis/connect.js';
+import { defineScripts } from '../redis/scripts.js';
+import type { ProducerOptions } from './producer-options.js';
+
+export interface BatchOutcome {
+  appended: number;
+  duplicates: number;
+  /** Sequence numbers given up by the gap bound (see appendTelemetry-2.lua). */
+  forgotten: number;
+}
+
+export interface ProducerHooks {
+  /** A batch is in Redis at the configured durability level. */
+  onAcked?(entries: readonly EncodedEnvelope[], outcome: BatchOutcome): void;
+  /**
+   * A batch failed. Return true when the caller took the entries (for example
+   * into a disk journal); otherwise the producer keeps them and retries.
+   */
+  onFailed?(entries: readonly EncodedEnvelope[], error: Error): boolean;
+}
+
+export interface ProducerMetrics {
+  appended: Counter;
+  duplicates: Counter;
+  forgotten: Counter;
+  failedBatches: Counter;
+  refused: Counter;
+  held: Gauge;
+  batchSeconds: Histogram;
+}
+
+export function createProducerMetrics(registry: Registry): ProducerMetrics {
+  const registers = [registry];
+  return {
+    appended: new Counter({ name: 'telemetry_appended_total', help: 'Entries appended to Redis', registers }),
+    duplicates: new Counter({
+      name: 'telemetry_duplicates_refused_total',
+      help: 'Entries refused as already appended (idempotent retries, replays)',
+      registers,
+    }),
+    forgotten: new Counter({
+      name: 'telemetry_sequence_forgotten_total',
+      help: 'Sequence numbers given up by the per-device gap bound',
+      registers,
+    }),
+    failedBatches: new Counter({
+      name: 'telemetry_batches_failed_total',
+      help: 'Batches that failed or timed out',
+      registers,
+    }),
+    refused: new Counter({
+      name: 'telemetry_backpressure_refused_total',
+      help: 'Entries the producer refused because its buffer was full',
+      registers,
+    }),
+    held: new Gauge({
+      name: 'telemetry_producer_held_entries',
+      help: 'Entries held in memory (queued + in flight)',
+      registers,
+    }),
+    batchSeconds: new Histogram({
+      name: 'telemetry_batch_seconds',
+      help: 'Time from sending a batch to its acknowledgement',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+      registers,
+    }),
+  };
+}
+
+interface Batch {
+  readonly id: number;
+  readonly entries: EncodedEnvelope[];
+}
+
+type ScriptPipeline = ChainableCommander & {
+  appendTelemetry(stream: string, state: string, ...args: (string | number)[]): ChainableCommander;
+};
+
+export interface ProducerDeps {
+  logger: Logger;
+  metrics?: ProducerMetrics;
+  clock?: Clock;
+  hooks?: ProducerHooks;
+}
+
+export class TelemetryProducer {
+  private queue: EncodedEnvelope[] = [];
+  private head = 0;
+  private queuedBytes = 0;
+  private inFlightBatches = 0;
+  private inFlightEntries = 0;
+  private retryBatches: Batch[] = [];
+  private retryEntries = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDue = false;
+  private consecutiveFailures = 0;
+  private lingerTimer: NodeJS.Timeout | undefined;
+  private sendPartial = false;
+  private nextBatchId = 1;
+  private idleWaiters: Array<() => void> = [];
+  private closed = false;
+  private readonly clock: Clock;
+  private readonly backpressure: EpisodeLog;
+  private readonly outage: EpisodeLog;
+  readonly totals: BatchOutcome & { refused: number; failedBatches: number } = {
+    appended: 0,
+    duplicates: 0,
+    forgotten: 0,
+    refused: 0,
+    failedBatches: 0,
+  };
+
+  constructor(
+    private readonly client: RedisClient,
+    private readonly keys: Keys,
+    private readonly options: ProducerOptions,
+    private readonly deps: ProducerDeps,
+  ) {
+    this.clock = deps.clock ?? systemClock;
+    this.backpressure = new EpisodeLog(deps.logger, 'producer back-pressure (buffer full)');
+    this.outage = new EpisodeLog(deps.logger, 'telemetry appends failing');
+    if (options.idempotent) defineScripts(client);
+  }
+
+  /** Entries held in memory: queued, in flight and awaiting retry. */
+  get held(): number {
+    return this.queue.length - this.head + this.inFlightEntries + this.retryEntries;
+  }
+
+  /** True while the producer refuses entries because its buffer is full. */
+  get isBackpressured(): boolean {
+    return this.backpressure.isActive;
+  }
+
+  /**
+   * Queues an entry. Returns false when the buffer is full: the entry was not
+   * taken and the caller must divert or drop it (and count that).
+   */
+  offer(entry: EncodedEnvelope): boolean {
+    if (this.closed) throw new TypeError('producer is closed');
+    if (this.held >= this.options.maxBufferedEntries) {
+      this.totals.refused++;
+      this.deps.metrics?.refused.inc();
+      this.backpressure.hit({ held: this.held, limit: this.options.maxBufferedEntries });
+      return false;
+    }
+    this.queue.push(entry);
+    this.queuedBytes += encodedSize(entry);
+    this.updateHeld();
+    this.pump();
+    return true;
+  }
+
+  /** Sends everything held and resolves when it is acknowledged (or taken by onFailed). */
+  flush(): Promise<void> {
+    this.sendPartial = true;
+    this.pump();
+    if (this.held === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /**
+   * Flushes for at most `timeoutMs`, then stops. Returns the entries still held
+   * (unsent), so a caller with a journal can keep them.
+   */
+  async close(timeoutMs: number): Promise<EncodedEnvelope[]> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.flush(),
+      new Promise<void>((r) => (timer = this.clock.setTimeout(r, timeoutMs))),
+    ]);
+    if (timer) this.clock.clearTimeout(timer);
+    this.closed = true;
+    if (this.lingerTimer) this.clock.clearTimeout(this.lingerTimer);
+    if (this.retryTimer) this.clock.clearTimeout(this.retryTimer);
+    const left = [...this.retryBatches.flatMap((b) => b.entries), ...this.queue.slice(this.head)];
+    this.queue = [];
+    this.head = 0;
+    this.retryBatches = [];
+    this.retryEntries = 0;
+    return left;
+  }
+
+  private get queued(): number {
+    return this.queue.length - this.head;
+  }
+
+  private pump(): void {
+    const o = this.options;
+    while (!this.closed && this.retryBatches.length === 0 && this.inFlightBatches < o.maxInFlightBatches) {
+      const n = this.queued;
+      if (n === 0) break;
+      const full = n >= o.batchMaxEntries || this.queuedBytes >= o.batchMaxBytes;
+      if (!full && !this.sendPartial) break;
+      this.send(this.takeBatch());
+    }
+    if (this.queued === 0) {
+      this.sendPartial = false;
+      if (this.lingerTimer) {
+        this.clock.clearTimeout(this.lingerTimer);
+        this.lingerTimer = undefined;
+      }
+    } else if (!this.lingerTimer && !this.sendPartial && !this.closed) {
+      this.lingerTimer = this.clock.setTimeout(() => {
+        this.lingerTimer = undefined;
+        this.sendPartial = true;
+        this.pump();
+      }, o.lingerMs);
+    }
+  }
+
+  private takeBatch(): Batch {
+    const o = this.options;
+    const entries: EncodedEnvelope[] = [];
+    let bytes = 0;
+    while (this.head < this.queue.length && entries.length < o.batchMaxEntries) {
+      const e = this.queue[this.head]!;
+      const size = encodedSize(e);
+      if (entries.length > 0 && bytes + size > o.batchMaxBytes) break;
+      entries.push(e);
+      bytes += size;
+      this.head++;
+    }
+    this.queuedBytes -= bytes;
+    // Compact now and then so the array does not grow without bound.
+    if (this.head > 4096 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    return { id: this.nextBatchId++, entries };
+  }
+
+  private send(batch: Batch): void {
+    this.inFlightBatches++;
+    this.inFlightEntries += batch.entries.length;
+    const started = performance.now();
+    this.appendBatch(batch.entries).then(
+      (outcome) => {
+        this.deps.metrics?.batchSeconds.observe((performance.now() - started) / 1000);
+        this.settle(batch);
+        this.consecutiveFailures = 0;
+        this.outage.end();
+        this.record(outcome);
+        this.deps.hooks?.onAcked?.(batch.entries, outcome);
+        this.afterSettle();
+      },
+      (err: Error) => {
+        this.settle(batch);
+        this.totals.failedBatches++;
+        this.deps.metrics?.failedBatches.inc();
+        this.outage.hit({ error: err.message });
+        const taken = this.deps.hooks?.onFailed?.(batch.entries, err) ?? false;
+        if (!taken && !this.closed) this.scheduleRetry(batch);
+        this.afterSettle();
+      },
+    );
+  }
+
+  private settle(batch: Batch): void {
+    this.inFlightBatches--;
+    this.inFlightEntries -= batch.entries.length;
+  }
+
+  private record(outcome: BatchOutcome): void {
+    this.totals.appended += outcome.appended;
+    this.totals.duplicates += outcome.duplicates;
+    this.totals.forgotten += outcome.forgotten;
+    const m = this.deps.metrics;
+    if (m) {
+      m.appended.inc(outcome.appended);
+      if (outcome.duplicates) m.duplicates.inc(outcome.duplicates);
+      if (outcome.forgotten) m.forgotten.inc(outcome.forgotten);
+    }
+  }
+
+  private scheduleRetry(batch: Batch): void {
+    this.retryBatches.push(batch);
+    this.retryEntries += batch.entries.length;
+    if (this.retryTimer) return;
+    const delay = reconnectDelay(this.consecutiveFailures++, this.options.retryMaxDelayMs);
+    this.retryTimer = this.clock.setTimeout(() => {
+      this.retryTimer = undefined;
+      this.retryDue = true;
+      this.afterSettle();
+    }, delay);
+  }
+
+  /** Once every in-flight batch has settled, failed batches go back to the front, oldest first. */
+  private requeueRetries(): void {
+    const batches = this.retryBatches.sort((a, b) => a.id - b.id);
+    const entries = batches.flatMap((b) => b.entries);
+    this.queue = [...entries, ...this.queue.slice(this.head)];
+    this.head = 0;
+    this.queuedBytes += entries.reduce((sum, e) => sum + encodedSize(e), 0);
+    this.retryBatches = [];
+    this.retryEntries = 0;
+    this.retryDue = false;
+    this.sendPartial = true;
+  }
+
+  private afterSettle(): void {
+    if (this.retryDue && this.inFlightBatches === 0) this.requeueRetries();
+    this.pump();
+    this.updateHeld();
+    if (this.held < this.options.maxBufferedEntries / 2) this.backpressure.end({ held: this.held });
+    if (this.held === 0 && this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  private updateHeld(): void {
+    this.deps.metrics?.held.set(this.held);
+  }
+
+  /** Appends one batch: one pipeline per partition, each a single hash slot. */
+  private async appendBatch(entries: readonly EncodedEnvelope[]): Promise<BatchOutcome> {
+    const groups = new Map<number, EncodedEnvelope[]>();
+    for (const e of entries) {
+      const p = this.keys.partitionOf(e.deviceId);
+      const g = groups.get(p);
+      if (g) g.push(e);
+      else groups.set(p, [e]);
+    }
+    const outcomes = await this.withTimeout(
+      Promise.all([...groups].map(([partition, group]) => this.appendPartition(partition, group))),
+    );
+    return outcomes.reduce(
+      (sum, o) => ({
+        appended: sum.appended + o.appended,
+        duplicates: sum.duplicates + o.duplicates,
+        forgotten: sum.forgotten + o.forgotten,
+      }),
+      { appended: 0, duplicates: 0, forgotten: 0 },
+    );
+  }
+
+  private async appendPartition(partition: number, group: readonly EncodedEnvelope[]): Promise<BatchOutcome> {
+    const o = this.options;
+    const stream = this.keys.telemetryStream(partition);
+    const pipeline = this.client.pipeline() as ScriptPipeline;
+    if (o.idempotent) {
+      const args: (string | number)[] = [o.maxGaps];
+      for (const e of group) args.push(e.deviceId, e.seq, e.time, e.type, e.version, e.payload);
+      pipeline.appendTelemetry(stream, this.keys.telemetrySeqState(partition), ...args);
+    } else {
+      for (const e of group) pipeline.xadd(stream, '*', ...envelopeFields(e));
+    }
+    if (o.durability === 'replicated') pipeline.wait(o.replicas, o.replicaTimeoutMs);
+    const replies = (await pipeline.exec()) ?? [];
+    for (const [err] of replies) if (err) throw err;
+    if (o.durability === 'replicated') {
+      const acked = Number(replies[replies.length - 1]?.[1] ?? 0);
+      if (acked < o.replicas) throw new ReplicationError(o.replicas, acked);
+    }
+    if (o.idempotent) {
+      const [appended, duplicates, forgotten] = (replies[0]?.[1] ?? [0, 0, 0]) as [number, number, number];
+      return { appended, duplicates, forgotten };
+    }
+    return { appended: group.length, duplicates: 0, forgotten: 0 };
+  }
+
+  private withTimeout<T>(promise: Promise<T>): Promise<T> {
+    const ms = this.options.appendTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = this.clock.setTimeout(() => reject(new AppendTimeoutError(ms)), ms);
+    });
+    return Promise.race([promise, timeout]).finally(() => {
+      if (timer) this.clock.clearTimeout(timer);
+    });
+  }
+}

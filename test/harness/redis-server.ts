@@ -1,0 +1,107 @@
+/**
+ * Starts a real redis-server for a test: on a free port, in a temporary
+ * directory, with AOF when a test asks for durability. Uses testcontainers
+ * when a Docker engine is reachable and the local redis-server binary
+ * otherwise (see docker.ts). Always stop it in afterAll; the process is also
+ * killed when the test process exits.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { dockerAvailable } from './docker.js';
+import { freePort } from './ports.js';
+import { captureOutput, spawnTracked, waitExit, waitForPort } from './process.js';
+
+export interface RedisServerOptions {
+  /** appendonly yes, with this fsync policy. */
+  aof?: 'always' | 'everysec';
+  /** Extra config directives, e.g. ['maxmemory', '100mb']. */
+  args?: string[];
+  /** Force the local binary even when Docker is reachable (needed for restart/kill tests). */
+  local?: boolean;
+}
+
+export interface RedisServer {
+  readonly host: string;
+  readonly port: number;
+  readonly url: string;
+  readonly dir: string;
+  /** A new client to this server (caller quits it). */
+  client(): Redis;
+  /** Stops the server (SHUTDOWN semantics: AOF is flushed). */
+  stop(): Promise<void>;
+  /** Kills the server with SIGKILL, as a crash would. */
+  kill(): Promise<void>;
+  /** Starts it again on the same port and directory (after stop or kill). */
+  start(): Promise<void>;
+  /** Stops it and removes its directory. */
+  destroy(): Promise<void>;
+}
+
+export async function startRedis(options: RedisServerOptions = {}): Promise<RedisServer> {
+  if (!options.local && (await dockerAvailable())) {
+    const { startRedisContainer } = await import('./redis-container.js');
+    return startRedisContainer(options);
+  }
+  return startLocalRedis(options);
+}
+
+export async function startLocalRedis(options: RedisServerOptions = {}): Promise<RedisServer> {
+  const dir = mkdtempSync(join(tmpdir(), 'fleet-redis-'));
+  const port = await freePort();
+  const host = '127.0.0.1';
+  let child: ChildProcess | undefined;
+
+  const args = [
+    '--port',
+    String(port),
+    '--bind',
+    host,
+    '--dir',
+    dir,
+    '--save',
+    '',
+    '--appendonly',
+    options.aof ? 'yes' : 'no',
+    ...(options.aof ? ['--appendfsync', options.aof] : []),
+    '--daemonize',
+    'no',
+    '--logfile',
+    '',
+    ...(options.args ?? []),
+  ];
+
+  const start = async () => {
+    child = spawnTracked('redis-server', args);
+    const out = captureOutput(child);
+    try {
+      await waitForPort(port, host);
+    } catch (err) {
+      throw new Error(`redis-server did not start: ${(err as Error).message}\n${out.text()}`);
+    }
+  };
+
+  const stopChild = async (signal: 'SIGTERM' | 'SIGKILL') => {
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    child.kill(signal);
+    await waitExit(child);
+  };
+
+  await start();
+  return {
+    host,
+    port,
+    url: `redis://${host}:${port}`,
+    dir,
+    client: () => new Redis({ host, port, maxRetriesPerRequest: 3, lazyConnect: false }),
+    stop: () => stopChild('SIGTERM'),
+    kill: () => stopChild('SIGKILL'),
+    start,
+    destroy: async () => {
+      await stopChild('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
