@@ -85,3 +85,14 @@ export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
 }
+
+/** A command line was used wrongly; the message includes the usage. */
+export class UsageError extends FleetError {
+  readonly code = 'USAGE';
+  constructor(
+    detail: string,
+    readonly usage: string,
+  ) {
+    super(`${detail}\n\n${usage}`);
+  }
+}

@@ -15,19 +15,32 @@ export interface AgentProcess {
   /** Parsed JSON log lines so far. */
   logs(): Array<Record<string, unknown>>;
   /** Resolves when a log line matching the predicate appears. */
-  waitForLog(match: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  waitForLog(
+    match: (line: Record<string, unknown>) => boolean,
+    timeoutMs?: number,
+  ): Promise<Record<string, unknown>>;
   kill(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export function startAgentProcess(options: Record<string, string | number | boolean>, env: Record<string, string> = {}): AgentProcess {
+export function startAgentProcess(
+  options: Record<string, string | number | boolean>,
+  env: Record<string, string> = {},
+): AgentProcess {
   const args = ['--import', 'tsx', 'device/cli.ts'];
   for (const [key, value] of Object.entries(options)) args.push(`--${flagName(key)}`, String(value));
   return wrapProcess(spawnTracked(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env } }));
 }
 
-export function runScript(script: string, args: readonly string[], env: Record<string, string> = {}): AgentProcess {
+export function runScript(
+  script: string,
+  args: readonly string[],
+  env: Record<string, string> = {},
+): AgentProcess {
   return wrapProcess(
-    spawnTracked(process.execPath, ['--import', 'tsx', script, ...args], { cwd: ROOT, env: { ...process.env, ...env } }),
+    spawnTracked(process.execPath, ['--import', 'tsx', script, ...args], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+    }),
   );
 }
 

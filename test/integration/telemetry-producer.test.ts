@@ -62,7 +62,8 @@ forEachTarget('telemetry producer', (target) => {
   it('keeps per-device order across many devices sharing partitions', async () => {
     const { keys, producer } = await open({ batchMaxEntries: 50, maxInFlightBatches: 8 });
     const devices = Array.from({ length: 40 }, (_, i) => `dev-${i}`);
-    for (let seq = 1; seq <= 50; seq++) for (const d of devices) expect(producer.offer(entry(d, seq))).toBe(true);
+    for (let seq = 1; seq <= 50; seq++)
+      for (const d of devices) expect(producer.offer(entry(d, seq))).toBe(true);
     await producer.flush();
     const entries = await readAllTelemetry(target().client, keys);
     expect(entries).toHaveLength(2000);
