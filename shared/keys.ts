@@ -101,4 +101,14 @@ export class Keys {
   presence(): string {
     return `${this.prefix}:presence`;
   }
+
+  /** Hash: device id -> last time (ms) a gateway saw it connect, publish or disconnect. */
+  lastSeen(): string {
+    return `${this.prefix}:lastseen`;
+  }
+
+  /** Counter of the sequence numbers a gateway reserved for a device that sends none (INCRBY blocks). */
+  gatewaySequence(deviceId: string): string {
+    return this.device(deviceId, 'gwseq');
+  }
 }
