@@ -86,6 +86,11 @@ export class Keys {
     return this.device(deviceId, 'commands');
   }
 
+  /** A device's latest-state hash, kept by the projection (gateway/projection, shared/state.ts). */
+  deviceState(deviceId: string): string {
+    return this.device(deviceId, 'state');
+  }
+
   results(): string {
     return `${this.prefix}:results`;
   }

@@ -12,7 +12,11 @@ import { readFileSync } from 'node:fs';
 import type { Cluster, Redis } from 'ioredis';
 
 /** File names of every script, <command>-<numberOfKeys>.lua. */
-export const SCRIPT_FILES = ['appendTelemetry-2.lua'] as const;
+export const SCRIPT_FILES = [
+  'appendTelemetry-2.lua',
+  'trimStream-1.lua',
+  'projectState-1.lua',
+] as const;
 
 type Client = Redis | Cluster;
 
@@ -53,6 +57,10 @@ export interface ScriptCommands {
     seqState: string,
     ...args: (string | number)[]
   ): Promise<[number, number, number]>;
+  /** Lag-aware retention step on one stream; see trimStream-1.lua for the result layout. */
+  trimStream(stream: string, ...args: (string | number)[]): Promise<Array<string | number>>;
+  /** Folds one device's readings into its latest-state hash: [applied, stale]. */
+  projectState(stateKey: string, ...args: (string | number)[]): Promise<[number, number]>;
 }
 
 export function scripts(client: Client): ScriptCommands {
