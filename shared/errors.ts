@@ -79,6 +79,27 @@ export class BackpressureError extends FleetError {
   }
 }
 
+/** No terminal result for a command arrived in time; `lastStatus` is its last recorded progress. */
+export class CommandTimeoutError extends FleetError {
+  readonly code = 'COMMAND_TIMEOUT';
+  constructor(
+    readonly commandId: string,
+    readonly deviceId: string,
+    readonly waitedMs: number,
+    readonly lastStatus: string,
+  ) {
+    super(
+      `no result for command ${commandId} on device ${deviceId} within ${waitedMs} ms; last status: ${lastStatus}${
+        lastStatus === 'queued'
+          ? ' (the device has not read it: is its agent running and connected?)'
+          : lastStatus === 'none'
+            ? ' (no such command for this device: check the id and device)'
+            : ''
+      }. Wait longer (--wait-timeout) or look later with \`ctl command status\``,
+    );
+  }
+}
+
 /** Human-readable message for a CLI: typed errors print their message, others their string. */
 export function describeError(err: unknown): string {
   if (err instanceof FleetError) return err.message;

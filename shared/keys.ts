@@ -91,6 +91,30 @@ export class Keys {
     return this.device(deviceId, 'state');
   }
 
+  /** Dedup ledger of one command on one device: a hash with its own expiry, in the device's slot. */
+  commandLedger(deviceId: string, commandId: string): string {
+    return this.device(deviceId, `cmd:${commandId}`);
+  }
+
+  /**
+   * Publish-once marker of a command's entry in a shared stream (results, dead
+   * letters). Its hash tag is the stream's whole name, so it lands in the same
+   * slot as the stream itself ("{iot:results}:pub:..." hashes like "iot:results").
+   */
+  publishedMarker(stream: string, deviceId: string, commandKey: string): string {
+    return `{${stream}}:pub:${deviceId}:${commandKey}`;
+  }
+
+  /** Set of every device id whose agent has registered (fleet-wide commands). */
+  fleet(): string {
+    return `${this.prefix}:devices`;
+  }
+
+  /** Set of the device ids that registered a tag (group commands). */
+  tag(tag: string): string {
+    return `${this.prefix}:tag:${tag}`;
+  }
+
   results(): string {
     return `${this.prefix}:results`;
   }

@@ -14,6 +14,7 @@ import type { Cluster, Redis } from 'ioredis';
 /** File names of every script, <command>-<numberOfKeys>.lua. */
 export const SCRIPT_FILES = [
   'appendTelemetry-2.lua',
+  'appendTelemetryRaw-1.lua',
   'trimStream-1.lua',
   'projectState-1.lua',
 ] as const;
@@ -61,6 +62,10 @@ export interface ScriptCommands {
   trimStream(stream: string, ...args: (string | number)[]): Promise<Array<string | number>>;
   /** Folds one device's readings into its latest-state hash: [applied, stale]. */
   projectState(stateKey: string, ...args: (string | number)[]): Promise<[number, number]>;
+  sendCommand(stream: string, ledger: string, ...args: (string | number)[]): Promise<[number, string]>;
+  publishOnce(stream: string, marker: string, ...args: (string | number)[]): Promise<[number, string]>;
+  beginCommand(ledger: string, ...args: (string | number)[]): Promise<[string, number, string, string]>;
+  finishCommand(ledger: string, ...args: (string | number)[]): Promise<[number, string]>;
 }
 
 export function scripts(client: Client): ScriptCommands {

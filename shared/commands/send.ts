@@ -1,0 +1,326 @@
+/**
+ * The sending side of control commands, shared by `ctl`, the gateway (MQTT
+ * devices) and tests: queue a command for one device, a group or the whole
+ * fleet, and wait for its terminal result.
+ *
+ * A command is queued with sendCommand-2.lua, which creates the command's
+ * ledger ("queued") with the stream entry, so a retried send never queues it
+ * twice. Results are read from the global results stream by a ResultWatcher
+ * (one blocking reader per process, dispatching by command id); the ledger
+ * holds a copy of the terminal result, so a result published before the
+ * watcher started is never missed.
+ */
+import { randomUUID } from 'node:crypto';
+import { Cluster } from 'ioredis';
+import type { Clock } from '../clock.js';
+import { systemClock } from '../clock.js';
+import { CommandTimeoutError, ValidationError } from '../errors.js';
+import { assertDeviceId, type Keys } from '../keys.js';
+import type { RedisClient } from '../redis/connect.js';
+import { scripts } from '../redis/scripts.js';
+import {
+  type Command,
+  type CommandArgs,
+  type CommandResult,
+  type CommandStatus,
+  decodeResult,
+  encodeCommand,
+  isTerminal,
+} from './codec.js';
+
+/** A new connection like `client` (a blocked read holds its connection, so blocking readers get their own). */
+export function duplicateClient(client: RedisClient): RedisClient {
+  return client instanceof Cluster ? client.duplicate() : client.duplicate();
+}
+
+/** How long ledgers and publish markers outlive a command's deadline (a redelivery later than this is not deduplicated). */
+export const DEFAULT_LEDGER_RETENTION_MS = 24 * 3_600_000;
+
+export interface SendOptions {
+  name: string;
+  args?: CommandArgs;
+  /** Time to live: the command expires this long after it is issued. */
+  ttlMs: number;
+  /** Command id (idempotency key); a random UUID when absent. */
+  id?: string;
+  correlationId?: string;
+  clock?: Clock;
+  /** How long the ledger outlives the deadline. */
+  retentionMs?: number;
+}
+
+export interface Sent {
+  readonly command: Command;
+  readonly deviceId: string;
+  /** Entry id in the device's command stream; for a duplicate send, the existing one is not returned. */
+  readonly entryId: string | undefined;
+  /** True when this id was already queued for the device (nothing was appended). */
+  readonly duplicate: boolean;
+  /** For a duplicate: the status the ledger had. */
+  readonly existingStatus?: string;
+}
+
+/** Builds the command once (so a group shares id, times and correlation id). */
+export function buildCommand(options: SendOptions): Command {
+  const clock = options.clock ?? systemClock;
+  const issuedAt = clock.now();
+  if (!Number.isFinite(options.ttlMs) || options.ttlMs <= 0) {
+    throw new ValidationError('ttl', `must be a positive duration, got ${options.ttlMs}`);
+  }
+  const id = options.id ?? randomUUID();
+  return encodeCommand({
+    id,
+    name: options.name,
+    args: options.args ?? {},
+    issuedAt,
+    deadline: issuedAt + Math.round(options.ttlMs),
+    correlationId: options.correlationId ?? id,
+  }).command;
+}
+
+/** Queues a validated command for one device. */
+export async function queueCommand(
+  client: RedisClient,
+  keys: Keys,
+  deviceId: string,
+  command: Command,
+  options: { retentionMs?: number; clock?: Clock } = {},
+): Promise<Sent> {
+  assertDeviceId(deviceId);
+  const { fields } = encodeCommand(command);
+  const now = (options.clock ?? systemClock).now();
+  const expireAt = command.deadline + (options.retentionMs ?? DEFAULT_LEDGER_RETENTION_MS);
+  const [ok, value] = await scripts(client).sendCommand(
+    keys.commands(deviceId),
+    keys.commandLedger(deviceId, command.id),
+    expireAt,
+    now,
+    ...fields,
+  );
+  return ok === 1
+    ? { command, deviceId, entryId: value, duplicate: false }
+    : { command, deviceId, entryId: undefined, duplicate: true, existingStatus: value };
+}
+
+/** Sends a command to one device. */
+export async function sendCommand(
+  client: RedisClient,
+  keys: Keys,
+  deviceId: string,
+  options: SendOptions,
+): Promise<Sent> {
+  return queueCommand(client, keys, deviceId, buildCommand(options), options);
+}
+
+export interface Targets {
+  devices?: readonly string[];
+  tags?: readonly string[];
+  fleet?: boolean;
+}
+
+/**
+ * The device ids a group send reaches: the union of the listed devices, the
+ * members of each tag and (with fleet) every registered device, each once.
+ */
+export async function resolveTargets(client: RedisClient, keys: Keys, targets: Targets): Promise<string[]> {
+  const ids = new Set<string>(targets.devices ?? []);
+  for (const tag of targets.tags ?? []) for (const id of await client.smembers(keys.tag(tag))) ids.add(id);
+  if (targets.fleet) for (const id of await client.smembers(keys.fleet())) ids.add(id);
+  for (const id of ids) assertDeviceId(id);
+  return [...ids].sort();
+}
+
+/**
+ * Sends one command to a group: every device gets the same command id and
+ * correlation id; each device's ledger makes it take effect there once.
+ */
+export async function sendToGroup(
+  client: RedisClient,
+  keys: Keys,
+  targets: Targets,
+  options: SendOptions,
+): Promise<Sent[]> {
+  const devices = await resolveTargets(client, keys, targets);
+  if (devices.length === 0) {
+    throw new ValidationError(
+      'targets',
+      'no device matches (check the device ids, tags, or that agents have registered)',
+    );
+  }
+  const command = buildCommand(options);
+  return Promise.all(devices.map((d) => queueCommand(client, keys, d, command, options)));
+}
+
+/** Registers a device in the fleet and tag sets (the agent does this at start). */
+export async function registerDevice(
+  client: RedisClient,
+  keys: Keys,
+  deviceId: string,
+  tags: readonly string[],
+): Promise<void> {
+  assertDeviceId(deviceId);
+  await client.sadd(keys.fleet(), deviceId);
+  for (const tag of tags) await client.sadd(keys.tag(tag), deviceId);
+}
+
+export interface LedgerView {
+  status: CommandStatus | 'none';
+  attempts: number;
+  queuedAt?: number;
+  deliveredAt?: number;
+  startedAt?: number;
+  result?: CommandResult;
+}
+
+/** What the ledger says about a command on a device (`none` when unknown or expired from the ledger). */
+export async function commandStatus(
+  client: RedisClient,
+  keys: Keys,
+  deviceId: string,
+  commandId: string,
+): Promise<LedgerView> {
+  const h = await client.hgetall(keys.commandLedger(deviceId, commandId));
+  if (!h.st) return { status: 'none', attempts: 0 };
+  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+  return {
+    status: h.st as CommandStatus,
+    attempts: Number(h.at ?? 0),
+    queuedAt: num(h.tq),
+    deliveredAt: num(h.td),
+    startedAt: num(h.ts),
+    result: h.r && isTerminal(h.st) ? decodeResult(JSON.parse(h.r) as string[]) : undefined,
+  };
+}
+
+interface Waiter {
+  resolve(r: CommandResult): void;
+}
+
+/**
+ * One blocking reader of the results stream per process, dispatching results
+ * to waiters by (device, command id). It uses its own connection, since a
+ * blocked XREAD holds the connection it runs on.
+ */
+export class ResultWatcher {
+  private readonly waiters = new Map<string, Waiter[]>();
+  private readonly reader: RedisClient;
+  private running = false;
+  private loop: Promise<void> | undefined;
+  private lastId = '0-0';
+
+  constructor(
+    private readonly client: RedisClient,
+    private readonly keys: Keys,
+    private readonly blockMs = 1000,
+  ) {
+    this.reader = duplicateClient(client);
+    this.reader.on('error', () => {
+      // reconnects by itself; the read loop retries
+    });
+  }
+
+  /** Starts reading from the current end of the results stream. */
+  async start(): Promise<void> {
+    if (this.running) return;
+    const last = await this.client.xrevrange(this.keys.results(), '+', '-', 'COUNT', 1);
+    this.lastId = last[0]?.[0] ?? '0-0';
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.reader.disconnect();
+    await this.loop?.catch(() => undefined);
+  }
+
+  /**
+   * Resolves with the terminal result, or rejects with CommandTimeoutError
+   * naming the last progress recorded in the ledger.
+   */
+  async wait(deviceId: string, commandId: string, timeoutMs: number): Promise<CommandResult> {
+    if (!this.running) await this.start();
+    const key = `${deviceId}\u0000${commandId}`;
+    let timer: NodeJS.Timeout | undefined;
+    let waiter: Waiter | undefined;
+    const arrived = new Promise<CommandResult>((resolve) => {
+      waiter = { resolve };
+      const list = this.waiters.get(key);
+      if (list) list.push(waiter);
+      else this.waiters.set(key, [waiter]);
+    });
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    });
+    try {
+      // Registered first, then the ledger: a result fixed before the watcher saw it is found here.
+      const ledger = await commandStatus(this.client, this.keys, deviceId, commandId);
+      if (ledger.result) return ledger.result;
+      const outcome = await Promise.race([arrived, timedOut]);
+      if (outcome !== 'timeout') return outcome;
+      const last = await commandStatus(this.client, this.keys, deviceId, commandId);
+      if (last.result) return last.result;
+      throw new CommandTimeoutError(commandId, deviceId, timeoutMs, last.status);
+    } finally {
+      clearTimeout(timer);
+      const list = this.waiters.get(key);
+      if (list && waiter) {
+        const rest = list.filter((w) => w !== waiter);
+        if (rest.length) this.waiters.set(key, rest);
+        else this.waiters.delete(key);
+      }
+    }
+  }
+
+  private async run(): Promise<void> {
+    const stream = this.keys.results();
+    while (this.running) {
+      let reply: [string, [string, string[]][]][] | null;
+      try {
+        reply = (await this.reader.xread(
+          'COUNT',
+          1000,
+          'BLOCK',
+          this.blockMs,
+          'STREAMS',
+          stream,
+          this.lastId,
+        )) as [string, [string, string[]][]][] | null;
+      } catch {
+        if (!this.running) return;
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      for (const [, entries] of reply ?? []) {
+        for (const [id, fields] of entries) {
+          this.lastId = id;
+          if (this.waiters.size === 0) continue;
+          let result: CommandResult;
+          try {
+            result = decodeResult(fields);
+          } catch {
+            continue; // not ours to judge here; a malformed result entry never stops the watcher
+          }
+          const list = this.waiters.get(`${result.deviceId}\u0000${result.commandId}`);
+          for (const w of list ?? []) w.resolve(result);
+        }
+      }
+    }
+  }
+}
+
+/** Waits for one command's terminal result with a watcher of its own (for one-off callers such as the CLI). */
+export async function waitForResult(
+  client: RedisClient,
+  keys: Keys,
+  deviceId: string,
+  commandId: string,
+  timeoutMs: number,
+): Promise<CommandResult> {
+  const watcher = new ResultWatcher(client, keys);
+  try {
+    return await watcher.wait(deviceId, commandId, timeoutMs);
+  } finally {
+    await watcher.stop();
+  }
+}
