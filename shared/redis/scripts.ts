@@ -17,6 +17,10 @@ export const SCRIPT_FILES = [
   'appendTelemetryRaw-1.lua',
   'trimStream-1.lua',
   'projectState-1.lua',
+  'sendCommand-2.lua',
+  'publishOnce-2.lua',
+  'beginCommand-1.lua',
+  'finishCommand-1.lua',
 ] as const;
 
 type Client = Redis | Cluster;
