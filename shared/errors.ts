@@ -100,6 +100,28 @@ export class CommandTimeoutError extends FleetError {
   }
 }
 
+/** A command handler refused its arguments (or the device's state): the command ends `rejected`, never retried. */
+export class CommandRejectedError extends FleetError {
+  readonly code = 'COMMAND_REJECTED';
+  constructor(
+    readonly reason: string,
+    readonly kind = 'CommandRejected',
+  ) {
+    super(reason);
+  }
+}
+
+/** A command handler ran past its declared timeout. */
+export class HandlerTimeoutError extends FleetError {
+  readonly code = 'HANDLER_TIMEOUT';
+  constructor(
+    readonly handler: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`handler "${handler}" did not finish within its ${timeoutMs} ms timeout`);
+  }
+}
+
 /** Human-readable message for a CLI: typed errors print their message, others their string. */
 export function describeError(err: unknown): string {
   if (err instanceof FleetError) return err.message;
