@@ -4,7 +4,7 @@
  * line on stderr with exit code 2 (never a stack trace for a user's mistake).
  */
 import { describeError, FleetError } from '../errors.js';
-import { VERSION } from '../version.js';
+import { versionLine } from '../version.js';
 import { helpText, type ParsedCli, parseCli } from './cli.js';
 import { loadConfig } from './load.js';
 import type { ConfigOf, Schema } from './schema.js';
@@ -33,9 +33,7 @@ export function startProgram<S extends Schema>(
       process.exit(0);
     }
     if (cli.version) {
-      process.stdout.write(
-        `${spec.name} ${VERSION} (node ${process.version}, ${process.platform}-${process.arch})\n`,
-      );
+      process.stdout.write(`${versionLine(spec.name)}\n`);
       process.exit(0);
     }
     const config = loadConfig(spec.schema, spec.envPrefix, {
