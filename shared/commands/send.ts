@@ -3,7 +3,7 @@
  * devices) and tests: queue a command for one device, a group or the whole
  * fleet, and wait for its terminal result.
  *
- * A command is queued with sendCommand-2.lua, which creates the command's
+ * A command is queued with enqueueCommand-2.lua, which creates the command's
  * ledger ("queued") with the stream entry, so a retried send never queues it
  * twice. Results are read from the global results stream by a ResultWatcher
  * (one blocking reader per process, dispatching by command id); the ledger
@@ -90,7 +90,7 @@ export async function queueCommand(
   const { fields } = encodeCommand(command);
   const now = (options.clock ?? systemClock).now();
   const expireAt = command.deadline + (options.retentionMs ?? DEFAULT_LEDGER_RETENTION_MS);
-  const [ok, value] = await scripts(client).sendCommand(
+  const [ok, value] = await scripts(client).enqueueCommand(
     keys.commands(deviceId),
     keys.commandLedger(deviceId, command.id),
     expireAt,

@@ -17,7 +17,7 @@ export const SCRIPT_FILES = [
   'appendTelemetryRaw-1.lua',
   'trimStream-1.lua',
   'projectState-1.lua',
-  'sendCommand-2.lua',
+  'enqueueCommand-2.lua',
   'publishOnce-2.lua',
   'beginCommand-1.lua',
   'finishCommand-1.lua',
@@ -50,6 +50,8 @@ export function defineScripts(client: Client): void {
   for (const file of SCRIPT_FILES) {
     const m = /^(\w+)-(\d+)\.lua$/.exec(file);
     if (!m) throw new TypeError(`script file name ${file} must be <command>-<numberOfKeys>.lua`);
+    // A script named like a client method (sendCommand, pipeline, ...) would silently replace it.
+    if (m[1]! in client) throw new TypeError(`script ${file} would shadow the client method ${m[1]}; rename it`);
     client.defineCommand(m[1]!, { numberOfKeys: Number(m[2]), lua: sourceOf(file) });
   }
   defined.add(client);
@@ -66,7 +68,7 @@ export interface ScriptCommands {
   trimStream(stream: string, ...args: (string | number)[]): Promise<Array<string | number>>;
   /** Folds one device's readings into its latest-state hash: [applied, stale]. */
   projectState(stateKey: string, ...args: (string | number)[]): Promise<[number, number]>;
-  sendCommand(stream: string, ledger: string, ...args: (string | number)[]): Promise<[number, string]>;
+  enqueueCommand(stream: string, ledger: string, ...args: (string | number)[]): Promise<[number, string]>;
   publishOnce(stream: string, marker: string, ...args: (string | number)[]): Promise<[number, string]>;
   beginCommand(ledger: string, ...args: (string | number)[]): Promise<[string, number, string, string]>;
   finishCommand(ledger: string, ...args: (string | number)[]): Promise<[number, string]>;

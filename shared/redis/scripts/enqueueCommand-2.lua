@@ -1,5 +1,5 @@
 --[[
-sendCommand-2.lua: queue a command for a device, once per command id.
+enqueueCommand-2.lua: queue a command for a device, once per command id.
 
 The ledger key is created with status "queued" in the same step as the stream
 entry, so a sender that retries (lost reply) does not queue the command twice,
