@@ -156,7 +156,7 @@ export function nodeBinary(target: Target, cacheDir: string): string {
   const dir = join(cacheDir, `${target.nodePackage}-${target.nodeVersion}`);
   const bin = join(dir, 'node');
   if (existsSync(bin)) return bin;
-  const tmp = `${dir}.tmp`;
+  const tmp = `${dir}.${process.pid}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   run('npm', ['pack', '--silent', `${target.nodePackage}@${target.nodeVersion}`, '--pack-destination', tmp]);

@@ -31,6 +31,22 @@ export function startAgentProcess(
   return wrapProcess(spawnTracked(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env } }));
 }
 
+/**
+ * Runs an agent executable (a single-file binary; `command` is its path, or
+ * a qemu command line ending in it) with flags built from an options object.
+ */
+export function startAgentExecutable(
+  command: readonly string[],
+  options: Record<string, string | number | boolean>,
+  cwd: string,
+  env: Record<string, string> = {},
+): AgentProcess {
+  const [cmd, ...args] = command;
+  if (!cmd) throw new TypeError('startAgentExecutable needs a command');
+  for (const [key, value] of Object.entries(options)) args.push(`--${flagName(key)}`, String(value));
+  return wrapProcess(spawnTracked(cmd, args, { cwd, env: { ...process.env, ...env } }));
+}
+
 export function runScript(
   script: string,
   args: readonly string[],
