@@ -51,7 +51,8 @@ export function defineScripts(client: Client): void {
     const m = /^(\w+)-(\d+)\.lua$/.exec(file);
     if (!m) throw new TypeError(`script file name ${file} must be <command>-<numberOfKeys>.lua`);
     // A script named like a client method (sendCommand, pipeline, ...) would silently replace it.
-    if (m[1]! in client) throw new TypeError(`script ${file} would shadow the client method ${m[1]}; rename it`);
+    if (m[1]! in client)
+      throw new TypeError(`script ${file} would shadow the client method ${m[1]}; rename it`);
     client.defineCommand(m[1]!, { numberOfKeys: Number(m[2]), lua: sourceOf(file) });
   }
   defined.add(client);

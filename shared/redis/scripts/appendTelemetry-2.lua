@@ -8,7 +8,8 @@ publish is refused entry by entry, while the rest of the batch goes in.
 KEYS[1]  telemetry partition stream          iot:telemetry:{pN}
 KEYS[2]  sequence state of that partition     iot:telemetry:{pN}:seq (hash, field = device id)
 ARGV[1]  maxGaps: ranges kept per device above its contiguous mark (the documented bound)
-ARGV[2..] entries, 6 values each: deviceId, seq, time, type, version, payload
+ARGV[2]  the batch as JSON: [[deviceId, seq, time, type, version, payload], ...], every value a
+         string (numbers as decimal strings, so large ones never turn into exponents)
 
 State per device (one hash field): "<mark>" or "<mark>;<a>-<b>;<c>-<d>..."
   mark  every seq <= mark was appended (contiguous high-water mark)
@@ -98,14 +99,18 @@ local function encode(st)
   return table.concat(parts, ';')
 end
 
-for i = 2, #ARGV, 6 do
-  local dev = ARGV[i]
-  local seq = tonumber(ARGV[i + 1])
+-- One JSON argument instead of 6 per entry: decoding it in C costs Redis less than
+-- 600 separate arguments, and the client builds one string instead of 600.
+local batch = cjson.decode(ARGV[2])
+for i = 1, #batch do
+  local e = batch[i]
+  local dev = e[1]
+  local seq = tonumber(e[2])
   local st = load(dev)
   if seen(st, seq) then
     duplicates = duplicates + 1
   else
-    redis.call('XADD', stream, '*', 'd', dev, 's', ARGV[i + 1], 't', ARGV[i + 2], 'k', ARGV[i + 3], 'v', ARGV[i + 4], 'p', ARGV[i + 5])
+    redis.call('XADD', stream, '*', 'd', dev, 's', e[2], 't', e[3], 'k', e[4], 'v', e[5], 'p', e[6])
     mark(st, seq)
     appended = appended + 1
   end
