@@ -13,6 +13,8 @@ import { createRedis, describeTarget, type RedisClient, waitReady } from '#share
 import { createProducerMetrics, TelemetryProducer } from '#shared/telemetry/producer.js';
 import { producerOptions } from '#shared/telemetry/producer-options.js';
 import type { AgentConfig } from './config.js';
+import { journalOptions } from './journal/options.js';
+import { StoreAndForward } from './journal/store-and-forward.js';
 import { createSensor } from './sensors/index.js';
 import { Sampler } from './sensors/sampler.js';
 import { PersistentSequence } from './sequence.js';
@@ -31,6 +33,8 @@ export class Agent {
   readonly sampler: Sampler;
   readonly telemetry: DeviceTelemetry;
   readonly registry: Registry;
+  /** Disk journal and replay (journal.enabled). */
+  readonly forward: StoreAndForward | undefined;
   private readonly sequence: PersistentSequence;
   private readonly dropped: Counter<'reason'>;
   private readonly dropLog: EpisodeLog;
@@ -55,10 +59,15 @@ export class Agent {
     this.client.on('error', () => {
       // Connection errors surface through failed batches and the outage episode log.
     });
-    this.producer = new TelemetryProducer(this.client, this.keys, producerOptions(config), {
+    const producerOpts = producerOptions(config);
+    this.producer = new TelemetryProducer(this.client, this.keys, producerOpts, {
       logger,
       metrics: createProducerMetrics(this.registry),
       clock: this.clock,
+      hooks: {
+        onFailed: (entries) => this.forward?.onFailed(entries) ?? false,
+        onAcked: (entries) => this.forward?.onAcked(entries, 'live'),
+      },
     });
     this.dropped = new Counter({
       name: 'agent_samples_dropped_total',
@@ -77,10 +86,20 @@ export class Agent {
       join(config['device.dataDir'], 'sequence'),
       config['device.sequenceBlock'],
     );
+    if (config['journal.enabled']) {
+      this.forward = new StoreAndForward(
+        this.client,
+        this.keys,
+        this.producer,
+        producerOpts,
+        journalOptions(config, join(config['device.dataDir'], 'journal')),
+        { logger, clock: this.clock, registry: this.registry, dropped: this.dropped },
+      );
+    }
     this.telemetry = new DeviceTelemetry(
       id,
       this.sequence,
-      this.producer,
+      this.forward ?? this.producer,
       () => {
         this.droppedEntries++;
         this.dropped.inc({ reason: 'backpressure' });
@@ -113,13 +132,17 @@ export class Agent {
         this.config['metrics.port'],
         this.config['metrics.host'],
         () => {
-          const dropping = this.dropLog.isActive;
-          return { healthy: !dropping, reasons: dropping ? ['dropping samples: producer buffer full'] : [] };
+          const reasons = [
+            ...(this.dropLog.isActive ? ['dropping samples: producer buffer full'] : []),
+            ...(this.forward?.dropping ? ['dropping samples: journal full'] : []),
+          ];
+          return { healthy: reasons.length === 0, reasons };
         },
       );
       this.logger.info({ port: this.metricsServer.port }, 'metrics endpoint listening');
     }
     this.sampler.start();
+    this.forward?.start();
     this.logger.info(
       {
         deviceId: this.telemetry.deviceId,
@@ -143,7 +166,12 @@ export class Agent {
   /** Graceful stop: stop sampling, flush for up to agent.shutdownTimeout, persist the sequence. */
   async stop(): Promise<{ unsent: number }> {
     this.sampler.stop();
-    const left = await this.producer.close(this.config['agent.shutdownTimeout']);
+    let left = await this.producer.close(this.config['agent.shutdownTimeout']);
+    if (this.forward) {
+      const { unsent } = await this.forward.stop(left, this.config['agent.shutdownTimeout']);
+      left = [];
+      this.logger.info({ journalUnsent: unsent }, 'journal closed');
+    }
     this.sequence.close();
     await this.metricsServer?.close();
     this.client.disconnect();

@@ -5,20 +5,24 @@
  */
 import { type EncodedEnvelope, encodeEnvelope, type Payload, SCHEMA_VERSION } from '#shared/envelope.js';
 import type { Counter } from '#shared/metrics.js';
-import type { TelemetryProducer } from '#shared/telemetry/producer.js';
 
 export interface SequenceSource {
   next(): number;
 }
 
-/** Where entries the producer refuses go (the disk journal, or a counter of drops). */
+/** Takes entries: the live producer, or store-and-forward (device/journal/). Returns false when full. */
+export interface TelemetrySink {
+  offer(entry: EncodedEnvelope): boolean;
+}
+
+/** Where entries the sink refuses go (a counter of drops). */
 export type OverflowHandler = (entry: EncodedEnvelope) => void;
 
 export class DeviceTelemetry {
   constructor(
     readonly deviceId: string,
     private readonly sequence: SequenceSource,
-    private readonly producer: TelemetryProducer,
+    private readonly producer: TelemetrySink,
     private readonly onOverflow: OverflowHandler,
     private readonly sampleCounter?: Counter<'type'>,
   ) {}

@@ -1,0 +1,610 @@
+/**
+ * The store-and-forward journal: an append-only log of telemetry envelopes on
+ * disk, in segment files, with a committed offset.
+ *
+ * Every entry gets an index (0, 1, 2, ... for the life of the journal, across
+ * restarts). A segment file is named after the index of its first entry
+ * (`00000000000000001234.seg`) and holds records framed by record.ts (length +
+ * CRC-32). The `committed` file holds the index below which every entry was
+ * acknowledged by Redis; the replay cursor runs ahead of it while a batch is in
+ * flight and is rewound to it when a batch fails. Segments entirely below the
+ * committed offset are deleted, so disk use follows the unsent backlog.
+ *
+ * Appends are collected in memory for `flushIntervalMs` (or `flushBytes`) and
+ * written as one write(2), then fsynced per batch or at most every
+ * `fsyncIntervalMs` (see docs/store-and-forward.md for what each policy can
+ * lose). The size budget `maxBytes` covers segments and the write buffer; when
+ * it is full the `fullPolicy` decides: delete the oldest segment (its unsent
+ * entries are counted as dropped) or refuse the new entry (counted as dropped).
+ *
+ * On open, every segment is scanned: a record whose checksum or length does
+ * not hold (a write torn by a crash or power loss) ends its segment; the file
+ * is truncated there and a warning says how many bytes were skipped. Records
+ * before it are intact and kept.
+ *
+ * All file I/O is synchronous: batches are small, the writer and the reader
+ * then never interleave half-done operations, and the order of records on disk
+ * is the order of `append` calls.
+ */
+import {
+  closeSync,
+  fsyncSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { type Clock, systemClock } from '#shared/clock.js';
+import type { EncodedEnvelope } from '#shared/envelope.js';
+import type { Logger } from '#shared/log.js';
+import type { JournalOptions } from './options.js';
+import { decodeRecord, encodeRecord, HEADER_BYTES, MAX_BODY } from './record.js';
+
+const SEGMENT_RE = /^(\d{20})\.seg$/;
+const COMMITTED_FILE = 'committed';
+/** Bytes read from a segment at a time while replaying (a record is at most MAX_BODY). */
+const READ_CHUNK = 256 * 1024;
+
+interface Segment {
+  readonly first: number;
+  readonly path: string;
+  /** Records in the file (written, not buffered). */
+  count: number;
+  /** Bytes of whole, valid records in the file. */
+  bytes: number;
+}
+
+export interface JournalEvents {
+  /** Entries lost to the full policy (drop-oldest: unsent entries of a deleted segment; drop-newest: refused). */
+  onDropped?(count: number): void;
+  /** A torn or corrupt record was found on open and skipped. */
+  onTorn?(count: number): void;
+}
+
+export interface ScannedEntry {
+  index: number;
+  entry: EncodedEnvelope;
+}
+
+export interface ScanResult {
+  committed: number;
+  entries: ScannedEntry[];
+  /** Segments whose tail did not decode (torn or corrupt), with the bytes after the last good record. */
+  torn: Array<{ file: string; skippedBytes: number; reason: string }>;
+}
+
+function segmentName(first: number): string {
+  return `${String(first).padStart(20, '0')}.seg`;
+}
+
+/** Decodes a segment's records; stops at the first torn or corrupt one. */
+function parseSegment(buf: Buffer): {
+  entries: EncodedEnvelope[];
+  validBytes: number;
+  problem: string | undefined;
+} {
+  const entries: EncodedEnvelope[] = [];
+  let o = 0;
+  while (o < buf.length) {
+    const r = decodeRecord(buf, o);
+    if (r.kind === 'record') {
+      entries.push(r.entry);
+      o += r.size;
+    } else {
+      return { entries, validBytes: o, problem: r.kind === 'incomplete' ? 'torn record' : r.reason };
+    }
+  }
+  return { entries, validBytes: o, problem: undefined };
+}
+
+function readCommitted(dir: string): number {
+  try {
+    const n = Number(readFileSync(join(dir, COMMITTED_FILE), 'utf8').trim());
+    return Number.isSafeInteger(n) && n >= 0 ? n : 0;
+  } catch {
+    return 0;
+  }
+}
+
+function listSegments(dir: string): Array<{ first: number; path: string }> {
+  return readdirSync(dir)
+    .flatMap((f) => {
+      const m = SEGMENT_RE.exec(f);
+      return m ? [{ first: Number(m[1]), path: join(dir, f) }] : [];
+    })
+    .sort((a, b) => a.first - b.first);
+}
+
+/**
+ * Reads a journal directory without changing it (tests, tools): the committed
+ * offset and every entry at or above it that decodes.
+ */
+export function scanJournal(dir: string): ScanResult {
+  const committed = readCommitted(dir);
+  const entries: ScannedEntry[] = [];
+  const torn: ScanResult['torn'] = [];
+  for (const s of listSegments(dir)) {
+    const buf = readFileSync(s.path);
+    const parsed = parseSegment(buf);
+    parsed.entries.forEach((entry, i) => {
+      if (s.first + i >= committed) entries.push({ index: s.first + i, entry });
+    });
+    if (parsed.problem)
+      torn.push({ file: s.path, skippedBytes: buf.length - parsed.validBytes, reason: parsed.problem });
+  }
+  return { committed, entries, torn };
+}
+
+export class Journal {
+  private readonly segments: Segment[] = [];
+  private fd: number | undefined;
+  private buffered: Buffer[] = [];
+  private bufferedBytes = 0;
+  private bufferedTimes: number[] = [];
+  private flushTimer: NodeJS.Timeout | undefined;
+  private fsyncTimer: NodeJS.Timeout | undefined;
+  private lastFsync = 0;
+  private dirty = false;
+  private commitTimer: NodeJS.Timeout | undefined;
+  private persistedCommitted: number;
+  private nextIndex: number;
+  private committedIndex: number;
+  private cursorIndex: number;
+  /** Where the cursor's record starts, when known: segment first index and byte offset. */
+  private readPos: { first: number; byte: number; index: number } | undefined;
+  private oldestTime: { index: number; time: number } | undefined;
+  private closed = false;
+  private readonly clock: Clock;
+  readonly totals = { written: 0, dropped: 0, torn: 0 };
+
+  private constructor(
+    private readonly options: JournalOptions,
+    private readonly logger: Logger,
+    private readonly events: JournalEvents,
+    clock: Clock,
+    committed: number,
+  ) {
+    this.clock = clock;
+    this.committedIndex = committed;
+    this.persistedCommitted = committed;
+    this.cursorIndex = committed;
+    this.nextIndex = committed;
+  }
+
+  static open(
+    options: JournalOptions,
+    deps: { logger: Logger; clock?: Clock; events?: JournalEvents },
+  ): Journal {
+    mkdirSync(options.dir, { recursive: true });
+    const j = new Journal(
+      options,
+      deps.logger,
+      deps.events ?? {},
+      deps.clock ?? systemClock,
+      readCommitted(options.dir),
+    );
+    j.load();
+    return j;
+  }
+
+  private load(): void {
+    let torn = 0;
+    for (const s of listSegments(this.options.dir)) {
+      const buf = readFileSync(s.path);
+      const parsed = parseSegment(buf);
+      if (parsed.problem) {
+        // A crash mid-write leaves a partial last record; nothing before it is affected.
+        torn++;
+        this.logger.warn(
+          {
+            file: s.path,
+            skippedBytes: buf.length - parsed.validBytes,
+            reason: parsed.problem,
+            keptEntries: parsed.entries.length,
+          },
+          'journal: torn or corrupt record skipped (file truncated to its last whole record)',
+        );
+        const fd = openSync(s.path, 'r+');
+        try {
+          ftruncateSync(fd, parsed.validBytes);
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+      }
+      const end = s.first + parsed.entries.length;
+      if (end <= this.committedIndex || parsed.entries.length === 0) {
+        // Acknowledged before a crash that came between commit and delete, or empty.
+        unlinkSync(s.path);
+        continue;
+      }
+      this.segments.push({
+        first: s.first,
+        path: s.path,
+        count: parsed.entries.length,
+        bytes: parsed.validBytes,
+      });
+      this.nextIndex = Math.max(this.nextIndex, end);
+    }
+    const first = this.segments[0];
+    if (first && first.first > this.committedIndex) this.committedIndex = first.first;
+    this.cursorIndex = this.committedIndex;
+    if (torn > 0) {
+      this.totals.torn += torn;
+      this.events.onTorn?.(torn);
+    }
+    const last = this.segments[this.segments.length - 1];
+    if (last) this.fd = openSync(last.path, 'a');
+  }
+
+  /** Index below which every entry is acknowledged. */
+  get committed(): number {
+    return this.committedIndex;
+  }
+
+  /** Entries not yet acknowledged (on disk and buffered). */
+  get unsent(): number {
+    return this.nextIndex - this.committedIndex;
+  }
+
+  /** Entries not yet handed to the replayer. */
+  get unread(): number {
+    return this.nextIndex - this.cursorIndex;
+  }
+
+  /** Bytes on disk plus bytes waiting to be written. */
+  get bytes(): number {
+    let sum = this.bufferedBytes;
+    for (const s of this.segments) sum += s.bytes;
+    return sum;
+  }
+
+  get segmentCount(): number {
+    return this.segments.length;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Index of the oldest entry still in the journal. */
+  get firstAvailable(): number {
+    return this.segments[0]?.first ?? this.nextIndex - this.bufferedTimes.length;
+  }
+
+  /** Device time of the oldest unsent entry, or undefined when nothing is unsent. */
+  oldestUnsentTime(): number | undefined {
+    if (this.unsent === 0) return undefined;
+    const at = this.committedIndex;
+    if (this.oldestTime?.index === at) return this.oldestTime.time;
+    const written = this.nextIndex - this.bufferedTimes.length;
+    let time: number | undefined;
+    if (at >= written) time = this.bufferedTimes[at - written];
+    else time = this.readAt(at)?.time;
+    if (time !== undefined) this.oldestTime = { index: at, time };
+    return time;
+  }
+
+  /**
+   * Appends entries (buffered; written within flushIntervalMs). Returns how
+   * many were taken; the rest were refused by the drop-newest policy.
+   */
+  append(entries: readonly EncodedEnvelope[]): number {
+    if (this.closed) throw new TypeError('journal is closed');
+    const o = this.options;
+    let taken = 0;
+    let refused = 0;
+    for (const e of entries) {
+      const rec = encodeRecord(e);
+      if (this.bytes + rec.length > o.maxBytes) {
+        if (o.fullPolicy === 'drop-newest' || !this.dropOldest(rec.length)) {
+          refused++;
+          continue;
+        }
+      }
+      const active = this.segments[this.segments.length - 1];
+      const activeBytes = (active?.bytes ?? 0) + this.bufferedBytes;
+      if (activeBytes > 0 && activeBytes + rec.length > o.segmentBytes) {
+        this.writeBuffered();
+        this.roll();
+      }
+      this.buffered.push(rec);
+      this.bufferedBytes += rec.length;
+      this.bufferedTimes.push(e.time);
+      this.nextIndex++;
+      taken++;
+      if (this.bufferedBytes >= o.flushBytes) this.writeBuffered();
+    }
+    if (refused > 0) this.drop(refused);
+    if (this.buffered.length > 0 && !this.flushTimer) {
+      if (o.flushIntervalMs === 0) this.writeBuffered();
+      else
+        this.flushTimer = this.clock.setTimeout(() => {
+          this.flushTimer = undefined;
+          this.writeBuffered();
+        }, o.flushIntervalMs);
+    }
+    return taken;
+  }
+
+  /**
+   * Hands out up to `max` unread entries, oldest first, and advances the
+   * cursor past them. They stay in the journal until `commit`.
+   */
+  read(max: number): { first: number; entries: EncodedEnvelope[] } {
+    const first = this.cursorIndex;
+    const entries: EncodedEnvelope[] = [];
+    if (this.closed || max <= 0 || this.cursorIndex >= this.nextIndex) return { first, entries };
+    if (this.cursorIndex >= this.nextIndex - this.bufferedTimes.length) this.writeBuffered();
+    while (entries.length < max && this.cursorIndex < this.nextIndex) {
+      const pos = this.seek(this.cursorIndex);
+      if (!pos) break;
+      const { seg, byte } = pos;
+      const buf = this.readBytes(seg.path, byte, Math.min(seg.bytes - byte, READ_CHUNK));
+      let o = 0;
+      let progressed = false;
+      while (entries.length < max && o < buf.length) {
+        const r = decodeRecord(buf, o);
+        if (r.kind !== 'record') break;
+        entries.push(r.entry);
+        o += r.size;
+        this.cursorIndex++;
+        progressed = true;
+      }
+      this.readPos = { first: seg.first, byte: byte + o, index: this.cursorIndex };
+      if (!progressed) {
+        // Validated on open and written by us since: only a record larger than
+        // READ_CHUNK, or the file changed under us. Read the rest whole, or give up on it.
+        const rest = this.readBytes(seg.path, byte, seg.bytes - byte);
+        const r = decodeRecord(rest, 0);
+        if (r.kind === 'record') {
+          entries.push(r.entry);
+          this.cursorIndex++;
+          this.readPos = { first: seg.first, byte: byte + r.size, index: this.cursorIndex };
+        } else {
+          const lost = seg.first + seg.count - this.cursorIndex;
+          this.logger.error({ file: seg.path, lost }, 'journal: segment unreadable past this point');
+          this.cursorIndex = seg.first + seg.count;
+          this.readPos = undefined;
+          this.drop(lost);
+        }
+      }
+    }
+    return { first, entries };
+  }
+
+  /** Every entry below `upTo` was acknowledged: advance the committed offset, free whole segments. */
+  commit(upTo: number): void {
+    if (this.closed || upTo <= this.committedIndex) return;
+    this.committedIndex = Math.min(upTo, this.nextIndex);
+    if (this.cursorIndex < this.committedIndex) this.cursorIndex = this.committedIndex;
+    this.freeCommitted();
+    this.scheduleCommitWrite();
+  }
+
+  /** A handed-out batch failed: the next read starts again at the committed offset. */
+  rewind(): void {
+    this.cursorIndex = Math.max(this.committedIndex, this.firstAvailable);
+    if (this.committedIndex < this.cursorIndex) this.committedIndex = this.cursorIndex;
+  }
+
+  /** Counts entries lost outside the journal's own accounting (in flight when their segment was dropped). */
+  countLost(n: number): void {
+    if (n > 0) this.drop(n);
+  }
+
+  /** Writes what is buffered, fsyncs, persists the committed offset, closes files. */
+  close(): void {
+    if (this.closed) return;
+    this.writeBuffered();
+    if (this.fd !== undefined) {
+      if (this.dirty) fsyncSync(this.fd);
+      closeSync(this.fd);
+      this.fd = undefined;
+    }
+    for (const t of [this.flushTimer, this.fsyncTimer, this.commitTimer]) if (t) this.clock.clearTimeout(t);
+    this.writeCommitted();
+    this.closed = true;
+  }
+
+  /** Writes the buffered records as one write, then fsyncs per policy. */
+  writeBuffered(): void {
+    if (this.flushTimer) {
+      this.clock.clearTimeout(this.flushTimer);
+      this.flushTimer = undefined;
+    }
+    const n = this.buffered.length;
+    if (n === 0) return;
+    let active = this.segments[this.segments.length - 1];
+    if (!active || this.fd === undefined) {
+      active = this.createSegment(this.nextIndex - n);
+    }
+    const data = n === 1 ? this.buffered[0]! : Buffer.concat(this.buffered, this.bufferedBytes);
+    let off = 0;
+    while (off < data.length) off += writeSync(this.fd!, data, off);
+    active.count += n;
+    active.bytes += data.length;
+    this.totals.written += n;
+    this.buffered = [];
+    this.bufferedBytes = 0;
+    this.bufferedTimes = [];
+    this.dirty = true;
+    this.syncPerPolicy();
+  }
+
+  private syncPerPolicy(): void {
+    if (this.fd === undefined || !this.dirty) return;
+    const now = this.clock.now();
+    if (this.options.fsync === 'batch' || now - this.lastFsync >= this.options.fsyncIntervalMs) {
+      fsyncSync(this.fd);
+      this.dirty = false;
+      this.lastFsync = now;
+    } else if (!this.fsyncTimer) {
+      this.fsyncTimer = this.clock.setTimeout(
+        () => {
+          this.fsyncTimer = undefined;
+          if (!this.closed) this.syncPerPolicy();
+        },
+        this.options.fsyncIntervalMs - (now - this.lastFsync),
+      );
+    }
+  }
+
+  private createSegment(first: number): Segment {
+    if (this.fd !== undefined) closeSync(this.fd);
+    const seg: Segment = { first, path: join(this.options.dir, segmentName(first)), count: 0, bytes: 0 };
+    this.fd = openSync(seg.path, 'a');
+    this.segments.push(seg);
+    this.syncDir();
+    return seg;
+  }
+
+  /** Closes the active segment; the next write opens a new one. */
+  private roll(): void {
+    if (this.fd === undefined) return;
+    if (this.dirty) fsyncSync(this.fd);
+    this.dirty = false;
+    closeSync(this.fd);
+    this.fd = undefined;
+  }
+
+  /** Makes a created or deleted file name durable (fsync of the directory). */
+  private syncDir(): void {
+    try {
+      const fd = openSync(this.options.dir, 'r');
+      try {
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      // Some platforms cannot fsync a directory; the data files are still fsynced.
+    }
+  }
+
+  /** drop-oldest: deletes the oldest segment(s) until `need` more bytes fit. Returns false if impossible. */
+  private dropOldest(need: number): boolean {
+    while (this.bytes + need > this.options.maxBytes) {
+      if (this.segments.length === 0) return false;
+      if (this.segments.length === 1 && this.fd !== undefined) {
+        // Only the active segment is left: close it so it can go, new entries start a new one.
+        this.writeBuffered();
+        this.roll();
+      }
+      const seg = this.segments.shift()!;
+      const end = seg.first + seg.count;
+      // Entries in flight (below the cursor) are not lost yet: the replayer counts them if their batch fails.
+      const lost = Math.max(0, end - Math.max(seg.first, this.cursorIndex));
+      unlinkSync(seg.path);
+      if (this.committedIndex < end) this.committedIndex = Math.min(end, this.nextIndex);
+      if (this.cursorIndex < end) this.cursorIndex = end;
+      if (this.readPos?.first === seg.first) this.readPos = undefined;
+      if (lost > 0) this.drop(lost);
+      this.scheduleCommitWrite();
+    }
+    return true;
+  }
+
+  private drop(n: number): void {
+    this.totals.dropped += n;
+    this.events.onDropped?.(n);
+  }
+
+  private freeCommitted(): void {
+    while (this.segments.length > 0) {
+      const seg = this.segments[0]!;
+      if (seg.first + seg.count > this.committedIndex) break;
+      const isActive = this.segments.length === 1 && this.fd !== undefined;
+      if (isActive) {
+        // The active segment goes only when nothing is buffered behind it.
+        if (this.buffered.length > 0) break;
+        this.roll();
+      }
+      this.segments.shift();
+      unlinkSync(seg.path);
+      if (this.readPos?.first === seg.first) this.readPos = undefined;
+    }
+  }
+
+  private scheduleCommitWrite(): void {
+    if (this.commitTimer || this.closed) return;
+    if (this.options.commitIntervalMs === 0) {
+      this.writeCommitted();
+      return;
+    }
+    this.commitTimer = this.clock.setTimeout(() => {
+      this.commitTimer = undefined;
+      if (!this.closed) this.writeCommitted();
+    }, this.options.commitIntervalMs);
+  }
+
+  /** Persists the committed offset atomically (write, fsync, rename). */
+  private writeCommitted(): void {
+    if (this.committedIndex === this.persistedCommitted) return;
+    const file = join(this.options.dir, COMMITTED_FILE);
+    const tmp = `${file}.tmp`;
+    const fd = openSync(tmp, 'w');
+    try {
+      writeSync(fd, `${this.committedIndex}\n`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, file);
+    this.persistedCommitted = this.committedIndex;
+  }
+
+  /** The segment and byte offset where entry `index` starts. */
+  private seek(index: number, remember = true): { seg: Segment; byte: number } | undefined {
+    const seg = this.segments.find((s) => index >= s.first && index < s.first + s.count);
+    if (!seg) return undefined;
+    if (this.readPos && this.readPos.first === seg.first && this.readPos.index === index) {
+      return { seg, byte: this.readPos.byte };
+    }
+    // Walk the records from the start of the segment (after a rewind or a restart).
+    const buf = this.readBytes(seg.path, 0, seg.bytes);
+    let o = 0;
+    for (let i = seg.first; i < index; i++) {
+      const r = decodeRecord(buf, o);
+      if (r.kind !== 'record') return undefined;
+      o += r.size;
+    }
+    if (remember) this.readPos = { first: seg.first, byte: o, index };
+    return { seg, byte: o };
+  }
+
+  private readAt(index: number): EncodedEnvelope | undefined {
+    const pos = this.seek(index, false);
+    if (!pos) return undefined;
+    const header = this.readBytes(pos.seg.path, pos.byte, HEADER_BYTES);
+    if (header.length < HEADER_BYTES) return undefined;
+    const length = Math.min(
+      HEADER_BYTES + Math.min(header.readUInt32LE(0), MAX_BODY),
+      pos.seg.bytes - pos.byte,
+    );
+    const r = decodeRecord(this.readBytes(pos.seg.path, pos.byte, length), 0);
+    return r.kind === 'record' ? r.entry : undefined;
+  }
+
+  private readBytes(path: string, position: number, length: number): Buffer {
+    const buf = Buffer.allocUnsafe(length);
+    const fd = openSync(path, 'r');
+    try {
+      let got = 0;
+      while (got < length) {
+        const n = readSync(fd, buf, got, length - got, position + got);
+        if (n === 0) break;
+        got += n;
+      }
+      return got === length ? buf : buf.subarray(0, got);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
