@@ -1,0 +1,236 @@
+/**
+ * Broker mode: the gateway is the devices' MQTT broker (embedded aedes), on
+ * TCP and optionally TLS and WebSocket.
+ *
+ * Acknowledgement after append: aedes runs `authorizePublish` before it
+ * writes the PUBACK of a QoS 1 publish (lib/handlers/publish.js: authorize,
+ * then PubAck, then forward), and reads no further packet from a connection
+ * until every packet of the current socket read is handled (lib/client.js
+ * nextBatch). So the hook hands the publish to the ingestor and calls back
+ * only when the entry is in Redis: the PUBACK follows the append, and a slow
+ * Redis stops the gateway reading from device sockets.
+ *
+ * Refused publishes: MQTT 3.1.1 has no negative PUBACK ([MQTT-3.3.5-2]: the
+ * server either acknowledges positively or closes the connection). The gateway
+ * acknowledges, records the refusal in the rejected stream, counts it, and
+ * renames the topic so the publish reaches no subscriber.
+ */
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { type AddressInfo, createServer as createNetServer, type Server as NetServer } from 'node:net';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
+import { createWebSocketStream, WebSocketServer } from 'ws';
+import type { Logger } from '#shared/log.js';
+import { type TopicAcl, verifyPassword } from './auth.js';
+import type { GatewayConfig } from './config.js';
+import type { IngestMetrics, Ingestor } from './ingest.js';
+import type { RecordWriter } from './records.js';
+
+/** Topic a refused publish is renamed to: outside every device namespace, so no subscriber may receive it. */
+export const REFUSED_TOPIC = '$gateway/refused';
+
+export interface BrokerDeps {
+  ingestor: Ingestor;
+  records: RecordWriter;
+  acl: TopicAcl;
+  credentials: Map<string, string> | undefined;
+  metrics: IngestMetrics;
+  logger: Logger;
+}
+
+export interface BrokerPorts {
+  tcp: number;
+  tls: number | undefined;
+  ws: number | undefined;
+}
+
+type ClientInternals = Client & { will?: PublishPacket | null; _disconnected?: boolean };
+
+export class GatewayBroker {
+  readonly aedes: Aedes;
+  private readonly identities = new WeakMap<Client, string>();
+  private servers: Array<NetServer | HttpServer> = [];
+  private wss: WebSocketServer | undefined;
+  ports: BrokerPorts = { tcp: 0, tls: undefined, ws: undefined };
+
+  constructor(
+    private readonly config: GatewayConfig,
+    private readonly deps: BrokerDeps,
+  ) {
+    this.aedes = new Aedes({
+      id: config['gateway.id'] || undefined,
+      authenticate: (client, username, password, done) => this.authenticate(client, username, password, done),
+      authorizePublish: (client, packet, done) => this.authorizePublish(client, packet, done),
+      authorizeSubscribe: (client, sub, done) => {
+        const identity = this.identities.get(client);
+        if (identity !== undefined && this.deps.acl.allows(identity, sub.topic)) {
+          done(null, sub);
+          return;
+        }
+        this.deps.metrics.unauthorized.inc();
+        this.deps.logger.debug({ client: client.id, topic: sub.topic }, 'subscription refused by ACL');
+        // A null subscription is refused with SUBACK return code 0x80 [MQTT-3.9.3].
+        done(null, null);
+      },
+    });
+    this.aedes.on('client', (client) => {
+      const identity = this.identities.get(client);
+      if (identity !== undefined) this.deps.records.presence(identity, 'connected', undefined, () => {});
+    });
+    this.aedes.on('clientDisconnect', (client) => {
+      const identity = this.identities.get(client);
+      const clean = (client as ClientInternals)._disconnected === true;
+      if (identity !== undefined)
+        this.deps.records.presence(identity, clean ? 'disconnected' : 'lost', undefined, () => {});
+    });
+    this.aedes.on('clientError', (client, err) => {
+      this.deps.logger.debug({ client: client.id, error: err.message }, 'client error');
+    });
+  }
+
+  async listen(): Promise<BrokerPorts> {
+    await this.aedes.listen();
+    const c = this.config;
+    const host = c['broker.host'];
+    const tcp = createNetServer(this.aedes.handle);
+    this.ports.tcp = await this.serve(tcp, c['broker.port'], host);
+    if (c['broker.tlsPort'] >= 0) {
+      if (!c['broker.tlsCertFile'] || !c['broker.tlsKeyFile']) {
+        const { ConfigError } = await import('#shared/errors.js');
+        throw new ConfigError('broker.tlsCertFile', 'config', 'and broker.tlsKeyFile are required for TLS');
+      }
+      const ca = c['broker.tlsCaFile'];
+      const tls = createTlsServer(
+        {
+          cert: readFileSync(c['broker.tlsCertFile']),
+          key: readFileSync(c['broker.tlsKeyFile']),
+          ca: ca ? readFileSync(ca) : undefined,
+          requestCert: ca !== undefined,
+          rejectUnauthorized: ca !== undefined,
+        },
+        this.aedes.handle,
+      );
+      this.ports.tls = await this.serve(tls, c['broker.tlsPort'], host);
+    }
+    if (c['broker.wsPort'] >= 0) {
+      const http = createHttpServer();
+      this.wss = new WebSocketServer({ server: http });
+      this.wss.on('connection', (socket, req) => this.aedes.handle(createWebSocketStream(socket), req));
+      this.ports.ws = await this.serve(http, c['broker.wsPort'], host);
+    }
+    return this.ports;
+  }
+
+  private async serve(server: NetServer | HttpServer, port: number, host: string): Promise<number> {
+    server.listen(port, host);
+    await once(server, 'listening');
+    this.servers.push(server);
+    return (server.address() as AddressInfo).port;
+  }
+
+  /** Publishes a message to devices (commands). QoS 1 is queued for offline devices with persistent sessions. */
+  publish(topic: string, payload: Buffer, qos: 0 | 1): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.aedes.publish({ cmd: 'publish', topic, payload, qos, retain: false, dup: false }, (err) =>
+        err ? reject(err) : resolve(),
+      );
+    });
+  }
+
+  async close(): Promise<void> {
+    this.wss?.close();
+    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
+  }
+
+  private authenticate(
+    client: Client,
+    username: string | undefined,
+    password: Buffer | undefined,
+    done: (error: AuthenticateError | null, success: boolean | null) => void,
+  ): void {
+    const fail = (code: 4 | 5, why: string) => {
+      this.deps.logger.info({ client: client.id, username, why }, 'device refused at connect');
+      const err = Object.assign(new Error(why), { returnCode: code }) as AuthenticateError;
+      done(err, false);
+    };
+    // A verified client certificate names the device (its subject CN).
+    const conn = client.conn as Partial<TLSSocket>;
+    if (typeof conn.getPeerCertificate === 'function' && conn.authorized) {
+      const cn = conn.getPeerCertificate().subject?.CN;
+      if (typeof cn === 'string' && cn) {
+        this.identities.set(client, cn);
+        done(null, true);
+        return;
+      }
+    }
+    const credentials = this.deps.credentials;
+    if (credentials) {
+      const stored = username === undefined ? undefined : credentials.get(username);
+      if (stored === undefined || password === undefined) {
+        fail(4, 'unknown device or no password');
+        return;
+      }
+      verifyPassword(password, stored).then(
+        (ok) => {
+          if (!ok) {
+            fail(4, 'wrong password');
+            return;
+          }
+          this.identities.set(client, username!);
+          done(null, true);
+        },
+        (err: Error) => fail(4, err.message),
+      );
+      return;
+    }
+    if (!this.config['auth.allowAnonymous']) {
+      fail(5, 'anonymous devices are not allowed');
+      return;
+    }
+    // Anonymous devices name themselves: by user name when they send one, else by client id.
+    this.identities.set(client, username || client.id);
+    done(null, true);
+  }
+
+  private authorizePublish(
+    client: Client | null,
+    packet: PublishPacket,
+    done: (err?: Error | null) => void,
+  ): void {
+    // Wills of devices that left long ago are published with no client; their device is in the topic.
+    const identity = client ? this.identities.get(client) : undefined;
+    const will = client !== null && (client as ClientInternals).will === packet;
+    const topic = packet.topic;
+    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+    if (will && identity !== undefined) {
+      if (!this.deps.acl.allows(identity, topic)) {
+        this.refuse(packet, done);
+        return;
+      }
+      this.deps.records.presence(identity, 'will', payload, () => done(null));
+      return;
+    }
+    this.deps.ingestor.handle(
+      { topic, payload, identity: identity ?? (client ? client.id : undefined) },
+      () => {
+        // Anything outside the device's own namespace was refused or rejected: it must reach no subscriber.
+        if (identity === undefined || !this.deps.acl.allows(identity, topic)) this.hide(packet);
+        done(null);
+      },
+    );
+  }
+
+  private refuse(packet: PublishPacket, done: (err?: Error | null) => void): void {
+    this.deps.metrics.unauthorized.inc();
+    this.hide(packet);
+    done(null);
+  }
+
+  private hide(packet: PublishPacket): void {
+    packet.topic = REFUSED_TOPIC;
+    packet.retain = false;
+  }
+}

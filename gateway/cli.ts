@@ -1,0 +1,70 @@
+#!/usr/bin/env node
+/** `gateway`: the MQTT gateway's command line. */
+import { exitWithError, startProgram } from '#shared/config/program.js';
+import { createLogger } from '#shared/log.js';
+import { hashPassword } from './auth.js';
+import { ENV_PREFIX, gatewaySchema } from './config.js';
+import { Gateway, type ServiceFactory } from './gateway.js';
+
+const USAGE = `Usage: gateway [--config FILE] [--gateway-mode broker|bridge] [--redis-url URL] [options]
+       gateway hash-password < password.txt
+
+Brings MQTT-only devices into the partitioned telemetry streams: as their
+broker (broker mode) or as a client of an existing broker with a shared
+subscription (bridge mode). A QoS 1 publish is acknowledged only once its
+entry is in Redis. \`hash-password\` prints the scrypt hash of the password read
+from stdin, for the file named by --auth-credentials-file.
+Options come from defaults < config file < environment < flags.`;
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
+}
+
+/**
+ * Services run inside the gateway process. Retention (gateway/retention) and
+ * projection (gateway/projection) plug in here as factories of
+ * GatewayService (see gateway/gateway.ts), as does command delivery.
+ */
+async function services(): Promise<ServiceFactory[]> {
+  return [];
+}
+
+async function main(): Promise<void> {
+  const { config, cli } = startProgram({
+    name: 'gateway',
+    usage: USAGE,
+    schema: gatewaySchema,
+    envPrefix: ENV_PREFIX,
+  });
+  if (cli.positionals[0] === 'hash-password') {
+    const password = await readStdin();
+    process.stdout.write(`${await hashPassword(password)}\n`);
+    return;
+  }
+  const logger = createLogger('gateway', config['log.level']);
+  let gateway: Gateway;
+  try {
+    gateway = new Gateway(config, { logger, services: await services() });
+    await gateway.start();
+  } catch (err) {
+    exitWithError('gateway', err);
+  }
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    gateway.stop().then(
+      ({ unsent }) => process.exit(unsent > 0 ? 3 : 0),
+      (err: unknown) => exitWithError('gateway', err),
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+void main();

@@ -1,0 +1,112 @@
+/** The gateway's options: every key, its default, its environment variable and flag (docs/gateway.md). */
+import { type ConfigOf, opt } from '#shared/config/schema.js';
+import { logSchema } from '#shared/log.js';
+import { metricsSchema } from '#shared/metrics.js';
+import { redisSchema } from '#shared/redis/options.js';
+import { producerSchema } from '#shared/telemetry/producer-options.js';
+
+export const ENV_PREFIX = 'GATEWAY';
+
+export const gatewaySchema = {
+  'gateway.mode': opt.enum(
+    ['broker', 'bridge'],
+    'broker',
+    'broker: devices connect to the gateway (embedded aedes); bridge: the gateway subscribes to an existing broker',
+  ),
+  'gateway.id': opt.string('', 'Name of this gateway (consumer name for commands); default: hostname-pid'),
+
+  // Broker mode listeners.
+  'broker.host': opt.string('127.0.0.1', 'Address the MQTT listeners bind to'),
+  'broker.port': opt.integer(1883, 'MQTT over TCP port (0 = pick a free port)', { min: 0, max: 65535 }),
+  'broker.tlsPort': opt.integer(-1, 'MQTT over TLS port (-1 = off, 0 = pick a free port)', {
+    min: -1,
+    max: 65535,
+  }),
+  'broker.tlsCertFile': opt.optionalString('PEM server certificate for the TLS listener'),
+  'broker.tlsKeyFile': opt.optionalString('PEM key of the server certificate'),
+  'broker.tlsCaFile': opt.optionalString(
+    'PEM CA that signs device client certificates; when set, the TLS listener requires one',
+  ),
+  'broker.wsPort': opt.integer(-1, 'MQTT over WebSocket port (-1 = off, 0 = pick a free port)', {
+    min: -1,
+    max: 65535,
+  }),
+
+  // Device authentication and ACL (broker mode).
+  'auth.credentialsFile': opt.optionalString(
+    'JSON or YAML map of device id -> scrypt password hash (see `gateway hash-password`); when set, devices must log in',
+  ),
+  'auth.allowAnonymous': opt.boolean(
+    true,
+    'Without credentials, accept devices and take their MQTT client id as their device id',
+  ),
+
+  // Bridge mode.
+  'bridge.url': opt.string(
+    'mqtt://127.0.0.1:1883',
+    'URL of the broker to bridge from (mqtt://, mqtts://, ws://)',
+  ),
+  'bridge.username': opt.optionalString('User name at the upstream broker'),
+  'bridge.password': opt.optionalString('Password at the upstream broker', { secret: true }),
+  'bridge.group': opt.string(
+    'streamfleet',
+    'Shared-subscription group: gateways in one group split the load',
+  ),
+  'bridge.connections': opt.integer(
+    8,
+    'Subscriber connections per gateway: each handles one message at a time until its batch is in Redis',
+    { min: 1, max: 256 },
+  ),
+  'bridge.clientIdPrefix': opt.string(
+    'streamfleet-gw',
+    'Client ids are <prefix>-<gateway.id>-<n>; stable, so sessions persist across restarts',
+  ),
+
+  // Topic mapping.
+  'topics.telemetry': opt.string(
+    'devices/{deviceId}/telemetry/{type}',
+    'Telemetry topic template; {deviceId} is required, {type} optional (else the payload type or topics.defaultType)',
+  ),
+  'topics.defaultType': opt.string('value', 'Reading type when neither the topic nor the payload names one'),
+  'topics.commands': opt.string('devices/{deviceId}/commands', 'Topic a device receives its commands on'),
+  'topics.results': opt.string('devices/{deviceId}/results', 'Topic a device publishes command results on'),
+  'topics.status': opt.string(
+    'devices/{deviceId}/status',
+    'Topic of presence messages (online/offline, last wills): they become presence events',
+  ),
+  'gateway.maxPayloadBytes': opt.size(
+    8192,
+    'Largest MQTT payload accepted; larger ones go to the rejected stream',
+    {
+      min: 16,
+      max: 1024 * 1024,
+    },
+  ),
+  'gateway.sequenceBlock': opt.integer(
+    1000,
+    'Gateway-assigned sequence numbers reserved per Redis round trip (a crash leaves at most this gap)',
+    { min: 1, max: 1_000_000 },
+  ),
+  'gateway.rejectedMaxLen': opt.integer(100_000, 'Approximate cap of the rejected stream (XADD MAXLEN ~)', {
+    min: 100,
+  }),
+  'gateway.presenceMaxLen': opt.integer(100_000, 'Approximate cap of the presence stream (XADD MAXLEN ~)', {
+    min: 100,
+  }),
+  'gateway.shutdownTimeout': opt.duration(
+    5000,
+    'On SIGTERM/SIGINT, how long to flush what the gateway holds',
+    {
+      min: 0,
+    },
+  ),
+  ...redisSchema,
+  ...producerSchema,
+  // A gateway batches across many devices that each wait for their PUBACK: a short linger keeps latency low.
+  'producer.lingerMs': { ...producerSchema['producer.lingerMs'], default: 1 },
+  ...logSchema,
+  ...metricsSchema,
+} as const;
+
+export type GatewaySchema = typeof gatewaySchema;
+export type GatewayConfig = ConfigOf<GatewaySchema>;

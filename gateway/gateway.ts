@@ -1,0 +1,239 @@
+/**
+ * The gateway process: MQTT in (broker or bridge mode) -> ingestor -> the
+ * shared batched producer -> partitioned telemetry streams; command delivery
+ * back to devices; and the services that run beside them (retention,
+ * projection) with their start/stop.
+ */
+import { hostname } from 'node:os';
+import { type Clock, systemClock } from '#shared/clock.js';
+import { Keys } from '#shared/keys.js';
+import type { Logger } from '#shared/log.js';
+import { createRegistry, Gauge, type MetricsServer, type Registry, serveMetrics } from '#shared/metrics.js';
+import { createRedis, describeTarget, type RedisClient, waitReady } from '#shared/redis/connect.js';
+import { createProducerMetrics, TelemetryProducer } from '#shared/telemetry/producer.js';
+import { producerOptions } from '#shared/telemetry/producer-options.js';
+import { loadCredentials, TopicAcl } from './auth.js';
+import { GatewayBridge } from './bridge.js';
+import { type BrokerPorts, GatewayBroker } from './broker.js';
+import type { GatewayConfig } from './config.js';
+import { createIngestMetrics, Ingestor, type Templates } from './ingest.js';
+import { TopicTemplate } from './mapping.js';
+import { RecordWriter } from './records.js';
+import { GatewaySequencer } from './sequencer.js';
+
+/**
+ * A service that runs inside the gateway process beside MQTT ingestion
+ * (retention trimming, state projection, command delivery). The gateway
+ * starts them after Redis and MQTT are up and stops them, in reverse order,
+ * before it flushes its producer.
+ */
+export interface GatewayService {
+  readonly name: string;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** What a service factory gets from the gateway: shared connections, keys, metrics, and the way to reach devices. */
+export interface GatewayContext {
+  readonly config: GatewayConfig;
+  readonly gatewayId: string;
+  readonly client: RedisClient;
+  readonly keys: Keys;
+  readonly registry: Registry;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  readonly templates: Templates;
+  readonly ingestor: Ingestor;
+  /** Publishes to a device topic, through the embedded broker or the upstream one. */
+  publishToDevice(topic: string, payload: Buffer, qos: 0 | 1): Promise<void>;
+}
+
+export type ServiceFactory = (ctx: GatewayContext) => GatewayService;
+
+export interface GatewayDeps {
+  logger: Logger;
+  clock?: Clock;
+  registry?: Registry;
+  /**
+   * Services to run in this process. The CLI passes retention and projection
+   * (gateway/retention, gateway/projection) and command delivery here.
+   */
+  services?: readonly ServiceFactory[];
+}
+
+export class Gateway {
+  readonly keys: Keys;
+  readonly client: RedisClient;
+  readonly producer: TelemetryProducer;
+  readonly ingestor: Ingestor;
+  readonly registry: Registry;
+  readonly gatewayId: string;
+  readonly templates: Templates;
+  readonly records: RecordWriter;
+  broker: GatewayBroker | undefined;
+  bridge: GatewayBridge | undefined;
+  private readonly services: GatewayService[] = [];
+  private metricsServer: MetricsServer | undefined;
+  private lastSeenTimer: NodeJS.Timeout | undefined;
+  private readonly clock: Clock;
+
+  constructor(
+    readonly config: GatewayConfig,
+    private readonly deps: GatewayDeps,
+  ) {
+    this.clock = deps.clock ?? systemClock;
+    this.gatewayId = config['gateway.id'] || `${hostname()}-${process.pid}`;
+    this.keys = new Keys(config['redis.keyPrefix'], config['redis.partitions']);
+    this.registry = deps.registry ?? createRegistry({ gateway: this.gatewayId });
+    this.templates = {
+      telemetry: new TopicTemplate(config['topics.telemetry'], 'topics.telemetry'),
+      results: new TopicTemplate(config['topics.results'], 'topics.results'),
+      status: new TopicTemplate(config['topics.status'], 'topics.status'),
+    };
+    const logger = deps.logger;
+    this.client = createRedis(config, { connectionName: `gateway:${this.gatewayId}` });
+    this.client.on('error', () => {
+      // Connection errors surface through failed batches and the outage episode log.
+    });
+    this.records = new RecordWriter(
+      this.client,
+      this.keys,
+      this.gatewayId,
+      { rejectedMaxLen: config['gateway.rejectedMaxLen'], presenceMaxLen: config['gateway.presenceMaxLen'] },
+      this.clock,
+      logger,
+    );
+    const metrics = createIngestMetrics(this.registry);
+    let ingestor: Ingestor | undefined;
+    this.producer = new TelemetryProducer(this.client, this.keys, producerOptions(config), {
+      logger,
+      metrics: createProducerMetrics(this.registry),
+      clock: this.clock,
+      hooks: { onAcked: (entries, outcome) => ingestor?.onAcked(entries, outcome) },
+    });
+    ingestor = new Ingestor(
+      { maxPayloadBytes: config['gateway.maxPayloadBytes'], defaultType: config['topics.defaultType'] },
+      {
+        producer: this.producer,
+        sequencer: new GatewaySequencer(
+          this.client,
+          this.keys,
+          config['gateway.sequenceBlock'],
+          this.clock,
+          logger,
+        ),
+        records: this.records,
+        templates: this.templates,
+        acl: new TopicAcl(config['topics.telemetry']),
+        metrics,
+        clock: this.clock,
+        logger,
+      },
+    );
+    this.ingestor = ingestor;
+    const pending = ingestor;
+    new Gauge({
+      name: 'gateway_pending_publishes',
+      help: 'Publishes received and not yet acknowledged (waiting for their append)',
+      registers: [this.registry],
+      collect() {
+        this.set(pending.pending);
+      },
+    });
+    if (config['gateway.mode'] === 'broker') {
+      const file = config['auth.credentialsFile'];
+      this.broker = new GatewayBroker(config, {
+        ingestor,
+        records: this.records,
+        acl: new TopicAcl(config['topics.telemetry']),
+        credentials: file ? loadCredentials(file) : undefined,
+        metrics,
+        logger,
+      });
+    } else {
+      this.bridge = new GatewayBridge(config, this.gatewayId, this.templates, ingestor, logger);
+    }
+    const ctx = this.context();
+    for (const factory of deps.services ?? []) this.services.push(factory(ctx));
+  }
+
+  get logger(): Logger {
+    return this.deps.logger;
+  }
+
+  private context(): GatewayContext {
+    return {
+      config: this.config,
+      gatewayId: this.gatewayId,
+      client: this.client,
+      keys: this.keys,
+      registry: this.registry,
+      logger: this.deps.logger,
+      clock: this.clock,
+      templates: this.templates,
+      ingestor: this.ingestor,
+      publishToDevice: (topic, payload, qos) => {
+        if (this.broker) return this.broker.publish(topic, payload, qos);
+        if (this.bridge) return this.bridge.publish(topic, payload, qos);
+        return Promise.reject(new TypeError('gateway has no MQTT side'));
+      },
+    };
+  }
+
+  /** Connects to Redis, opens the MQTT side, then starts the services. Resolves with the broker's ports. */
+  async start(): Promise<BrokerPorts | undefined> {
+    const target = describeTarget(this.config);
+    await waitReady(this.client, target, this.config['redis.connectTimeout']);
+    if (this.config['metrics.port'] > 0) {
+      this.metricsServer = await serveMetrics(
+        this.registry,
+        this.config['metrics.port'],
+        this.config['metrics.host'],
+        () => {
+          const pressed = this.producer.isBackpressured;
+          return { healthy: true, reasons: pressed ? ['back-pressure: device reads paused'] : [] };
+        },
+      );
+    }
+    let ports: BrokerPorts | undefined;
+    if (this.broker) ports = await this.broker.listen();
+    if (this.bridge) await this.bridge.start();
+    for (const s of this.services) {
+      await s.start();
+      this.logger.info({ service: s.name }, 'service started');
+    }
+    // Last-seen times of publishing devices, once a second in one HSET (connects and disconnects write at once).
+    this.lastSeenTimer = this.clock.setInterval(() => {
+      if (this.ingestor.seen.size === 0) return;
+      const seen = new Map(this.ingestor.seen);
+      this.ingestor.seen.clear();
+      this.records.touch(seen).catch(() => {
+        // Best effort: a later touch or presence event updates it.
+      });
+    }, 1000);
+    this.logger.info(
+      { gatewayId: this.gatewayId, mode: this.config['gateway.mode'], redis: target, ports },
+      'gateway started',
+    );
+    return ports;
+  }
+
+  /** Graceful stop: services, then the MQTT side's intake, then a flush of what is held (whose PUBACKs go out). */
+  async stop(): Promise<{ unsent: number }> {
+    for (const s of [...this.services].reverse()) {
+      await s
+        .stop()
+        .catch((err: Error) =>
+          this.logger.warn({ service: s.name, error: err.message }, 'service stop failed'),
+        );
+    }
+    if (this.lastSeenTimer) this.clock.clearInterval(this.lastSeenTimer);
+    const left = await this.producer.close(this.config['gateway.shutdownTimeout']);
+    await this.broker?.close();
+    await this.bridge?.close();
+    await this.metricsServer?.close();
+    this.client.disconnect();
+    this.logger.info({ unsent: left.length, ...this.producer.totals }, 'gateway stopped');
+    return { unsent: left.length };
+  }
+}

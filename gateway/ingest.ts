@@ -1,0 +1,227 @@
+/**
+ * The gateway's ingestion core, shared by broker and bridge mode: one MQTT
+ * publish in, one `done` call out when it is safe to acknowledge it.
+ *
+ * `done` is called only when the publish's entry is in Redis at the
+ * configured durability level (the producer's onAcked), or when its rejection
+ * or presence record is. Callers acknowledge (PUBACK) in `done`, and read
+ * nothing more from a connection while its publishes are pending, so a slow
+ * Redis slows the devices instead of growing the gateway's memory: entries the
+ * producer refuses (buffer full) wait here, bounded by the number of
+ * connections times the packets of one socket read, and are offered again as
+ * batches are acknowledged.
+ */
+import type { Clock } from '#shared/clock.js';
+import { type EncodedEnvelope, encodeEnvelope } from '#shared/envelope.js';
+import { ValidationError } from '#shared/errors.js';
+import type { Logger } from '#shared/log.js';
+import { Counter, type Registry } from '#shared/metrics.js';
+import type { BatchOutcome, TelemetryProducer } from '#shared/telemetry/producer.js';
+import type { TopicAcl } from './auth.js';
+import { decodePayload, PayloadError, type TopicTemplate, validDeviceId } from './mapping.js';
+import type { RecordWriter, RejectReason } from './records.js';
+import type { GatewaySequencer } from './sequencer.js';
+
+export interface IncomingPublish {
+  topic: string;
+  payload: Buffer;
+  /** The authenticated device (broker mode); undefined in bridge mode, where the upstream broker enforces ACLs. */
+  identity: string | undefined;
+}
+
+export type Done = () => void;
+
+export interface Templates {
+  telemetry: TopicTemplate;
+  results: TopicTemplate;
+  status: TopicTemplate;
+}
+
+/** A command result published by a device; the command service takes it (see gateway/commands.ts). */
+export type ResultHandler = (deviceId: string, payload: Buffer, done: Done) => void;
+
+export interface IngestMetrics {
+  received: Counter;
+  rejected: Counter<'reason'>;
+  unauthorized: Counter;
+}
+
+export function createIngestMetrics(registry: Registry): IngestMetrics {
+  const registers = [registry];
+  return {
+    received: new Counter({ name: 'gateway_publishes_total', help: 'MQTT publishes received', registers }),
+    rejected: new Counter({
+      name: 'gateway_rejected_total',
+      help: 'Publishes written to the rejected stream, by reason',
+      labelNames: ['reason'],
+      registers,
+    }),
+    unauthorized: new Counter({
+      name: 'gateway_unauthorized_total',
+      help: 'Publishes and subscriptions refused by the topic ACL',
+      registers,
+    }),
+  };
+}
+
+export interface IngestOptions {
+  maxPayloadBytes: number;
+  defaultType: string;
+}
+
+export interface IngestDeps {
+  producer: TelemetryProducer;
+  sequencer: GatewaySequencer;
+  records: RecordWriter;
+  templates: Templates;
+  acl: TopicAcl;
+  metrics: IngestMetrics;
+  clock: Clock;
+  logger: Logger;
+}
+
+export class Ingestor {
+  /** Entries offered to the producer, each with the acknowledgement it releases. */
+  private readonly pendingAcks = new Map<EncodedEnvelope, Done>();
+  /** Entries the producer refused (buffer full), waiting to be offered again, in order. */
+  private waiting: Array<[EncodedEnvelope, Done]> = [];
+  private resultHandler: ResultHandler | undefined;
+  /** Device -> last time seen, flushed to the lastseen hash now and then. */
+  readonly seen = new Map<string, number>();
+
+  constructor(
+    private readonly options: IngestOptions,
+    private readonly deps: IngestDeps,
+  ) {}
+
+  /** Wire as the producer's onAcked hook. */
+  onAcked(entries: readonly EncodedEnvelope[], _outcome: BatchOutcome): void {
+    for (const e of entries) {
+      const done = this.pendingAcks.get(e);
+      if (done) {
+        this.pendingAcks.delete(e);
+        done();
+      }
+    }
+    this.drainWaiting();
+  }
+
+  setResultHandler(handler: ResultHandler | undefined): void {
+    this.resultHandler = handler;
+  }
+
+  /** Publishes not yet acknowledgeable: offered to the producer or waiting for room. */
+  get pending(): number {
+    return this.pendingAcks.size + this.waiting.length;
+  }
+
+  handle(pub: IncomingPublish, done: Done): void {
+    this.deps.metrics.received.inc();
+    const { templates, acl } = this.deps;
+    const { topic, payload, identity } = pub;
+
+    const telemetry = templates.telemetry.match(topic);
+    const status = telemetry ? undefined : templates.status.match(topic);
+    const result = telemetry || status ? undefined : templates.results.match(topic);
+    const matched = telemetry ?? status ?? result;
+    const deviceId = matched?.deviceId ?? acl.deviceOf(topic);
+
+    if (identity !== undefined && deviceId !== undefined && deviceId !== identity) {
+      this.deps.metrics.unauthorized.inc();
+      this.reject('unauthorized', `device ${identity} may not publish as ${deviceId}`, pub, identity, done);
+      return;
+    }
+    if (!matched || deviceId === undefined) {
+      this.reject('unmapped', 'topic matches no template', pub, identity ?? deviceId, done);
+      return;
+    }
+    if (!validDeviceId(deviceId)) {
+      this.reject('invalid', 'device id in the topic is not a valid device id', pub, undefined, done);
+      return;
+    }
+    if (payload.length > this.options.maxPayloadBytes) {
+      this.reject(
+        'oversized',
+        `${payload.length} bytes, over the ${this.options.maxPayloadBytes}-byte limit`,
+        pub,
+        deviceId,
+        done,
+      );
+      return;
+    }
+    this.seen.set(deviceId, this.deps.clock.now());
+    if (status) {
+      this.deps.records.presence(deviceId, 'status', payload, done);
+      return;
+    }
+    if (result) {
+      if (!this.resultHandler) {
+        this.reject('unknown-command', 'no command service runs here', pub, deviceId, done);
+        return;
+      }
+      this.resultHandler(deviceId, payload, done);
+      return;
+    }
+    let reading: ReturnType<typeof decodePayload>;
+    try {
+      reading = decodePayload(payload, deviceId);
+    } catch (err) {
+      if (err instanceof PayloadError) {
+        this.reject('malformed', err.reason, pub, deviceId, done);
+        return;
+      }
+      throw err;
+    }
+    const type = telemetry?.type ?? reading.type ?? this.options.defaultType;
+    const time = reading.time ?? this.deps.clock.now();
+    const append = (seq: number) => {
+      let entry: EncodedEnvelope;
+      try {
+        entry = encodeEnvelope(
+          { deviceId, seq, time, type, payload: reading.payload },
+          { maxPayloadBytes: this.options.maxPayloadBytes },
+        );
+      } catch (err) {
+        if (err instanceof ValidationError) {
+          this.reject('invalid', err.message, pub, deviceId, done);
+          return;
+        }
+        throw err;
+      }
+      this.offer(entry, done);
+    };
+    if (reading.seq !== undefined) append(reading.seq);
+    else this.deps.sequencer.assign(deviceId, append);
+  }
+
+  private offer(entry: EncodedEnvelope, done: Done): void {
+    // Behind entries already waiting, so a device's order holds.
+    if (this.waiting.length === 0 && this.deps.producer.offer(entry)) {
+      this.pendingAcks.set(entry, done);
+      return;
+    }
+    this.waiting.push([entry, done]);
+  }
+
+  private drainWaiting(): void {
+    let i = 0;
+    while (i < this.waiting.length) {
+      const [entry, done] = this.waiting[i]!;
+      if (!this.deps.producer.offer(entry)) break;
+      this.pendingAcks.set(entry, done);
+      i++;
+    }
+    if (i > 0) this.waiting = this.waiting.slice(i);
+  }
+
+  private reject(
+    reason: RejectReason,
+    detail: string,
+    pub: IncomingPublish,
+    deviceId: string | undefined,
+    done: Done,
+  ) {
+    this.deps.metrics.rejected.inc({ reason });
+    this.deps.records.reject({ reason, detail, topic: pub.topic, deviceId, payload: pub.payload }, done);
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * Topic templates and payload decoding: MQTT publish -> telemetry reading.
+ *
+ * A template such as `devices/{deviceId}/telemetry/{type}` matches topics with
+ * the same number of levels, literal levels equal; `{deviceId}` and `{type}`
+ * capture one level each. Payloads may be the project's envelope (an object
+ * with `payload`), a plain JSON object, or a plain number; see docs/gateway.md.
+ */
+import { ConfigError } from '#shared/errors.js';
+import { DEVICE_ID_PATTERN } from '#shared/keys.js';
+
+export class TopicTemplate {
+  private readonly levels: readonly string[];
+  private readonly deviceIndex: number;
+  private readonly typeIndex: number;
+
+  constructor(
+    readonly template: string,
+    option: string,
+  ) {
+    this.levels = template.split('/');
+    this.deviceIndex = this.levels.indexOf('{deviceId}');
+    this.typeIndex = this.levels.indexOf('{type}');
+    if (this.deviceIndex < 0)
+      throw new ConfigError(option, 'config', `"${template}" must contain {deviceId}`);
+    for (const level of this.levels) {
+      if (
+        level.includes('+') ||
+        level.includes('#') ||
+        (level.includes('{') && !/^\{(deviceId|type)\}$/.test(level))
+      )
+        throw new ConfigError(
+          option,
+          'config',
+          `"${template}": a level is either literal or exactly {deviceId} / {type}, without wildcards`,
+        );
+    }
+  }
+
+  /** Device id and type of a topic, or undefined when the topic does not match. */
+  match(topic: string): { deviceId: string; type: string | undefined } | undefined {
+    const parts = topic.split('/');
+    if (parts.length !== this.levels.length) return undefined;
+    for (let i = 0; i < parts.length; i++) {
+      if (i !== this.deviceIndex && i !== this.typeIndex && parts[i] !== this.levels[i]) return undefined;
+    }
+    const deviceId = parts[this.deviceIndex]!;
+    if (deviceId === '') return undefined;
+    return { deviceId, type: this.typeIndex >= 0 ? parts[this.typeIndex] : undefined };
+  }
+
+  /** The topic of one device (types are not filled in). */
+  topicFor(deviceId: string): string {
+    return this.levels.map((l) => (l === '{deviceId}' ? deviceId : l)).join('/');
+  }
+
+  /** A subscription filter matching every device: {deviceId} and {type} become `+`. */
+  filter(): string {
+    return this.levels.map((l) => (l.startsWith('{') ? '+' : l)).join('/');
+  }
+}
+
+/** The reading decoded from a payload; seq and time are absent when the device sent none. */
+export interface DecodedReading {
+  seq: number | undefined;
+  time: number | undefined;
+  type: string | undefined;
+  payload: unknown;
+}
+
+export class PayloadError extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+  }
+}
+
+const isPositiveInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 1;
+const isTime = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/**
+ * Decodes a payload. Throws PayloadError with the reason for anything that is
+ * not UTF-8 JSON of a number or an object, or whose envelope names another device.
+ */
+export function decodePayload(raw: Buffer, deviceId: string): DecodedReading {
+  const text = raw.toString('utf8');
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new PayloadError('malformed: not JSON');
+  }
+  if (typeof value === 'number') return { seq: undefined, time: undefined, type: undefined, payload: value };
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new PayloadError('malformed: payload must be a JSON object or number');
+  const obj = value as Record<string, unknown>;
+  if (obj.seq !== undefined && !isPositiveInt(obj.seq))
+    throw new PayloadError('malformed: seq must be an integer >= 1');
+  if (obj.time !== undefined && !isTime(obj.time))
+    throw new PayloadError('malformed: time must be an integer of ms since the epoch');
+  if ('payload' in obj) {
+    // The project's own envelope: {deviceId?, seq?, time?, type?, payload}.
+    if (obj.deviceId !== undefined && obj.deviceId !== deviceId)
+      throw new PayloadError(
+        `envelope names device ${JSON.stringify(obj.deviceId)}, topic names ${deviceId}`,
+      );
+    return {
+      seq: obj.seq as number | undefined,
+      time: obj.time as number | undefined,
+      type: typeof obj.type === 'string' ? obj.type : undefined,
+      payload: obj.payload,
+    };
+  }
+  // A plain object reading: seq and time, when present, are lifted out of it.
+  const { seq, time, ...rest } = obj;
+  return { seq: seq as number | undefined, time: time as number | undefined, type: undefined, payload: rest };
+}
+
+/** True when a device id taken from a topic may be used as one (it decides keys and partitions). */
+export function validDeviceId(deviceId: string): boolean {
+  return DEVICE_ID_PATTERN.test(deviceId);
+}

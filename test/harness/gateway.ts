@@ -1,0 +1,44 @@
+/**
+ * The gateway in tests: in process (fast, for behaviour) or as a child process
+ * (for SIGKILL), with a config built from the gateway's own schema.
+ */
+import { loadConfig } from '#shared/config/load.js';
+import { flagName } from '#shared/config/schema.js';
+import { silentLogger } from '#shared/log.js';
+import { ENV_PREFIX, type GatewayConfig, gatewaySchema } from '../../gateway/config.js';
+import { Gateway, type GatewayDeps } from '../../gateway/gateway.js';
+import { type AgentProcess, runScript } from './agent-process.js';
+
+export function gatewayConfig(overrides: Record<string, unknown>): GatewayConfig {
+  return loadConfig(gatewaySchema, ENV_PREFIX, {
+    overrides: { 'broker.port': 0, 'log.level': 'silent', ...overrides },
+  });
+}
+
+export interface RunningGateway {
+  gateway: Gateway;
+  /** mqtt://127.0.0.1:<port> of the broker-mode TCP listener (empty in bridge mode). */
+  url: string;
+  stop(): Promise<void>;
+}
+
+export async function startGateway(
+  overrides: Record<string, unknown>,
+  deps: Partial<GatewayDeps> = {},
+): Promise<RunningGateway> {
+  const gateway = new Gateway(gatewayConfig(overrides), { logger: silentLogger(), ...deps });
+  const ports = await gateway.start();
+  return {
+    gateway,
+    url: ports ? `mqtt://127.0.0.1:${ports.tcp}` : '',
+    stop: async () => {
+      await gateway.stop();
+    },
+  };
+}
+
+export function startGatewayProcess(options: Record<string, string | number | boolean>): AgentProcess {
+  const args: string[] = [];
+  for (const [key, value] of Object.entries(options)) args.push(`--${flagName(key)}`, String(value));
+  return runScript('gateway/cli.ts', args);
+}
