@@ -1,0 +1,221 @@
+/**
+ * The disk journal (device/journal/): record framing and checksum, segments,
+ * committed offset across restarts, torn tails, and both full policies with
+ * exact drop counts.
+ */
+import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type EncodedEnvelope, encodeEnvelope } from '#shared/envelope.js';
+import { crc32 } from '../../device/journal/crc32.js';
+import { Journal, scanJournal } from '../../device/journal/journal.js';
+import { journalOptions } from '../../device/journal/options.js';
+import { decodeRecord, encodeRecord } from '../../device/journal/record.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'journal-test-'));
+  dirs.push(d);
+  return d;
+}
+
+function entry(seq: number, bytes = 40): EncodedEnvelope {
+  return encodeEnvelope({
+    deviceId: 'dev-j',
+    seq,
+    time: 1_700_000_000_000 + seq,
+    type: 'constant',
+    payload: { x: 'a'.repeat(bytes) },
+  });
+}
+
+function capture() {
+  const lines: Array<Record<string, unknown>> = [];
+  const logger = pino({ level: 'debug' }, { write: (s: string) => lines.push(JSON.parse(s)) });
+  return { logger, lines };
+}
+
+function open(dir: string, overrides: Record<string, unknown> = {}, events = {}) {
+  const { journal } = journalOptions(
+    { 'journal.flushInterval': 0, 'journal.commitInterval': 0, ...overrides },
+    dir,
+  );
+  const log = capture();
+  return { journal: Journal.open(journal, { logger: log.logger, events }), lines: log.lines };
+}
+
+const seqs = (entries: readonly EncodedEnvelope[]) => entries.map((e) => e.seq);
+const range = (a: number, b: number) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
+
+describe('crc32 and records', () => {
+  it('computes the standard CRC-32 check value', () => {
+    expect(crc32(Buffer.from('123456789'))).toBe(0xcbf43926);
+    expect(crc32(Buffer.alloc(0))).toBe(0);
+  });
+
+  it('round-trips an envelope byte for byte and rejects a flipped bit', () => {
+    const e = encodeEnvelope({
+      deviceId: 'dev-1',
+      seq: 2 ** 40,
+      time: 1_700_000_000_123,
+      type: 'gps',
+      payload: { lat: 1.5, s: 'ü' },
+    });
+    const rec = encodeRecord(e);
+    const r = decodeRecord(rec, 0);
+    expect(r).toEqual({ kind: 'record', entry: e, size: rec.length });
+    expect(decodeRecord(rec.subarray(0, rec.length - 1), 0).kind).toBe('incomplete');
+    const bad = Buffer.from(rec);
+    bad[bad.length - 2]! ^= 1;
+    expect(decodeRecord(bad, 0)).toMatchObject({ kind: 'corrupt', reason: 'checksum mismatch' });
+    // A zero-filled tail (a file extended by a crash) is not a valid empty record.
+    expect(decodeRecord(Buffer.alloc(64), 0).kind).toBe('corrupt');
+  });
+});
+
+describe('journal', () => {
+  it('reads back in order across segments and deletes segments once committed', () => {
+    const dir = tempDir();
+    const { journal } = open(dir, { 'journal.segmentBytes': 4096, 'journal.maxBytes': 1024 * 1024 });
+    expect(journal.append(range(1, 200).map((s) => entry(s)))).toBe(200);
+    expect(journal.segmentCount).toBeGreaterThan(3);
+    const a = journal.read(150);
+    expect(a.first).toBe(0);
+    expect(seqs(a.entries)).toEqual(range(1, 150));
+    journal.commit(150);
+    const b = journal.read(1000);
+    expect(seqs(b.entries)).toEqual(range(151, 200));
+    expect(journal.unsent).toBe(50);
+    journal.commit(200);
+    expect(journal.unsent).toBe(0);
+    expect(journal.bytes).toBe(0);
+    expect(readdirSync(dir).filter((f) => f.endsWith('.seg'))).toEqual([]);
+    journal.close();
+  });
+
+  it('a failed batch is read again after rewind', () => {
+    const { journal } = open(tempDir());
+    journal.append(range(1, 10).map((s) => entry(s)));
+    journal.commit(journal.read(4).first + 4);
+    expect(seqs(journal.read(3).entries)).toEqual([5, 6, 7]);
+    journal.rewind();
+    expect(seqs(journal.read(100).entries)).toEqual(range(5, 10));
+    journal.close();
+  });
+
+  it('a restart resumes at the persisted committed offset, not at the start', () => {
+    const dir = tempDir();
+    const first = open(dir, { 'journal.segmentBytes': 4096 }).journal;
+    first.append(range(1, 100).map((s) => entry(s)));
+    first.read(60);
+    first.commit(60);
+    first.close();
+    const again = open(dir).journal;
+    expect(again.unsent).toBe(40);
+    expect(again.oldestUnsentTime()).toBe(entry(61).time);
+    expect(seqs(again.read(1000).entries)).toEqual(range(61, 100));
+    // New entries continue the index sequence.
+    again.append([entry(101)]);
+    expect(seqs(again.read(10).entries)).toEqual([101]);
+    again.close();
+    expect(scanJournal(dir).entries.map((e) => e.index)).toEqual(range(60, 100));
+  });
+
+  it('skips a torn last record with a warning and keeps everything before it', () => {
+    const dir = tempDir();
+    const { journal } = open(dir);
+    journal.append(range(1, 30).map((s) => entry(s)));
+    journal.close();
+    const seg = readdirSync(dir).find((f) => f.endsWith('.seg'))!;
+    const path = join(dir, seg);
+    truncateSync(path, statSync(path).size - 5);
+    let torn = 0;
+    const again = open(dir, {}, { onTorn: (n: number) => (torn += n) });
+    expect(torn).toBe(1);
+    const warn = again.lines.find((l) => l.level === 40);
+    expect(warn?.msg).toMatch(/torn or corrupt record skipped/);
+    expect(again.journal.unsent).toBe(29);
+    expect(seqs(again.journal.read(100).entries)).toEqual(range(1, 29));
+    // Appends continue cleanly after the truncated tail.
+    again.journal.append([entry(31)]);
+    again.journal.close();
+    expect(scanJournal(dir).entries.map((e) => e.entry.seq)).toEqual([...range(1, 29), 31]);
+    expect(scanJournal(dir).torn).toEqual([]);
+  });
+
+  it('a corrupt byte in the middle ends that segment, the other segments stay readable', () => {
+    const dir = tempDir();
+    const { journal } = open(dir, { 'journal.segmentBytes': 4096 });
+    journal.append(range(1, 100).map((s) => entry(s)));
+    journal.close();
+    const before = scanJournal(dir);
+    const firstSeg = readdirSync(dir)
+      .filter((f) => f.endsWith('.seg'))
+      .sort()[0]!;
+    const path = join(dir, firstSeg);
+    const size = statSync(path).size;
+    writeFileSync(path, Buffer.alloc(4, 0xff), { flag: 'r+' }); // clobber the first record's header
+    const again = open(dir).journal;
+    const after = seqs(again.read(1000).entries);
+    // The first segment's records are lost from the clobbered one on; all later segments are intact.
+    expect(before.entries).toHaveLength(100);
+    expect(size).toBeGreaterThan(0);
+    expect(after.length).toBeGreaterThan(50);
+    expect(after.length).toBeLessThan(100);
+    expect(after).toEqual(range(100 - after.length + 1, 100));
+    again.close();
+  });
+
+  for (const policy of ['drop-oldest', 'drop-newest'] as const) {
+    it(`${policy}: stays within the budget and counts exactly what it lost`, () => {
+      const dir = tempDir();
+      let dropped = 0;
+      const { journal } = open(
+        dir,
+        {
+          'journal.maxBytes': 16 * 1024,
+          'journal.segmentBytes': 4096,
+          'journal.fullPolicy': policy,
+          'journal.fsync': 'interval',
+        },
+        { onDropped: (n: number) => (dropped += n) },
+      );
+      for (let s = 1; s <= 1000; s++) {
+        journal.append([entry(s)]);
+        expect(journal.bytes).toBeLessThanOrEqual(16 * 1024);
+      }
+      const kept = seqs(journal.read(10_000).entries);
+      expect(dropped).toBeGreaterThan(0);
+      expect(kept.length + dropped).toBe(1000);
+      if (policy === 'drop-oldest') expect(kept).toEqual(range(1000 - kept.length + 1, 1000));
+      else expect(kept).toEqual(range(1, kept.length));
+      // Recovers: once drained, it takes entries again.
+      journal.commit(journal.committed + journal.unsent);
+      expect(journal.append([entry(1001)])).toBe(1);
+      journal.close();
+    });
+  }
+
+  it('drop-oldest does not count entries in flight; the replayer counts them if their batch fails', () => {
+    let dropped = 0;
+    const { journal } = open(
+      tempDir(),
+      { 'journal.maxBytes': 16 * 1024, 'journal.segmentBytes': 4096 },
+      { onDropped: (n: number) => (dropped += n) },
+    );
+    journal.append(range(1, 60).map((s) => entry(s)));
+    const inFlight = journal.read(10);
+    for (let s = 61; s <= 200; s++) journal.append([entry(s)]);
+    const rest = seqs(journal.read(10_000).entries);
+    // In flight (1-10) are neither counted nor expected from the journal.
+    expect(seqs(inFlight.entries)).toEqual(range(1, 10));
+    expect(rest.length + dropped).toBe(190);
+    journal.close();
+  });
+});
