@@ -58,7 +58,7 @@ export function parseCli(
 }
 
 function describeDefault(value: unknown): string {
-  if (value === undefined) return '(none)';
+  if (value === undefined || value === '') return '(none)';
   if (Array.isArray(value)) return value.length ? value.join(',') : '(empty)';
   return String(value);
 }
