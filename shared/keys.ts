@@ -136,6 +136,11 @@ export class Keys {
     return `${this.prefix}:lastseen`;
   }
 
+  /** Set of the device ids that reach the system through an MQTT gateway (their commands go through gateways). */
+  mqttDevices(): string {
+    return `${this.prefix}:mqtt:devices`;
+  }
+
   /** Counter of the sequence numbers a gateway reserved for a device that sends none (INCRBY blocks). */
   gatewaySequence(deviceId: string): string {
     return this.device(deviceId, 'gwseq');
