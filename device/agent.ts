@@ -12,7 +12,8 @@ import { Counter, createRegistry, type MetricsServer, type Registry, serveMetric
 import { createRedis, describeTarget, type RedisClient, waitReady } from '#shared/redis/connect.js';
 import { createProducerMetrics, TelemetryProducer } from '#shared/telemetry/producer.js';
 import { producerOptions } from '#shared/telemetry/producer-options.js';
-import type { AgentConfig } from './config.js';
+import { type CommandWorker, createCommandWorker } from './commands/index.js';
+import { type AgentConfig, agentSchema } from './config.js';
 import { journalOptions } from './journal/options.js';
 import { StoreAndForward } from './journal/store-and-forward.js';
 import { createSensor } from './sensors/index.js';
@@ -33,6 +34,8 @@ export class Agent {
   readonly sampler: Sampler;
   readonly telemetry: DeviceTelemetry;
   readonly registry: Registry;
+  /** Control commands (commands.enabled); see docs/commands.md. */
+  readonly commands: CommandWorker | undefined;
   /** Disk journal and replay (journal.enabled). */
   readonly forward: StoreAndForward | undefined;
   private readonly sequence: PersistentSequence;
@@ -117,6 +120,15 @@ export class Agent {
       const interval = (config as Record<string, unknown>)[`sensors.${name}.interval`];
       this.sampler.add(createSensor(name, settings), typeof interval === 'number' ? interval : 1000);
     }
+    this.commands = createCommandWorker(config, {
+      client: this.client,
+      keys: this.keys,
+      sampler: this.sampler,
+      schema: agentSchema,
+      logger,
+      registry: this.registry,
+      clock: this.clock,
+    });
   }
 
   get logger(): Logger {
@@ -142,6 +154,7 @@ export class Agent {
       this.logger.info({ port: this.metricsServer.port }, 'metrics endpoint listening');
     }
     this.sampler.start();
+    await this.commands?.start();
     this.forward?.start();
     this.logger.info(
       {
@@ -166,6 +179,7 @@ export class Agent {
   /** Graceful stop: stop sampling, flush for up to agent.shutdownTimeout, persist the sequence. */
   async stop(): Promise<{ unsent: number }> {
     this.sampler.stop();
+    await this.commands?.stop(this.config['agent.shutdownTimeout']);
     let left = await this.producer.close(this.config['agent.shutdownTimeout']);
     if (this.forward) {
       const { unsent } = await this.forward.stop(left, this.config['agent.shutdownTimeout']);

@@ -4,6 +4,7 @@ import { logSchema } from '#shared/log.js';
 import { metricsSchema } from '#shared/metrics.js';
 import { redisSchema } from '#shared/redis/options.js';
 import { producerSchema } from '#shared/telemetry/producer-options.js';
+import { commandSchema } from './commands/options.js';
 import { journalSchema } from './journal/options.js';
 
 export const ENV_PREFIX = 'AGENT';
@@ -44,6 +45,7 @@ export const agentSchema = {
   }),
   ...redisSchema,
   ...producerSchema,
+  ...commandSchema,
   ...journalSchema,
   ...logSchema,
   ...metricsSchema,

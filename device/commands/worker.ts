@@ -1,0 +1,639 @@
+/**
+ * The agent's command worker: reads the device's command stream through a
+ * consumer group (stable consumer name, blocking XREADGROUP) and executes the
+ * commands one at a time, in stream order.
+ *
+ * Per command (see docs/commands.md for why each step is where it is):
+ *   1. decode; a malformed entry ends `rejected` with the reason;
+ *   2. the local journal says it already took effect -> report that result;
+ *   3. beginCommand-1.lua (the Redis ledger, atomic): already terminal ->
+ *      republish and ack; past the deadline -> `expired`, never run; an
+ *      earlier attempt left running -> rerun only if the handler is idempotent
+ *      or the journal shows that attempt failed before its effect, else `unknown`;
+ *   4. journal `start` (fsync), run the handler with its timeout, journal `done`;
+ *      transient errors retry with exponential backoff and jitter, and after
+ *      commands.maxAttempts the command is dead-lettered and ends `failed`;
+ *   5. finishCommand-1.lua fixes the one terminal result in the ledger
+ *      (device slot), publishOnce-2.lua publishes it to the global results
+ *      stream (its own slot) at most once, and only then XACK.
+ * Pending entries of a consumer that died are claimed with XAUTOCLAIM after
+ * commands.claimIdle, which must exceed every handler's timeout.
+ */
+import type { Clock } from '#shared/clock.js';
+import { systemClock } from '#shared/clock.js';
+import {
+  COMMAND_VERSION,
+  type Command,
+  type CommandResult,
+  decodeCommand,
+  decodeResult,
+  fieldMap,
+  resultFields,
+  salvageCommand,
+  type TerminalStatus,
+} from '#shared/commands/codec.js';
+import { duplicateClient, registerDevice } from '#shared/commands/send.js';
+import { CommandRejectedError, ConfigError, HandlerTimeoutError, ValidationError } from '#shared/errors.js';
+import type { Keys } from '#shared/keys.js';
+import { EpisodeLog, type Logger } from '#shared/log.js';
+import { Counter, Histogram, type Registry } from '#shared/metrics.js';
+import { type RedisClient, reconnectDelay } from '#shared/redis/connect.js';
+import { type ScriptCommands, scripts } from '#shared/redis/scripts.js';
+import type { CommandHandler, HandlerRegistry } from './handlers.js';
+import type { CommandJournal } from './journal.js';
+import type { CommandConfig } from './options.js';
+
+export interface WorkerOptions {
+  deviceId: string;
+  tags: readonly string[];
+  consumer: string;
+  group: string;
+  blockTimeMs: number;
+  readCount: number;
+  maxAttempts: number;
+  retryBaseDelayMs: number;
+  retryMaxDelayMs: number;
+  claimIdleMs: number;
+  claimIntervalMs: number;
+  ledgerRetentionMs: number;
+  resultsMaxLen: number;
+  /** Tests only: pause between a handler's end and recording its result. */
+  delayAfterHandlerMs: number;
+}
+
+export function workerOptions(
+  config: CommandConfig & { 'device.id': string; 'device.tags': readonly string[] },
+): WorkerOptions {
+  return {
+    deviceId: config['device.id'],
+    tags: config['device.tags'],
+    consumer: config['commands.consumer'] ?? config['device.id'],
+    group: config['commands.group'],
+    blockTimeMs: config['commands.blockTime'],
+    readCount: config['commands.readCount'],
+    maxAttempts: config['commands.maxAttempts'],
+    retryBaseDelayMs: config['commands.retryBaseDelay'],
+    retryMaxDelayMs: config['commands.retryMaxDelay'],
+    claimIdleMs: config['commands.claimIdle'],
+    claimIntervalMs: config['commands.claimInterval'],
+    ledgerRetentionMs: config['commands.ledgerRetention'],
+    resultsMaxLen: config['commands.resultsMaxLen'],
+    delayAfterHandlerMs: config['commands.testDelayAfterHandler'],
+  };
+}
+
+export interface CommandMetrics {
+  results: Counter<'status'>;
+  attempts: Counter;
+  duplicates: Counter;
+  claimed: Counter;
+  deadLetters: Counter;
+  seconds: Histogram;
+}
+
+export function createCommandMetrics(registry: Registry): CommandMetrics {
+  const registers = [registry];
+  return {
+    results: new Counter({
+      name: 'commands_results_total',
+      help: 'Terminal command results recorded by this device, by status',
+      labelNames: ['status'],
+      registers,
+    }),
+    attempts: new Counter({ name: 'commands_attempts_total', help: 'Handler attempts started', registers }),
+    duplicates: new Counter({
+      name: 'commands_duplicates_total',
+      help: 'Deliveries of commands that had already ended (deduplicated, not run again)',
+      registers,
+    }),
+    claimed: new Counter({
+      name: 'commands_claimed_total',
+      help: 'Pending commands claimed from dead consumers (XAUTOCLAIM)',
+      registers,
+    }),
+    deadLetters: new Counter({
+      name: 'commands_dead_letters_total',
+      help: 'Commands dead-lettered',
+      registers,
+    }),
+    seconds: new Histogram({
+      name: 'commands_seconds',
+      help: 'From reading a command to its result being recorded',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 30],
+      registers,
+    }),
+  };
+}
+
+type StreamEntry = [id: string, fields: string[] | null];
+
+/** Error class name for the result's `ec` field. */
+function errorClass(err: unknown): string {
+  if (err instanceof CommandRejectedError) return err.kind;
+  if (err instanceof Error) return err.name || err.constructor.name;
+  return typeof err;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export class CommandWorker {
+  private readonly reader: RedisClient;
+  private readonly run: ScriptCommands;
+  private readonly stream: string;
+  private running = false;
+  private loop: Promise<void> | undefined;
+  private nextClaimAt = 0;
+  private readonly clock: Clock;
+  private readonly redisDown: EpisodeLog;
+  /** Processed so far (all outcomes), for tests and logs. */
+  processed = 0;
+
+  constructor(
+    private readonly client: RedisClient,
+    private readonly keys: Keys,
+    private readonly handlers: HandlerRegistry,
+    private readonly journal: CommandJournal,
+    readonly options: WorkerOptions,
+    private readonly deps: { logger: Logger; metrics: CommandMetrics; clock?: Clock },
+  ) {
+    if (options.claimIdleMs <= handlers.maxTimeoutMs) {
+      throw new ConfigError(
+        'commands.claimIdle',
+        'config',
+        `(${options.claimIdleMs} ms) must exceed the longest handler timeout (${handlers.maxTimeoutMs} ms), or a live consumer's command could be claimed mid-run`,
+      );
+    }
+    this.clock = deps.clock ?? systemClock;
+    this.stream = keys.commands(options.deviceId);
+    this.run = scripts(client);
+    this.reader = duplicateClient(client);
+    this.reader.on('error', () => {
+      // the read loop reports outages once per episode
+    });
+    this.redisDown = new EpisodeLog(deps.logger, 'command worker: Redis unavailable');
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    this.loop = this.main();
+  }
+
+  /** Stops reading; a command in progress finishes (bounded by timeoutMs). */
+  async stop(timeoutMs = 5000): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    this.reader.disconnect();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.loop?.catch(() => undefined),
+      new Promise<void>((r) => {
+        timer = setTimeout(r, timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    this.journal.close();
+  }
+
+  private async setup(): Promise<void> {
+    try {
+      // From 0: commands queued before this device ever ran are delivered too.
+      await this.client.xgroup('CREATE', this.stream, this.options.group, '0', 'MKSTREAM');
+    } catch (err) {
+      if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
+    }
+    await registerDevice(this.client, this.keys, this.options.deviceId, this.options.tags);
+  }
+
+  private async main(): Promise<void> {
+    const o = this.options;
+    let ready = false;
+    let backlogCursor: string | undefined = '0'; // own pending entries first (a previous life's), then new ones
+    let failures = 0;
+    while (this.running) {
+      try {
+        if (!ready) {
+          await this.setup();
+          ready = true;
+        }
+        if (this.clock.now() >= this.nextClaimAt) {
+          await this.claimDead();
+          this.nextClaimAt = this.clock.now() + o.claimIntervalMs;
+        }
+        const args: (string | number)[] = ['GROUP', o.group, o.consumer, 'COUNT', o.readCount];
+        if (backlogCursor === undefined) args.push('BLOCK', Math.min(o.blockTimeMs, o.claimIntervalMs));
+        args.push('STREAMS', this.stream, backlogCursor ?? '>');
+        const reply = (await (this.reader.xreadgroup as (...a: (string | number)[]) => Promise<unknown>)(
+          ...args,
+        )) as [string, StreamEntry[]][] | null;
+        const entries = reply?.[0]?.[1] ?? [];
+        if (backlogCursor !== undefined) {
+          if (entries.length === 0) backlogCursor = undefined;
+          else backlogCursor = entries[entries.length - 1]![0];
+        }
+        await this.handleBatch(entries);
+        failures = 0;
+        this.redisDown.end();
+      } catch (err) {
+        if (!this.running) break;
+        failures++;
+        this.redisDown.hit({ err: String(err) });
+        if (backlogCursor !== undefined) backlogCursor = '0';
+        await sleep(reconnectDelay(failures, 2000));
+      }
+    }
+  }
+
+  /** XAUTOCLAIM: take over commands another consumer read and never acknowledged (it died). */
+  private async claimDead(): Promise<void> {
+    let cursor = '0-0';
+    for (let page = 0; page < 100 && this.running; page++) {
+      const [next, entries] = (await this.client.xautoclaim(
+        this.stream,
+        this.options.group,
+        this.options.consumer,
+        this.options.claimIdleMs,
+        cursor,
+        'COUNT',
+        this.options.readCount,
+      )) as [string, StreamEntry[], string[]?];
+      if (entries.length) {
+        this.deps.metrics.claimed.inc(entries.length);
+        this.deps.logger.info({ count: entries.length }, 'claimed pending commands of a dead consumer');
+        await this.handleBatch(entries);
+      }
+      if (next === '0-0') return;
+      cursor = next;
+    }
+  }
+
+  private async handleBatch(entries: readonly StreamEntry[]): Promise<void> {
+    if (entries.length > 1) await this.markDelivered(entries.slice(1));
+    for (const [entryId, fields] of entries) {
+      if (!this.running) return;
+      const started = this.clock.now();
+      if (fields === null) {
+        // Deleted from the stream (trimmed) while pending: nothing to run or report.
+        await this.client.xack(this.stream, this.options.group, entryId);
+        continue;
+      }
+      await this.handle(entryId, fields);
+      this.processed++;
+      this.deps.metrics.seconds.observe((this.clock.now() - started) / 1000);
+    }
+  }
+
+  /** Entries read in one batch are received now, even if they wait behind the first: record it truthfully. */
+  private async markDelivered(entries: readonly StreamEntry[]): Promise<void> {
+    const now = this.clock.now();
+    await Promise.all(
+      entries.map(async ([, fields]) => {
+        if (!fields) return;
+        let c: Command;
+        try {
+          c = decodeCommand(fields);
+        } catch {
+          return;
+        }
+        await this.run.beginCommand(
+          this.keys.commandLedger(this.options.deviceId, c.id),
+          now,
+          c.deadline,
+          c.deadline + this.options.ledgerRetentionMs,
+          this.options.consumer,
+          'deliver',
+        );
+      }),
+    );
+  }
+
+  private async handle(entryId: string, fields: string[]): Promise<void> {
+    let command: Command;
+    try {
+      command = decodeCommand(fields);
+    } catch (err) {
+      if (!(err instanceof ValidationError)) throw err;
+      await this.rejectMalformed(entryId, fields, err);
+      return;
+    }
+    const o = this.options;
+    const ledger = this.keys.commandLedger(o.deviceId, command.id);
+    const expireAt = command.deadline + o.ledgerRetentionMs;
+    const base = {
+      commandId: command.id,
+      deviceId: o.deviceId,
+      name: command.name,
+      correlationId: command.correlationId,
+      entryId,
+      issuedAt: command.issuedAt,
+      version: COMMAND_VERSION,
+    };
+    const handler = this.handlers.get(command.name);
+    const journaled = this.journal.get(command.id);
+
+    // The device's own journal first: it knows what took effect even when Redis forgot.
+    if (journaled?.p === 'done' && journaled.r) {
+      this.deps.metrics.duplicates.inc();
+      await this.conclude(entryId, fields, command, expireAt, JSON.parse(journaled.r) as string[]);
+      return;
+    }
+
+    const begin = (mode: 'start' | 'restart' | 'deliver') =>
+      this.run.beginCommand(ledger, this.clock.now(), command.deadline, expireAt, o.consumer, mode);
+    // Without a handler, only record the delivery: it will be rejected, with no attempt counted.
+    let [code, attempts, deliveredAt, stored] = await begin(handler ? 'start' : 'deliver');
+    const timing = () => ({
+      deliveredAt: Number(deliveredAt) || undefined,
+      finishedAt: this.clock.now(),
+      attempts,
+    });
+
+    if (code === 'done') {
+      this.deps.metrics.duplicates.inc();
+      await this.conclude(entryId, fields, command, expireAt, JSON.parse(stored) as string[]);
+      return;
+    }
+    if (code === 'expired') {
+      await this.finish(entryId, fields, command, expireAt, {
+        ...base,
+        ...timing(),
+        status: 'expired',
+        message: `deadline ${new Date(command.deadline).toISOString()} passed before it ran; not executed`,
+      });
+      return;
+    }
+    if (!handler) {
+      await this.finish(entryId, fields, command, expireAt, {
+        ...base,
+        ...timing(),
+        status: 'rejected',
+        errorClass: 'UnknownCommand',
+        message: `no handler named "${command.name}" on this device (known: ${this.handlers.names.join(', ')})`,
+      });
+      return;
+    }
+    // An attempt was started before (a crash, or a consumer that was claimed from).
+    const interrupted = code === 'running' || journaled?.p === 'start';
+    if (interrupted && !handler.idempotent && journaled?.p !== 'failed') {
+      await this.finish(entryId, fields, command, expireAt, {
+        ...base,
+        ...timing(),
+        status: 'unknown',
+        errorClass: 'Interrupted',
+        message: `an earlier attempt of the non-idempotent handler "${handler.name}" was interrupted; it may or may not have taken effect and is not run again`,
+      });
+      return;
+    }
+    if (code === 'running') [code, attempts, deliveredAt, stored] = await begin('restart');
+
+    for (;;) {
+      const startedAt = this.clock.now();
+      this.deps.metrics.attempts.inc();
+      const outcome = await this.attempt(handler, command, attempts);
+      if (outcome.kind === 'ok' || outcome.kind === 'rejected' || outcome.kind === 'unknown') {
+        const result: CommandResult =
+          outcome.kind === 'ok'
+            ? { ...base, ...timing(), startedAt, status: 'succeeded', output: outcome.output ?? null }
+            : {
+                ...base,
+                ...timing(),
+                startedAt,
+                status: outcome.kind === 'rejected' ? 'rejected' : 'unknown',
+                errorClass: errorClass(outcome.error),
+                message: (outcome.error as Error).message,
+              };
+        const encoded = resultFields(result);
+        if (!handler.idempotent)
+          this.journal.append({
+            i: command.id,
+            p: 'done',
+            a: attempts,
+            x: expireAt,
+            r: JSON.stringify(encoded),
+          });
+        if (o.delayAfterHandlerMs > 0) await sleep(o.delayAfterHandlerMs);
+        await this.finishEncoded(entryId, fields, command, expireAt, result.status, encoded);
+        return;
+      }
+      // Transient failure: it did not take effect (the handler threw), so it may be retried.
+      if (!handler.idempotent) this.journal.append({ i: command.id, p: 'failed', a: attempts, x: expireAt });
+      const pastDeadline = this.clock.now() + this.backoff(attempts) > command.deadline;
+      if (attempts >= o.maxAttempts || pastDeadline) {
+        const err = outcome.error;
+        await this.finish(entryId, fields, command, expireAt, {
+          ...base,
+          ...timing(),
+          startedAt,
+          status: 'failed',
+          errorClass: errorClass(err),
+          message: `${err instanceof Error ? err.message : String(err)}${
+            attempts < o.maxAttempts ? ' (no retry: the deadline would pass first)' : ''
+          }`,
+        });
+        return;
+      }
+      await sleep(this.backoff(attempts));
+      // Keep the entry ours while we retry: XCLAIM by its owner resets its idle time.
+      await this.client.call('XCLAIM', this.stream, o.group, o.consumer, 0, entryId, 'JUSTID');
+      [code, attempts, deliveredAt, stored] = await begin('restart');
+      if (code === 'done') {
+        await this.conclude(entryId, fields, command, expireAt, JSON.parse(stored) as string[]);
+        return;
+      }
+      if (code === 'expired') {
+        await this.finish(entryId, fields, command, expireAt, {
+          ...base,
+          ...timing(),
+          status: 'failed',
+          errorClass: errorClass(outcome.error),
+          message: `${(outcome.error as Error).message} (deadline passed while retrying)`,
+        });
+        return;
+      }
+    }
+  }
+
+  /** Exponential backoff with jitter: base * 2^(attempt-1), capped, between half and all of it. */
+  private backoff(attempt: number): number {
+    const o = this.options;
+    const exp = Math.min(o.retryMaxDelayMs, o.retryBaseDelayMs * 2 ** Math.min(attempt - 1, 20));
+    return Math.round(exp / 2 + (Math.random() * exp) / 2);
+  }
+
+  private async attempt(
+    handler: CommandHandler,
+    command: Command,
+    attempt: number,
+  ): Promise<
+    { kind: 'ok'; output: unknown } | { kind: 'rejected' | 'unknown' | 'transient'; error: unknown }
+  > {
+    if (!handler.idempotent)
+      this.journal.append({
+        i: command.id,
+        p: 'start',
+        a: attempt,
+        x: command.deadline + this.options.ledgerRetentionMs,
+      });
+    const ac = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        ac.abort();
+        reject(new HandlerTimeoutError(handler.name, handler.timeoutMs));
+      }, handler.timeoutMs);
+    });
+    try {
+      const output = await Promise.race([
+        Promise.resolve().then(() =>
+          handler.run(command.args, {
+            deviceId: this.options.deviceId,
+            commandId: command.id,
+            attempt,
+            signal: ac.signal,
+            logger: this.deps.logger,
+          }),
+        ),
+        timeout,
+      ]);
+      return { kind: 'ok', output };
+    } catch (error) {
+      if (error instanceof CommandRejectedError) return { kind: 'rejected', error };
+      // A non-idempotent handler past its timeout may still take effect: retrying could double it.
+      if (error instanceof HandlerTimeoutError && !handler.idempotent) return { kind: 'unknown', error };
+      this.deps.logger.debug(
+        { commandId: command.id, attempt, err: String(error) },
+        'command attempt failed',
+      );
+      return { kind: 'transient', error };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private finish(
+    entryId: string,
+    fields: string[],
+    command: Command | undefined,
+    expireAt: number,
+    result: CommandResult,
+  ): Promise<void> {
+    return this.finishEncoded(entryId, fields, command, expireAt, result.status, resultFields(result));
+  }
+
+  /** Fixes the result in the ledger (first one wins), then publishes the stored one and acks. */
+  private async finishEncoded(
+    entryId: string,
+    fields: string[],
+    command: Command | undefined,
+    expireAt: number,
+    status: TerminalStatus,
+    encoded: string[],
+  ): Promise<void> {
+    let stored = encoded;
+    if (command) {
+      const [fixed, text] = await this.run.finishCommand(
+        this.keys.commandLedger(this.options.deviceId, command.id),
+        expireAt,
+        status,
+        JSON.stringify(encoded),
+        decodeResult(encoded).attempts,
+      );
+      if (text) stored = JSON.parse(text) as string[];
+      if (fixed !== 1) this.deps.metrics.duplicates.inc();
+    }
+    await this.conclude(entryId, fields, command, expireAt, stored);
+  }
+
+  /** Publishes a fixed result (and dead letter) at most once each, then acknowledges the entry. */
+  private async conclude(
+    entryId: string,
+    fields: string[],
+    command: Command | undefined,
+    expireAt: number,
+    stored: string[],
+  ): Promise<void> {
+    const o = this.options;
+    const key = command ? command.id : `e:${entryId}`;
+    const ttl = Math.max(1000, expireAt - this.clock.now());
+    const result = decodeResult(stored);
+    if (result.status === 'failed') {
+      const original = Object.fromEntries(fieldMap(fields));
+      const [added] = await this.run.publishOnce(
+        this.keys.deadLetters(),
+        this.keys.publishedMarker(this.keys.deadLetters(), o.deviceId, key),
+        ttl,
+        0,
+        'd',
+        o.deviceId,
+        'i',
+        result.commandId,
+        'src',
+        this.stream,
+        'e',
+        entryId,
+        'ec',
+        result.errorClass ?? 'Error',
+        'm',
+        result.message ?? '',
+        'at',
+        result.attempts,
+        'o',
+        JSON.stringify(original),
+      );
+      if (added === 1) this.deps.metrics.deadLetters.inc();
+    }
+    const [added] = await this.run.publishOnce(
+      this.keys.results(),
+      this.keys.publishedMarker(this.keys.results(), o.deviceId, key),
+      ttl,
+      o.resultsMaxLen,
+      ...stored,
+    );
+    if (added === 1) this.deps.metrics.results.inc({ status: result.status });
+    // Acknowledge only now: the result is in the ledger and in the results stream.
+    await this.client.xack(this.stream, o.group, entryId);
+  }
+
+  private async rejectMalformed(entryId: string, fields: string[], err: ValidationError): Promise<void> {
+    const o = this.options;
+    const salvage = salvageCommand(fields);
+    const now = this.clock.now();
+    const expireAt = now + o.ledgerRetentionMs;
+    const result: CommandResult = {
+      commandId: salvage.id ?? '',
+      deviceId: o.deviceId,
+      status: 'rejected',
+      name: salvage.name,
+      correlationId: salvage.correlationId,
+      entryId,
+      finishedAt: now,
+      attempts: 0,
+      errorClass: 'ValidationError',
+      message: `malformed command entry: ${err.message}`,
+      version: COMMAND_VERSION,
+    };
+    this.deps.logger.warn(
+      { entryId, field: err.field, reason: err.reason },
+      'rejected a malformed command entry',
+    );
+    // Malformed input also goes to the rejected stream with its reason (ARCHITECTURE.md, data model).
+    await this.run.publishOnce(
+      this.keys.rejected(),
+      this.keys.publishedMarker(this.keys.rejected(), o.deviceId, `e:${entryId}`),
+      o.ledgerRetentionMs,
+      o.resultsMaxLen,
+      'src',
+      this.stream,
+      'e',
+      entryId,
+      'reason',
+      err.message,
+      'f',
+      JSON.stringify(fields),
+    );
+    const pseudo = salvage.id
+      ? ({ id: salvage.id } as Command) // ledger under its id, so a sender waiting on it sees `rejected`
+      : undefined;
+    await this.finish(entryId, fields, pseudo, expireAt, result);
+  }
+}
