@@ -1,0 +1,320 @@
+/**
+ * Store-and-forward (issue 4; ARCHITECTURE.md guarantee 1) with a real
+ * redis-server and the agent as a child process: Redis outages, an agent
+ * killed during one, a torn journal record, a full disk budget, and a Redis
+ * crash with appendfsync always. Every test checks the stream entry by entry
+ * against the sequence numbers the agent produced.
+ */
+import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { Keys } from '#shared/keys.js';
+import { redisSchema } from '#shared/redis/options.js';
+import { scanJournal } from '../../device/journal/journal.js';
+import { type AgentProcess, startAgentProcess } from '../harness/agent-process.js';
+import { freePort } from '../harness/ports.js';
+import { randomPrefix } from '../harness/prefix.js';
+import { type RedisServer, startRedis } from '../harness/redis-server.js';
+import { readStream, waitFor } from '../harness/streams.js';
+
+const DEVICE = 'dev-saf';
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+interface Run {
+  agent: AgentProcess;
+  metrics(): Promise<string>;
+}
+
+interface Setup {
+  redis: RedisServer;
+  dir: string;
+  keys: Keys;
+  start(extra?: Record<string, string | number | boolean>): Promise<Run>;
+  /** Sequence numbers in the device's stream, in stream order. */
+  streamSeqs(): Promise<number[]>;
+}
+
+async function setup(aof: 'always' | 'everysec' = 'everysec'): Promise<Setup> {
+  const redis = await startRedis({ local: true, aof });
+  const dir = mkdtempSync(join(tmpdir(), 'saf-agent-'));
+  cleanups.push(async () => {
+    await redis.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const prefix = randomPrefix();
+  const keys = new Keys(prefix, redisSchema['redis.partitions'].default);
+  const client = redis.client();
+  client.on('error', () => {
+    // The server is stopped on purpose; reads happen only while it runs.
+  });
+  cleanups.push(() => client.disconnect());
+  return {
+    redis,
+    dir,
+    keys,
+    start: async (extra = {}) => {
+      const port = await freePort();
+      const agent = startAgentProcess({
+        'device.id': DEVICE,
+        'device.dataDir': dir,
+        'redis.url': redis.url,
+        'redis.keyPrefix': prefix,
+        'redis.connectTimeout': 2000,
+        sensors: 'constant',
+        'sensors.constant.interval': 10,
+        'producer.appendTimeout': 1000,
+        'agent.shutdownTimeout': 2000,
+        'metrics.port': port,
+        'log.level': 'debug',
+        ...extra,
+      });
+      cleanups.push(async () => {
+        await agent.kill('SIGKILL');
+      });
+      await agent.waitForLog((l) => l.msg === 'agent started');
+      return {
+        agent,
+        metrics: async () => (await fetch(`http://127.0.0.1:${port}/metrics`)).text(),
+      };
+    },
+    streamSeqs: async () => {
+      const stored = await readStream(client, keys.telemetryStreamFor(DEVICE));
+      return stored.map((e) => e.seq);
+    },
+  };
+}
+
+/** The value of a metric line, e.g. metric(text, 'journal_unsent_entries'). */
+function metric(text: string, name: string, label = ''): number {
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) {
+      if (label && !line.includes(label)) continue;
+      return Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+  }
+  return 0;
+}
+
+async function waitMetric(run: Run, name: string, ok: (v: number) => boolean, timeoutMs = 20_000) {
+  return waitFor(
+    async () => {
+      const v = metric(await run.metrics(), name);
+      return ok(v) ? v : undefined;
+    },
+    timeoutMs,
+    `${name}`,
+  );
+}
+
+/** Waits until Redis has acknowledged the whole journal backlog (after at least one replay). */
+async function waitDrained(run: Run, timeoutMs = 30_000): Promise<void> {
+  await waitFor(
+    async () => {
+      const text = await run.metrics();
+      return metric(text, 'journal_replayed_total') > 0 && metric(text, 'journal_unsent_entries') === 0;
+    },
+    timeoutMs,
+    'the journal to drain',
+  );
+}
+
+/** Stops the agent gracefully; returns the last sequence number it handed out. */
+async function stopAgent(run: Run): Promise<number> {
+  expect(await run.agent.kill('SIGTERM')).toBe(0);
+  const stopped = run.agent.logs().find((l) => l.msg === 'agent stopped');
+  return Number(stopped?.seq);
+}
+
+function startedSeq(run: Run): number {
+  return Number(run.agent.logs().find((l) => l.msg === 'agent started')?.seq);
+}
+
+const range = (a: number, b: number) => Array.from({ length: Math.max(0, b - a + 1) }, (_, i) => a + i);
+const sorted = (xs: Iterable<number>) => [...xs].sort((a, b) => a - b);
+
+/** Positions where an entry comes after a larger sequence number: live data that overtook the backlog. */
+function overtaken(seqs: readonly number[]): number[] {
+  const out: number[] = [];
+  let max = 0;
+  for (const s of seqs) {
+    if (s < max) out.push(s);
+    max = Math.max(max, s);
+  }
+  return out;
+}
+
+/** Sequence numbers acknowledged according to the agent's debug log. */
+function ackedSeqs(run: Run): Set<number> {
+  const acked = new Set<number>();
+  for (const l of run.agent.logs()) {
+    if (l.msg !== 'telemetry acknowledged') continue;
+    for (const part of String(l.acked).split(',')) {
+      const [a, b] = part.split('-').map(Number);
+      for (const s of range(a!, b ?? a!)) acked.add(s);
+    }
+  }
+  return acked;
+}
+
+async function outage(s: Setup, run: Run, minUnsent: number): Promise<void> {
+  await waitFor(async () => (await s.streamSeqs()).length >= 50, 20_000, 'live entries before the outage');
+  await s.redis.stop();
+  await waitMetric(run, 'journal_unsent_entries', (v) => v >= minUnsent);
+}
+
+describe('store-and-forward', () => {
+  afterAll(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  it('Redis stopped and restarted: every seq exactly once, live data reaches the stream during the replay', async () => {
+    const s = await setup();
+    const run = await s.start({ 'journal.replayRate': 100 });
+    await outage(s, run, 200);
+    await s.redis.start();
+    await waitDrained(run);
+    const last = await stopAgent(run);
+    const seqs = await s.streamSeqs();
+    expect(sorted(seqs)).toEqual(range(1, last));
+    // Backlog entries behind newer (live) ones: live data did not wait for the replay.
+    expect(overtaken(seqs).length).toBeGreaterThan(100);
+  });
+
+  it('ordered mode: every seq exactly once and in order', async () => {
+    const s = await setup();
+    const run = await s.start({ 'journal.replay': 'ordered', 'journal.replayRate': 1000 });
+    await outage(s, run, 200);
+    await s.redis.start();
+    await waitDrained(run);
+    // Live data flows again once the backlog is through.
+    const before = (await s.streamSeqs()).length;
+    await waitFor(
+      async () => (await s.streamSeqs()).length > before + 50,
+      20_000,
+      'live entries after the replay',
+    );
+    const last = await stopAgent(run);
+    const seqs = await s.streamSeqs();
+    expect(seqs).toEqual(range(1, last));
+  });
+
+  it('agent SIGKILLed during the outage: after Redis and then the agent restart, every produced seq exactly once', async () => {
+    const s = await setup();
+    const first = await s.start();
+    await outage(s, first, 150);
+    await first.agent.kill('SIGKILL');
+    const journaled = scanJournal(join(s.dir, 'journal')).entries.map((e) => e.entry.seq);
+    expect(journaled.length).toBeGreaterThanOrEqual(150);
+    await s.redis.start();
+    const beforeOutage = await s.streamSeqs();
+    // What the first run produced and kept: in Redis before the outage, or on disk. It must be
+    // one contiguous run from 1: only the tail not yet written at the kill may be missing.
+    const firstRun = new Set([...beforeOutage, ...journaled]);
+    const x = Math.max(...firstRun);
+    expect(sorted(firstRun)).toEqual(range(1, x));
+
+    const second = await s.start();
+    const resumedAt = startedSeq(second);
+    expect(resumedAt).toBeGreaterThanOrEqual(x);
+    await waitDrained(second);
+    const last = await stopAgent(second);
+    const seqs = await s.streamSeqs();
+    expect(seqs.length).toBe(new Set(seqs).size);
+    expect(sorted(seqs)).toEqual([...range(1, x), ...range(resumedAt + 1, last)]);
+  });
+
+  it('a torn last journal record is skipped with a warning; the rest is delivered', async () => {
+    const s = await setup();
+    const first = await s.start();
+    await outage(s, first, 100);
+    await stopAgent(first);
+    const dir = join(s.dir, 'journal');
+    const journaled = scanJournal(dir).entries.map((e) => e.entry.seq);
+    const lastSeg = readdirSync(dir)
+      .filter((f) => f.endsWith('.seg'))
+      .sort()
+      .at(-1)!;
+    const path = join(dir, lastSeg);
+    truncateSync(path, statSync(path).size - 7);
+    const tornSeq = journaled.at(-1)!;
+
+    await s.redis.start();
+    const beforeOutage = await s.streamSeqs();
+    const second = await s.start();
+    const warning = second.agent.logs().find((l) => String(l.msg).includes('torn or corrupt record skipped'));
+    expect(warning).toMatchObject({ level: 40, reason: 'torn record' });
+    await waitDrained(second);
+    expect(metric(await second.metrics(), 'journal_torn_records_total')).toBe(1);
+    const last = await stopAgent(second);
+    const seqs = await s.streamSeqs();
+    expect(seqs.length).toBe(new Set(seqs).size);
+    const expected = new Set([
+      ...beforeOutage,
+      ...journaled.slice(0, -1),
+      ...range(startedSeq(second) + 1, last),
+    ]);
+    expect(sorted(seqs)).toEqual(sorted(expected));
+    expect(seqs).not.toContain(tornSeq);
+  });
+
+  for (const policy of ['drop-oldest', 'drop-newest'] as const) {
+    it(`full budget, ${policy}: the policy holds, the drop counter equals what is missing, and it recovers`, async () => {
+      const s = await setup();
+      const run = await s.start({
+        'journal.maxBytes': '32KiB',
+        'journal.segmentBytes': '8KiB',
+        'journal.fullPolicy': policy,
+        'journal.replayRate': 100,
+      });
+      await outage(s, run, 100);
+      await waitMetric(run, 'agent_samples_dropped_total', (v) => v >= 100);
+      const text = await run.metrics();
+      expect(metric(text, 'journal_bytes')).toBeLessThanOrEqual(32 * 1024);
+      await s.redis.start();
+      await waitDrained(run);
+      const before = (await s.streamSeqs()).length;
+      await waitFor(
+        async () => (await s.streamSeqs()).length > before + 30,
+        20_000,
+        'live entries after recovery',
+      );
+      const dropped = metric(await run.metrics(), 'agent_samples_dropped_total', 'journal_full');
+      const last = await stopAgent(run);
+
+      const seqs = await s.streamSeqs();
+      expect(seqs.length).toBe(new Set(seqs).size);
+      const present = new Set(seqs);
+      const missing = range(1, last).filter((n) => !present.has(n));
+      expect(missing.length).toBe(dropped);
+      expect(missing).toEqual(range(missing[0]!, missing.at(-1)!));
+      const backlog = overtaken(seqs);
+      expect(backlog.length).toBeGreaterThan(50);
+      if (policy === 'drop-oldest') expect(Math.min(...backlog)).toBeGreaterThan(missing.at(-1)!);
+      else expect(Math.max(...backlog)).toBeLessThan(missing[0]!);
+      // Logged once per episode, not per entry, and the episode ended.
+      const episodes = run.agent.logs().filter((l) => String(l.msg).startsWith('journal full'));
+      expect(episodes.map((l) => l.level)).toEqual([40, 30]);
+    });
+  }
+
+  it('Redis killed and restarted (AOF, appendfsync always): every acknowledged entry is in the stream', async () => {
+    const s = await setup('always');
+    const run = await s.start();
+    await waitFor(async () => (await s.streamSeqs()).length >= 100, 20_000, 'live entries');
+    await s.redis.kill();
+    await waitMetric(run, 'journal_unsent_entries', (v) => v >= 50);
+    await s.redis.start();
+    await waitDrained(run);
+    const last = await stopAgent(run);
+    const acked = ackedSeqs(run);
+    const seqs = await s.streamSeqs();
+    const present = new Set(seqs);
+    expect(acked.size).toBeGreaterThan(100);
+    expect([...acked].filter((n) => !present.has(n))).toEqual([]);
+    expect(sorted(seqs)).toEqual(range(1, last));
+  });
+});
