@@ -2,37 +2,44 @@
  * Every binary that `npm run build:binaries` left in dist/bin (test:binaries
  * builds them first): x64 natively, arm64 and armv7 under qemu user-mode
  * emulation, each through the same end-to-end suite; and the build is
- * repeatable (a second build from the same tree gives the same bytes).
+ * repeatable (same inputs, same bytes).
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { buildBinaries, ROOT } from '../../scripts/binaries/build.js';
+import { buildBinaries, bundleAgent, ROOT } from '../../scripts/binaries/build.js';
 import { binaryName, TARGET_NAMES } from '../../scripts/binaries/targets.js';
 import { agentBinarySuite } from '../harness/agent-binary.js';
 
 const BIN = join(ROOT, 'dist/bin');
 
-interface Manifest {
-  binaries: Array<{ target: string; sha256: string }>;
-}
+const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
 describe('dist/bin', () => {
   it('holds one executable per target (run npm run build:binaries first)', () => {
     for (const t of TARGET_NAMES) expect(existsSync(join(BIN, binaryName(t))), binaryName(t)).toBe(true);
   });
 
-  it('a second build of the same tree gives byte-identical binaries', async () => {
-    const manifest = JSON.parse(readFileSync(join(BIN, 'manifest.json'), 'utf8')) as Manifest;
-    const outDir = mkdtempSync(join(tmpdir(), 'agent-rebuild-'));
+  it('is repeatable: the same sources bundle to the same bytes, and one bundle builds identical binaries', async () => {
+    const work = mkdtempSync(join(tmpdir(), 'agent-rebuild-'));
     try {
-      const again = await buildBinaries({ targets: TARGET_NAMES, outDir });
-      expect(again.binaries.map((b) => ({ target: b.target, sha256: b.sha256 }))).toEqual(
-        manifest.binaries.map((b) => ({ target: b.target, sha256: b.sha256 })),
-      );
+      const [a, b] = [join(work, 'a.cjs'), join(work, 'b.cjs')];
+      await bundleAgent(a);
+      await bundleAgent(b);
+      expect(sha256(readFileSync(b))).toBe(sha256(readFileSync(a)));
+      const builds = [];
+      for (const out of ['one', 'two']) {
+        const outDir = join(work, out);
+        mkdirSync(outDir);
+        builds.push(await buildBinaries({ targets: TARGET_NAMES, outDir, bundleFile: a }));
+      }
+      const sums = builds.map((r) => r.binaries.map((x) => `${x.target} ${x.sha256}`));
+      expect(sums[1]).toEqual(sums[0]);
+      expect(new Set(sums[0]).size).toBe(TARGET_NAMES.length);
     } finally {
-      rmSync(outDir, { recursive: true, force: true });
+      rmSync(work, { recursive: true, force: true });
     }
   });
 });
