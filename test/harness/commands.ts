@@ -1,0 +1,79 @@
+/** Helpers for the command tests: agents with the test handlers, results and side effects read back. */
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Cluster, Redis } from 'ioredis';
+import { type CommandResult, decodeResult } from '#shared/commands/codec.js';
+import type { Keys } from '#shared/keys.js';
+import { type AgentProcess, startAgentProcess } from './agent-process.js';
+
+export function tempDataDir(): string {
+  return mkdtempSync(join(tmpdir(), 'fleet-agent-'));
+}
+
+/** An agent child process running only the command worker (no sensors), with the test.* handlers. */
+export function startCommandAgent(
+  redisUrl: string,
+  keys: Keys,
+  deviceId: string,
+  dataDir: string,
+  extra: Record<string, string | number | boolean> = {},
+): AgentProcess {
+  return startAgentProcess({
+    'device.id': deviceId,
+    'device.dataDir': dataDir,
+    'redis.url': redisUrl,
+    'redis.keyPrefix': keys.prefix,
+    'redis.partitions': keys.partitions,
+    sensors: '',
+    'journal.enabled': false,
+    'commands.testHandlers': true,
+    'commands.handlerTimeout': '1500ms',
+    'commands.claimIdle': '2s',
+    'commands.claimInterval': '250ms',
+    'commands.blockTime': '500ms',
+    'commands.retryBaseDelay': '20ms',
+    'commands.retryMaxDelay': '100ms',
+    'commands.maxAttempts': 3,
+    'log.level': 'warn',
+    ...extra,
+  });
+}
+
+export async function readResults(client: Redis | Cluster, keys: Keys): Promise<CommandResult[]> {
+  const out: CommandResult[] = [];
+  let start = '-';
+  for (;;) {
+    const page = await client.xrange(keys.results(), start, '+', 'COUNT', 5000);
+    for (const [, fields] of page) out.push(decodeResult(fields));
+    if (page.length < 5000) return out;
+    start = `(${page[page.length - 1]![0]}`;
+  }
+}
+
+/** Results grouped by "device/command". */
+export function resultsByCommand(results: readonly CommandResult[]): Map<string, CommandResult[]> {
+  const map = new Map<string, CommandResult[]>();
+  for (const r of results) {
+    const k = `${r.deviceId}/${r.commandId}`;
+    const list = map.get(k);
+    if (list) list.push(r);
+    else map.set(k, [r]);
+  }
+  return map;
+}
+
+/** How many times each command id took effect, from <dataDir>/effects.log of the test handlers. */
+export function effects(...dataDirs: string[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const dir of dataDirs) {
+    let text = '';
+    try {
+      text = readFileSync(join(dir, 'effects.log'), 'utf8');
+    } catch {
+      continue;
+    }
+    for (const id of text.split('\n')) if (id) counts.set(id, (counts.get(id) ?? 0) + 1);
+  }
+  return counts;
+}

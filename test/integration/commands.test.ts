@@ -1,0 +1,335 @@
+/**
+ * The command promise (ARCHITECTURE.md, guarantee 2) on a real Redis, with the
+ * agent as a child process that the crash tests kill with SIGKILL: delivered
+ * at least once, takes effect at most once per command id, every command ends
+ * in exactly one terminal result, expired commands never run.
+ */
+import { rmSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { commandFields } from '#shared/commands/codec.js';
+import {
+  buildCommand,
+  commandStatus,
+  sendCommand,
+  sendToGroup,
+  waitForResult,
+} from '#shared/commands/send.js';
+import { Keys } from '#shared/keys.js';
+import type { AgentProcess } from '../harness/agent-process.js';
+import {
+  effects,
+  readResults,
+  resultsByCommand,
+  startCommandAgent,
+  tempDataDir,
+} from '../harness/commands.js';
+import { randomPrefix } from '../harness/prefix.js';
+import { type RedisServer, startRedis } from '../harness/redis-server.js';
+import { waitFor } from '../harness/streams.js';
+
+describe('control commands', () => {
+  let server: RedisServer;
+  let client: ReturnType<RedisServer['client']>;
+  const dirs: string[] = [];
+  const agents: AgentProcess[] = [];
+
+  beforeAll(async () => {
+    server = await startRedis({ local: true });
+    client = server.client();
+  });
+  afterAll(async () => {
+    for (const a of agents) await a.kill('SIGKILL').catch(() => undefined);
+    client.disconnect();
+    await server.destroy();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  const setup = () => {
+    const keys = new Keys(randomPrefix(), 4);
+    const dir = tempDataDir();
+    dirs.push(dir);
+    return { keys, dir };
+  };
+  const agent = (
+    keys: Keys,
+    device: string,
+    dir: string,
+    extra: Record<string, string | number | boolean> = {},
+  ) => {
+    const a = startCommandAgent(server.url, keys, device, dir, extra);
+    agents.push(a);
+    return a;
+  };
+  const resultsOf = async (keys: Keys, n: number) =>
+    waitFor(
+      async () => {
+        const r = await readResults(client, keys);
+        return r.length >= n ? r : undefined;
+      },
+      30_000,
+      `${n} results`,
+    );
+  const pending = async (keys: Keys, device: string) =>
+    ((await client.xpending(keys.commands(device), 'agent')) as [number, ...unknown[]])[0];
+
+  it('runs a command sent by the library and reports its result with timings', async () => {
+    const { keys, dir } = setup();
+    agent(keys, 'dev-a', dir);
+    const sent = await sendCommand(client, keys, 'dev-a', { name: 'ping', ttlMs: 30_000 });
+    const result = await waitForResult(client, keys, 'dev-a', sent.command.id, 20_000);
+    expect(result).toMatchObject({ status: 'succeeded', name: 'ping', attempts: 1, output: { pong: true } });
+    expect(result.deliveredAt).toBeGreaterThanOrEqual(sent.command.issuedAt);
+    expect(result.finishedAt).toBeGreaterThanOrEqual(result.startedAt!);
+    expect((await commandStatus(client, keys, 'dev-a', sent.command.id)).status).toBe('succeeded');
+  });
+
+  it('a command appended twice (and sent twice) takes effect once, with one result', async () => {
+    const { keys, dir } = setup();
+    const command = buildCommand({ name: 'test.effect', ttlMs: 60_000 });
+    const stream = keys.commands('dev-dup');
+    await client.xadd(stream, '*', ...commandFields(command));
+    await client.xadd(stream, '*', ...commandFields(command));
+    agent(keys, 'dev-dup', dir);
+    const results = await resultsOf(keys, 1);
+    // A retried send of the same id appends nothing.
+    const again = await sendCommand(client, keys, 'dev-dup', {
+      name: 'test.effect',
+      ttlMs: 60_000,
+      id: command.id,
+    });
+    expect(again.duplicate).toBe(true);
+    await waitFor(
+      async () => (await pending(keys, 'dev-dup')) === 0 && (await client.xlen(stream)) === 2,
+      20_000,
+      'acks',
+    );
+    expect(results.map((r) => r.status)).toEqual(['succeeded']);
+    expect((await readResults(client, keys)).length).toBe(1);
+    expect(effects(dir).get(command.id)).toBe(1);
+  });
+
+  it('rejects malformed entries with a reason and keeps going', async () => {
+    const { keys, dir } = setup();
+    const stream = keys.commands('dev-bad');
+    const good = buildCommand({ name: 'ping', ttlMs: 60_000 });
+    const fields = new Map(Object.entries(Object.fromEntries(chunk(commandFields(good)))));
+    const variant = (change: Record<string, string | undefined>, id: string) => {
+      const m = new Map(fields);
+      m.set('i', id);
+      for (const [k, v] of Object.entries(change)) {
+        if (v === undefined) m.delete(k);
+        else m.set(k, v);
+      }
+      return [...m].flat();
+    };
+    await client.xadd(stream, '*', ...variant({ n: undefined }, 'no-name'));
+    await client.xadd(stream, '*', ...variant({ a: '{not json' }, 'bad-json'));
+    await client.xadd(stream, '*', ...variant({ x: 'tomorrow' }, 'bad-type'));
+    await client.xadd(stream, '*', 'garbage', 'entry');
+    await client.xadd(stream, '*', ...commandFields(good));
+    agent(keys, 'dev-bad', dir);
+    const results = await resultsOf(keys, 5);
+    const byId = new Map(results.map((r) => [r.commandId, r]));
+    expect(byId.get('no-name')).toMatchObject({ status: 'rejected', errorClass: 'ValidationError' });
+    expect(byId.get('no-name')?.message).toContain('name');
+    expect(byId.get('bad-json')?.message).toContain('args');
+    expect(byId.get('bad-type')?.message).toContain('deadline');
+    expect(byId.get('')).toMatchObject({ status: 'rejected' });
+    expect(byId.get('')?.message).toContain('id');
+    expect(byId.get(good.id)).toMatchObject({ status: 'succeeded' });
+    expect(await client.xlen(keys.rejected())).toBe(4);
+    // A sender waiting on a rejected id learns it from the ledger.
+    expect((await commandStatus(client, keys, 'dev-bad', 'bad-json')).status).toBe('rejected');
+    await waitFor(async () => (await pending(keys, 'dev-bad')) === 0, 10_000, 'acks');
+  });
+
+  it('never runs an expired command; it ends expired', async () => {
+    const { keys, dir } = setup();
+    const sent = await sendCommand(client, keys, 'dev-exp', { name: 'test.effect', ttlMs: 1 });
+    const live = await sendCommand(client, keys, 'dev-exp', { name: 'test.effect', ttlMs: 60_000 });
+    await new Promise((r) => setTimeout(r, 20));
+    agent(keys, 'dev-exp', dir);
+    const expired = await waitForResult(client, keys, 'dev-exp', sent.command.id, 20_000);
+    expect(expired).toMatchObject({ status: 'expired', attempts: 0 });
+    expect((await waitForResult(client, keys, 'dev-exp', live.command.id, 20_000)).status).toBe('succeeded');
+    expect(effects(dir).has(sent.command.id)).toBe(false);
+    expect(effects(dir).get(live.command.id)).toBe(1);
+  });
+
+  it('dead-letters an always-failing command after the configured attempts while later commands flow', async () => {
+    const { keys, dir } = setup();
+    agent(keys, 'dev-poison', dir);
+    const poison = await sendCommand(client, keys, 'dev-poison', { name: 'test.fail', ttlMs: 60_000 });
+    const later = [];
+    for (let i = 0; i < 5; i++)
+      later.push(await sendCommand(client, keys, 'dev-poison', { name: 'test.effect', ttlMs: 60_000 }));
+    const failed = await waitForResult(client, keys, 'dev-poison', poison.command.id, 20_000);
+    expect(failed).toMatchObject({ status: 'failed', attempts: 3, errorClass: 'RangeError' });
+    for (const s of later)
+      expect((await waitForResult(client, keys, 'dev-poison', s.command.id, 20_000)).status).toBe(
+        'succeeded',
+      );
+    const dead = await client.xrange(keys.deadLetters(), '-', '+');
+    expect(dead).toHaveLength(1);
+    const entry = Object.fromEntries(chunk(dead[0]![1]));
+    expect(entry).toMatchObject({ i: poison.command.id, d: 'dev-poison', ec: 'RangeError', at: '3' });
+    expect(entry.m).toContain('always fails');
+    expect(JSON.parse(entry.o!)).toMatchObject({ i: poison.command.id, n: 'test.fail' });
+  });
+
+  it('kill during a handler: after restart nothing ran twice and each command has one result', async () => {
+    const { keys, dir } = setup();
+    // One killed after its effect (still inside the handler), one before it.
+    const afterEffect = await sendCommand(client, keys, 'dev-k1', {
+      name: 'test.effect',
+      ttlMs: 60_000,
+      args: { sleepAfterMs: 5000 },
+    });
+    const beforeEffect = await sendCommand(client, keys, 'dev-k1', {
+      name: 'test.effect',
+      ttlMs: 60_000,
+      args: { sleepBeforeMs: 5000 },
+    });
+    const behind = await sendCommand(client, keys, 'dev-k1', { name: 'test.effect', ttlMs: 60_000 });
+    let a = agent(keys, 'dev-k1', dir, { 'commands.handlerTimeout': '8s', 'commands.claimIdle': '10s' });
+    await waitFor(async () => effects(dir).get(afterEffect.command.id) === 1, 20_000, 'first effect');
+    await a.kill('SIGKILL');
+    a = agent(keys, 'dev-k1', dir, { 'commands.handlerTimeout': '8s', 'commands.claimIdle': '10s' });
+    await waitFor(
+      async () => (await commandStatus(client, keys, 'dev-k1', beforeEffect.command.id)).status === 'running',
+      20_000,
+      'second started',
+    );
+    await a.kill('SIGKILL');
+    agent(keys, 'dev-k1', dir);
+    const r1 = await waitForResult(client, keys, 'dev-k1', afterEffect.command.id, 20_000);
+    const r2 = await waitForResult(client, keys, 'dev-k1', beforeEffect.command.id, 20_000);
+    const r3 = await waitForResult(client, keys, 'dev-k1', behind.command.id, 20_000);
+    expect([r1.status, r2.status, r3.status]).toEqual(['unknown', 'unknown', 'succeeded']);
+    const fx = effects(dir);
+    expect(fx.get(afterEffect.command.id)).toBe(1);
+    expect(fx.has(beforeEffect.command.id)).toBe(false);
+    expect(fx.get(behind.command.id)).toBe(1);
+    await waitFor(async () => (await pending(keys, 'dev-k1')) === 0, 10_000, 'acks');
+    expect((await readResults(client, keys)).length).toBe(3);
+  });
+
+  it('kill after the handler but before the ack: the recorded effect is reported, not repeated', async () => {
+    const { keys, dir } = setup();
+    const sent = await sendCommand(client, keys, 'dev-k2', { name: 'test.effect', ttlMs: 60_000 });
+    const a = agent(keys, 'dev-k2', dir, { 'commands.testDelayAfterHandler': '10s' });
+    await waitFor(async () => effects(dir).get(sent.command.id) === 1, 20_000, 'effect');
+    await a.kill('SIGKILL');
+    expect(await pending(keys, 'dev-k2')).toBe(1);
+    agent(keys, 'dev-k2', dir);
+    const r = await waitForResult(client, keys, 'dev-k2', sent.command.id, 20_000);
+    expect(r).toMatchObject({ status: 'succeeded', output: { effect: sent.command.id } });
+    expect(effects(dir).get(sent.command.id)).toBe(1);
+    await waitFor(async () => (await pending(keys, 'dev-k2')) === 0, 10_000, 'ack');
+    expect((await readResults(client, keys)).length).toBe(1);
+  });
+
+  it('a second agent process claims and finishes the pending commands of a killed one', async () => {
+    const { keys, dir } = setup();
+    const dirB = tempDataDir();
+    dirs.push(dirB);
+    const stuck = await sendCommand(client, keys, 'dev-c', {
+      name: 'test.effect',
+      ttlMs: 60_000,
+      args: { sleepBeforeMs: 1000 },
+    });
+    const queued = [];
+    for (let i = 0; i < 3; i++)
+      queued.push(await sendCommand(client, keys, 'dev-c', { name: 'test.effect', ttlMs: 60_000 }));
+    const a = agent(keys, 'dev-c', dir, { 'commands.consumer': 'a' });
+    await waitFor(
+      async () => (await commandStatus(client, keys, 'dev-c', stuck.command.id)).status === 'running',
+      20_000,
+      'running',
+    );
+    await a.kill('SIGKILL');
+    // a read all four in one batch: they are pending for consumer a, which never comes back.
+    agent(keys, 'dev-c', dirB, { 'commands.consumer': 'b' });
+    const all = [stuck, ...queued];
+    const results = await Promise.all(
+      all.map((s) => waitForResult(client, keys, 'dev-c', s.command.id, 30_000)),
+    );
+    expect(results.map((r) => r.status)).toEqual(['unknown', 'succeeded', 'succeeded', 'succeeded']);
+    const fx = effects(dir, dirB);
+    for (const s of queued) expect(fx.get(s.command.id)).toBe(1);
+    expect(fx.get(stuck.command.id) ?? 0).toBe(0);
+    await waitFor(async () => (await pending(keys, 'dev-c')) === 0, 10_000, 'acks');
+  });
+
+  it('sends to a tag, a list and the whole fleet; each device runs it once', async () => {
+    const { keys } = setup();
+    const d = [tempDataDir(), tempDataDir(), tempDataDir()];
+    dirs.push(...d);
+    agent(keys, 'g1', d[0]!, { 'device.tags': 'site-a' });
+    agent(keys, 'g2', d[1]!, { 'device.tags': 'site-a,drone' });
+    agent(keys, 'g3', d[2]!);
+    await waitFor(async () => (await client.scard(keys.fleet())) === 3, 20_000, 'registration');
+    const group = await sendToGroup(
+      client,
+      keys,
+      { tags: ['site-a'], devices: ['g1'] },
+      { name: 'test.effect', ttlMs: 60_000 },
+    );
+    expect(group.map((s) => s.deviceId)).toEqual(['g1', 'g2']);
+    const fleet = await sendToGroup(client, keys, { fleet: true }, { name: 'test.effect', ttlMs: 60_000 });
+    expect(fleet.map((s) => s.deviceId)).toEqual(['g1', 'g2', 'g3']);
+    for (const s of [...group, ...fleet]) {
+      expect((await waitForResult(client, keys, s.deviceId, s.command.id, 20_000)).status).toBe('succeeded');
+    }
+    expect(effects(d[0]!).get(group[0]!.command.id)).toBe(1);
+    expect(effects(d[1]!).get(group[0]!.command.id)).toBe(1);
+    expect(effects(d[2]!).has(group[0]!.command.id)).toBe(false);
+    for (const dir of d) expect(effects(dir).get(fleet[0]!.command.id)).toBe(1);
+  });
+
+  it('1,000 commands with random agent kills: one result each, no effect twice', async () => {
+    const { keys, dir } = setup();
+    const ids: string[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const name = i % 10 === 9 ? 'ping' : 'test.effect';
+      ids.push((await sendCommand(client, keys, 'dev-chaos', { name, ttlMs: 120_000 })).command.id);
+    }
+    let kills = 0;
+    const deadline = Date.now() + 45_000;
+    while (kills < 6 && Date.now() < deadline) {
+      const before = await client.xlen(keys.results());
+      if (before >= 1000) break;
+      const a = agent(keys, 'dev-chaos', dir);
+      // Kill it at a random moment once it is making progress.
+      await waitFor(
+        async () => (await client.xlen(keys.results())) > before || undefined,
+        20_000,
+        'progress',
+      );
+      await new Promise((r) => setTimeout(r, 50 + Math.random() * 400));
+      await a.kill('SIGKILL');
+      kills++;
+    }
+    agent(keys, 'dev-chaos', dir);
+    const results = await resultsOf(keys, 1000);
+    await waitFor(async () => (await pending(keys, 'dev-chaos')) === 0, 20_000, 'acks');
+    const grouped = resultsByCommand(await readResults(client, keys));
+    expect(grouped.size).toBe(1000);
+    for (const id of ids) expect(grouped.get(`dev-chaos/${id}`)?.length).toBe(1);
+    const fx = effects(dir);
+    for (const [, n] of fx) expect(n).toBe(1);
+    for (const r of results) {
+      if (r.name === 'test.effect' && r.status === 'succeeded') expect(fx.get(r.commandId)).toBe(1);
+      if (r.status === 'expired' || r.status === 'failed' || r.status === 'rejected')
+        expect(fx.has(r.commandId)).toBe(false);
+    }
+    expect(kills).toBeGreaterThan(0);
+    expect(results.filter((r) => r.status === 'succeeded').length).toBeGreaterThan(900);
+  }, 120_000);
+});
+
+function chunk(fields: readonly string[]): [string, string][] {
+  const out: [string, string][] = [];
+  for (let i = 0; i + 1 < fields.length; i += 2) out.push([fields[i]!, fields[i + 1]!]);
+  return out;
+}
