@@ -85,9 +85,13 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void stop());
 
   while (running) {
-    const reply = (await reader.xread('COUNT', 1000, 'BLOCK', 1000, 'STREAMS', stream, lastId)) as Array<
-      [string, Array<[string, string[]]>]
-    > | null;
+    let reply: Array<[string, Array<[string, string[]]>]> | null;
+    try {
+      reply = (await reader.xread('COUNT', 1000, 'BLOCK', 1000, 'STREAMS', stream, lastId)) as typeof reply;
+    } catch (err) {
+      if (!running) return; // stopping: the reader was closed under the blocking read
+      throw err;
+    }
     for (const [, entries] of reply ?? []) {
       for (const [id, fields] of entries) {
         lastId = id;

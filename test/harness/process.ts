@@ -24,6 +24,9 @@ export function track(child: ChildProcess): ChildProcess {
     process.once('exit', killAll);
     for (const sig of ['SIGINT', 'SIGTERM'] as const) {
       process.once(sig, () => {
+        // A program that handles the signal itself (the demo) stops its servers in order;
+        // otherwise kill them now and exit as the signal would have.
+        if (process.listenerCount(sig) > 0) return;
         killAll();
         process.exit(130);
       });
