@@ -24,6 +24,7 @@ import { Aedes, type AuthenticateError, type Client, type PublishPacket } from '
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import type { Logger } from '#shared/log.js';
 import { type TopicAcl, verifyPassword } from './auth.js';
+import type { DeviceReach } from './commands.js';
 import type { GatewayConfig } from './config.js';
 import type { IngestMetrics, Ingestor } from './ingest.js';
 import type { RecordWriter } from './records.js';
@@ -48,9 +49,14 @@ export interface BrokerPorts {
 
 type ClientInternals = Client & { will?: PublishPacket | null; _disconnected?: boolean };
 
-export class GatewayBroker {
+export class GatewayBroker implements DeviceReach {
   readonly aedes: Aedes;
   private readonly identities = new WeakMap<Client, string>();
+  /** Connected clients per device (a device may hold several connections). */
+  private readonly connections = new Map<string, number>();
+  private readonly onlineSet = new Set<string>();
+  private readonly changeListeners: Array<(deviceId: string, online: boolean) => void> = [];
+  private readonly ackListeners: Array<(deviceId: string, topic: string, payload: Buffer) => void> = [];
   private servers: Array<NetServer | HttpServer> = [];
   private wss: WebSocketServer | undefined;
   ports: BrokerPorts = { tcp: 0, tls: undefined, ws: undefined };
@@ -77,17 +83,51 @@ export class GatewayBroker {
     });
     this.aedes.on('client', (client) => {
       const identity = this.identities.get(client);
-      if (identity !== undefined) this.deps.records.presence(identity, 'connected', undefined, () => {});
+      if (identity === undefined) return;
+      this.deps.records.presence(identity, 'connected', undefined, () => {});
+      this.connections.set(identity, (this.connections.get(identity) ?? 0) + 1);
+      this.onlineSet.add(identity);
+      for (const l of this.changeListeners) l(identity, true);
+    });
+    this.aedes.on('subscribe', (_subs, client) => {
+      // A device that subscribes (again) may now receive what was held for it.
+      const identity = this.identities.get(client);
+      if (identity !== undefined) for (const l of this.changeListeners) l(identity, true);
     });
     this.aedes.on('clientDisconnect', (client) => {
       const identity = this.identities.get(client);
+      if (identity === undefined) return;
       const clean = (client as ClientInternals)._disconnected === true;
-      if (identity !== undefined)
-        this.deps.records.presence(identity, clean ? 'disconnected' : 'lost', undefined, () => {});
+      this.deps.records.presence(identity, clean ? 'disconnected' : 'lost', undefined, () => {});
+      const left = (this.connections.get(identity) ?? 1) - 1;
+      if (left > 0) this.connections.set(identity, left);
+      else {
+        this.connections.delete(identity);
+        this.onlineSet.delete(identity);
+        for (const l of this.changeListeners) l(identity, false);
+      }
+    });
+    this.aedes.on('ack', (packet, client) => {
+      const identity = this.identities.get(client);
+      if (identity === undefined || packet.cmd !== 'publish') return;
+      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+      for (const l of this.ackListeners) l(identity, packet.topic, payload);
     });
     this.aedes.on('clientError', (client, err) => {
       this.deps.logger.debug({ client: client.id, error: err.message }, 'client error');
     });
+  }
+
+  online(): ReadonlySet<string> {
+    return this.onlineSet;
+  }
+
+  onChange(listener: (deviceId: string, online: boolean) => void): void {
+    this.changeListeners.push(listener);
+  }
+
+  onAck(listener: (deviceId: string, topic: string, payload: Buffer) => void): void {
+    this.ackListeners.push(listener);
   }
 
   async listen(): Promise<BrokerPorts> {

@@ -93,6 +93,22 @@ export const gatewaySchema = {
   'gateway.presenceMaxLen': opt.integer(100_000, 'Approximate cap of the presence stream (XADD MAXLEN ~)', {
     min: 100,
   }),
+  'commands.enabled': opt.boolean(true, 'Deliver commands to MQTT devices and record their results'),
+  'commands.pollInterval': opt.duration(200, 'How often the command streams of reachable devices are read', {
+    min: 10,
+  }),
+  'commands.sweepInterval': opt.duration(
+    1000,
+    'How often commands nobody can deliver are checked against their deadlines',
+    { min: 50 },
+  ),
+  'commands.ledgerRetention': opt.duration(
+    24 * 3_600_000,
+    'How long a command ledger outlives its deadline',
+    {
+      min: 1000,
+    },
+  ),
   'gateway.shutdownTimeout': opt.duration(
     5000,
     'On SIGTERM/SIGINT, how long to flush what the gateway holds',

@@ -15,11 +15,15 @@ import { producerOptions } from '#shared/telemetry/producer-options.js';
 import { loadCredentials, TopicAcl } from './auth.js';
 import { GatewayBridge } from './bridge.js';
 import { type BrokerPorts, GatewayBroker } from './broker.js';
+import { CommandDelivery, type DeviceReach } from './commands.js';
 import type { GatewayConfig } from './config.js';
 import { createIngestMetrics, Ingestor, type Templates } from './ingest.js';
 import { TopicTemplate } from './mapping.js';
 import { RecordWriter } from './records.js';
 import { GatewaySequencer } from './sequencer.js';
+
+/** Bridge mode: the upstream broker knows who is online, the gateway does not. */
+const NO_REACH: DeviceReach = { online: () => undefined, onChange: () => {}, onAck: () => {} };
 
 /**
  * A service that runs inside the gateway process beside MQTT ingestion
@@ -44,6 +48,7 @@ export interface GatewayContext {
   readonly clock: Clock;
   readonly templates: Templates;
   readonly ingestor: Ingestor;
+  readonly records: RecordWriter;
   /** Publishes to a device topic, through the embedded broker or the upstream one. */
   publishToDevice(topic: string, payload: Buffer, qos: 0 | 1): Promise<void>;
 }
@@ -87,6 +92,7 @@ export class Gateway {
     this.registry = deps.registry ?? createRegistry({ gateway: this.gatewayId });
     this.templates = {
       telemetry: new TopicTemplate(config['topics.telemetry'], 'topics.telemetry'),
+      commands: new TopicTemplate(config['topics.commands'], 'topics.commands'),
       results: new TopicTemplate(config['topics.results'], 'topics.results'),
       status: new TopicTemplate(config['topics.status'], 'topics.status'),
     };
@@ -154,6 +160,16 @@ export class Gateway {
       this.bridge = new GatewayBridge(config, this.gatewayId, this.templates, ingestor, logger);
     }
     const ctx = this.context();
+    if (config['commands.enabled']) {
+      this.services.push(
+        new CommandDelivery(ctx, this.broker ?? NO_REACH, {
+          pollIntervalMs: config['commands.pollInterval'],
+          sweepIntervalMs: config['commands.sweepInterval'],
+          retentionMs: config['commands.ledgerRetention'],
+        }),
+      );
+    }
+    // Retention (gateway/retention) and projection (gateway/projection) come in as factories here.
     for (const factory of deps.services ?? []) this.services.push(factory(ctx));
   }
 
@@ -172,6 +188,7 @@ export class Gateway {
       clock: this.clock,
       templates: this.templates,
       ingestor: this.ingestor,
+      records: this.records,
       publishToDevice: (topic, payload, qos) => {
         if (this.broker) return this.broker.publish(topic, payload, qos);
         if (this.bridge) return this.bridge.publish(topic, payload, qos);

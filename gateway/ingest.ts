@@ -33,6 +33,7 @@ export type Done = () => void;
 
 export interface Templates {
   telemetry: TopicTemplate;
+  commands: TopicTemplate;
   results: TopicTemplate;
   status: TopicTemplate;
 }
@@ -88,6 +89,9 @@ export class Ingestor {
   private resultHandler: ResultHandler | undefined;
   /** Device -> last time seen, flushed to the lastseen hash now and then. */
   readonly seen = new Map<string, number>();
+  /** Devices seen since start (bounded by the fleet); `onDevice` hears of each once. */
+  private readonly known = new Set<string>();
+  onDevice: ((deviceId: string) => void) | undefined;
 
   constructor(
     private readonly options: IngestOptions,
@@ -150,6 +154,10 @@ export class Ingestor {
       return;
     }
     this.seen.set(deviceId, this.deps.clock.now());
+    if (!this.known.has(deviceId)) {
+      this.known.add(deviceId);
+      this.onDevice?.(deviceId);
+    }
     if (status) {
       this.deps.records.presence(deviceId, 'status', payload, done);
       return;

@@ -1,0 +1,309 @@
+/**
+ * Retention: trims every stream family by its policy, lag-aware.
+ *
+ * Each stream is trimmed by one call (or a few, for big trims) of
+ * trimStream-1.lua, which reads the consumer groups' positions and trims in
+ * one atomic step. Hence:
+ * - the soft policies (age, length) never remove an entry some group has not
+ *   yet been delivered or has not acknowledged;
+ * - the hard memory cap does, and the script returns, per group, exactly how
+ *   many of the removed entries that group had not processed; they are
+ *   counted (retention_forced_loss_entries_total), logged, and make /healthz
+ *   report unhealthy until a pass loses nothing;
+ * - several gateways may run retention on the same streams at the same time:
+ *   no lease is needed, each call sees and changes the stream atomically and
+ *   every removed entry is counted by the one call that removed it.
+ */
+import { type Clock, systemClock } from '#shared/clock.js';
+import type { Keys } from '#shared/keys.js';
+import { EpisodeLog, type Logger } from '#shared/log.js';
+import type { Health, Registry } from '#shared/metrics.js';
+import type { RedisClient } from '#shared/redis/connect.js';
+import { scripts } from '#shared/redis/scripts.js';
+import { familyStreams, idTime, type StreamFamily } from '#shared/streams/inspect.js';
+import { createRetentionMetrics, type RetentionMetrics } from './metrics.js';
+import { type RetentionOptions, validatePolicy } from './options.js';
+
+export interface GroupOutcome {
+  readonly name: string;
+  /** Unprocessed entries of this group removed by the hard cap in this pass. */
+  readonly lost: number;
+  readonly pending: number;
+  readonly consumers: number;
+  /** Entries not yet delivered; null when Redis cannot tell. */
+  readonly lag: number | null;
+  readonly lastDeliveredId: string;
+  readonly oldestPendingId: string | null;
+}
+
+export interface StreamOutcome {
+  readonly key: string;
+  readonly family: StreamFamily;
+  readonly lengthBefore: number;
+  readonly removed: { age: number; length: number; cap: number };
+  readonly lengthAfter: number;
+  readonly memoryBytes: number;
+  /** The group that held back a soft policy, if one did. */
+  readonly blockedBy: string | null;
+  /** Server time the age policy measured from. */
+  readonly now: number;
+  readonly groups: GroupOutcome[];
+  /** Script calls made (more than one when the trim was bigger than retention.maxRemovePerCall). */
+  readonly calls: number;
+}
+
+export interface PassReport {
+  readonly streams: StreamOutcome[];
+  readonly trimmed: number;
+  /** Unprocessed entries lost to the hard cap, summed over groups. */
+  readonly lost: number;
+  readonly errors: Array<{ key: string; error: string }>;
+  readonly durationMs: number;
+}
+
+export interface RetentionDeps {
+  logger: Logger;
+  registry?: Registry;
+  metrics?: RetentionMetrics;
+  clock?: Clock;
+  /** Time the age policy measures from; default: the Redis server's TIME (the clock that stamps ids). */
+  now?: () => number;
+}
+
+/** Safety bound on script calls per stream per pass (each removes up to retention.maxRemovePerCall). */
+const MAX_CALLS_PER_STREAM = 1000;
+
+export class RetentionService {
+  private readonly logger: Logger;
+  private readonly metrics: RetentionMetrics | undefined;
+  private readonly clock: Clock;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<PassReport> | undefined;
+  private stopped = true;
+  private lastPass: PassReport | undefined;
+  private readonly blockedEpisodes = new Map<string, EpisodeLog>();
+
+  constructor(
+    private readonly client: RedisClient,
+    private readonly keys: Keys,
+    private readonly options: RetentionOptions,
+    private readonly deps: RetentionDeps,
+  ) {
+    for (const [family, policy] of Object.entries(options.policies)) {
+      validatePolicy(family as StreamFamily, policy);
+    }
+    this.logger = deps.logger.child({ component: 'retention' });
+    this.metrics = deps.metrics ?? (deps.registry ? createRetentionMetrics(deps.registry) : undefined);
+    this.clock = deps.clock ?? systemClock;
+  }
+
+  /** Runs a pass now and then every `interval` (never two at once in one process). */
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    const loop = () => {
+      if (this.stopped) return;
+      this.running = this.runPass();
+      this.running
+        .catch((err: unknown) => this.logger.error({ err }, 'retention pass failed'))
+        .finally(() => {
+          this.running = undefined;
+          if (!this.stopped) this.timer = this.clock.setTimeout(loop, this.options.interval);
+        });
+    };
+    loop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) this.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.running?.catch(() => undefined);
+  }
+
+  /**
+   * Healthy unless the last pass dropped unprocessed data (hard cap) or could
+   * not trim some stream. A process that loses data never reports healthy.
+   */
+  health(): Health {
+    const pass = this.lastPass;
+    const reasons: string[] = [];
+    if (pass) {
+      for (const s of pass.streams)
+        for (const g of s.groups)
+          if (g.lost > 0)
+            reasons.push(
+              `retention: hard cap removed ${g.lost} unprocessed entries of ${s.key} (group ${g.name})`,
+            );
+      for (const e of pass.errors) reasons.push(`retention: cannot trim ${e.key}: ${e.error}`);
+    }
+    return { healthy: reasons.length === 0, reasons };
+  }
+
+  get lastReport(): PassReport | undefined {
+    return this.lastPass;
+  }
+
+  /** One pass over every stream of every family. */
+  async runPass(): Promise<PassReport> {
+    const started = this.clock.now();
+    const errors: PassReport['errors'] = [];
+    const outcomes = await Promise.all(
+      familyStreams(this.keys).map(({ family, key }) =>
+        this.trimOne(family, key).catch((err: unknown) => {
+          errors.push({ key, error: err instanceof Error ? err.message : String(err) });
+          this.metrics?.passErrors.inc();
+          return undefined;
+        }),
+      ),
+    );
+    const streams = outcomes.filter((o): o is StreamOutcome => o !== undefined);
+    const report: PassReport = {
+      streams,
+      trimmed: streams.reduce((n, s) => n + s.removed.age + s.removed.length + s.removed.cap, 0),
+      lost: streams.reduce((n, s) => n + s.groups.reduce((m, g) => m + g.lost, 0), 0),
+      errors,
+      durationMs: this.clock.now() - started,
+    };
+    this.record(report);
+    if (errors.length > 0) this.logger.error({ errors }, 'retention: some streams could not be trimmed');
+    return report;
+  }
+
+  /** Trims one stream by its family's policy (repeating calls while the script says more is due). */
+  async trimOne(family: StreamFamily, key: string): Promise<StreamOutcome> {
+    const policy = this.options.policies[family];
+    const capTarget = Math.floor(policy.maxBytes * (1 - this.options.capHeadroom));
+    const removed = { age: 0, length: 0, cap: 0 };
+    const lost = new Map<string, number>();
+    let outcome: StreamOutcome | undefined;
+    let lengthBefore: number | undefined;
+    for (let calls = 1; ; calls++) {
+      const reply = await scripts(this.client).trimStream(
+        key,
+        policy.maxAge,
+        policy.maxLen,
+        policy.maxBytes,
+        capTarget,
+        this.options.maxRemovePerCall,
+        this.deps.now?.() ?? 0,
+        this.options.memorySamples,
+      );
+      const r = parseTrimReply(key, family, reply);
+      lengthBefore ??= r.lengthBefore;
+      removed.age += r.removed.age;
+      removed.length += r.removed.length;
+      removed.cap += r.removed.cap;
+      for (const g of r.groups) lost.set(g.name, (lost.get(g.name) ?? 0) + g.lost);
+      outcome = {
+        ...r,
+        lengthBefore,
+        removed,
+        calls,
+        groups: r.groups.map((g) => ({ ...g, lost: lost.get(g.name) ?? 0 })),
+      };
+      if (!r.more) break;
+      if (calls >= MAX_CALLS_PER_STREAM) {
+        this.logger.warn(
+          { stream: key, calls },
+          'retention: stream still over policy after the per-pass call bound',
+        );
+        break;
+      }
+    }
+    return outcome;
+  }
+
+  private record(report: PassReport): void {
+    this.lastPass = report;
+    const m = this.metrics;
+    m?.passes.inc();
+    m?.passSeconds.observe(report.durationMs / 1000);
+    // Gauges are rebuilt from scratch each pass (synchronously, so no scrape sees them half-built),
+    // which drops the series of groups and streams that no longer exist.
+    m?.lag.reset();
+    m?.pending.reset();
+    m?.oldestPendingAge.reset();
+    m?.blocked.reset();
+    for (const s of report.streams) {
+      const labels = { stream: s.key, family: s.family };
+      m?.length.set(labels, s.lengthAfter);
+      m?.memory.set(labels, s.memoryBytes);
+      for (const [reason, n] of Object.entries(s.removed))
+        if (n > 0) m?.trimmed.inc({ ...labels, reason }, n);
+      for (const g of s.groups) {
+        const gl = { stream: s.key, group: g.name };
+        if (g.lag !== null) m?.lag.set(gl, g.lag);
+        m?.pending.set(gl, g.pending);
+        if (g.oldestPendingId)
+          m?.oldestPendingAge.set(gl, Math.max(0, s.now - idTime(g.oldestPendingId)) / 1000);
+        m?.blocked.set(gl, s.blockedBy === g.name ? 1 : 0);
+        if (g.lost > 0) {
+          m?.forcedLoss.inc(gl, g.lost);
+          this.logger.error(
+            {
+              stream: s.key,
+              group: g.name,
+              lost: g.lost,
+              memoryBytes: s.memoryBytes,
+              cap: this.options.policies[s.family].maxBytes,
+            },
+            `retention: hard memory cap exceeded; ${g.lost} entries group ${g.name} had not processed were trimmed`,
+          );
+        }
+      }
+      this.trackBlocked(s);
+    }
+  }
+
+  /** Logs once when a group starts holding back a stream's policy and once when it stops. */
+  private trackBlocked(s: StreamOutcome): void {
+    let episode = this.blockedEpisodes.get(s.key);
+    if (s.blockedBy) {
+      if (!episode) {
+        episode = new EpisodeLog(this.logger, `retention held back on ${s.key}`);
+        this.blockedEpisodes.set(s.key, episode);
+      }
+      episode.hit({ stream: s.key, group: s.blockedBy, length: s.lengthAfter });
+    } else {
+      episode?.end({ stream: s.key });
+    }
+  }
+}
+
+/** Decodes trimStream-1.lua's reply (layout in the script's header). */
+export function parseTrimReply(
+  key: string,
+  family: StreamFamily,
+  reply: ReadonlyArray<string | number>,
+): Omit<StreamOutcome, 'calls'> & { more: boolean } {
+  const n = (i: number) => Number(reply[i] ?? 0);
+  const s = (i: number) => String(reply[i] ?? '');
+  const groups: GroupOutcome[] = [];
+  const count = n(9);
+  for (let i = 0; i < count; i++) {
+    const at = 10 + i * 7;
+    const lag = n(at + 3);
+    groups.push({
+      name: s(at),
+      lost: n(at + 1),
+      pending: n(at + 2),
+      lag: lag < 0 ? null : lag,
+      lastDeliveredId: s(at + 4),
+      oldestPendingId: s(at + 5) || null,
+      consumers: n(at + 6),
+    });
+  }
+  return {
+    key,
+    family,
+    lengthBefore: n(0),
+    removed: { age: n(1), length: n(2), cap: n(3) },
+    lengthAfter: n(4),
+    memoryBytes: n(5),
+    more: n(6) === 1,
+    blockedBy: s(7) || null,
+    now: n(8),
+    groups,
+  };
+}
