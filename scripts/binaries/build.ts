@@ -29,6 +29,8 @@ import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 import { SCRIPT_FILES } from '#shared/redis/scripts.js';
 import { VERSION } from '#shared/version.js';
+import { agentSchema, ENV_PREFIX } from '../../device/config.js';
+import { exampleConfig } from './example-config.js';
 import { binaryName, commandFor, TARGETS, type Target, type TargetName } from './targets.js';
 import { ensureToolchain } from './toolchain.js';
 
@@ -256,6 +258,14 @@ export async function buildBinaries(options: BuildOptions): Promise<BuildResult>
     binaries.push(b);
   }
   rmSync(workDir, { recursive: true, force: true });
+  // What a board needs beside the binary: install script, systemd unit, commented example config.
+  copyFileSync(join(ROOT, 'deploy/install.sh'), join(outDir, 'install.sh'));
+  chmodSync(join(outDir, 'install.sh'), 0o755);
+  copyFileSync(join(ROOT, 'deploy/streamfleet-agent.service'), join(outDir, 'streamfleet-agent.service'));
+  writeFileSync(
+    join(outDir, 'agent.example.yaml'),
+    exampleConfig(agentSchema, ENV_PREFIX, `streamfleet agent ${VERSION}: example config`),
+  );
   const manifest = {
     agentVersion: VERSION,
     bundleSha256,
