@@ -10,7 +10,12 @@ import { createRedis, describeTarget, waitReady } from '#shared/redis/connect.js
 import { ctlSchema, ENV_PREFIX } from './config.js';
 import type { CtlCommand } from './context.js';
 
-const SUBCOMMANDS: Record<string, { summary: string; load: () => Promise<CtlCommand> }> = {};
+const SUBCOMMANDS: Record<string, { summary: string; load: () => Promise<CtlCommand> }> = {
+  command: {
+    summary: 'send a control command and wait for its result; show its status',
+    load: async () => (await import('./command.js')).default,
+  },
+};
 
 const USAGE = `Usage: ctl <command> [arguments] [--json] [--redis-url URL]
 
