@@ -15,7 +15,7 @@ import {
   waitForResult,
 } from '#shared/commands/send.js';
 import { Keys } from '#shared/keys.js';
-import type { AgentProcess } from '../harness/agent-process.js';
+import { type AgentProcess, runScript } from '../harness/agent-process.js';
 import {
   effects,
   readResults,
@@ -24,6 +24,7 @@ import {
   tempDataDir,
 } from '../harness/commands.js';
 import { randomPrefix } from '../harness/prefix.js';
+import { waitExit } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
 import { waitFor } from '../harness/streams.js';
 
@@ -285,6 +286,42 @@ describe('control commands', () => {
     expect(effects(d[1]!).get(group[0]!.command.id)).toBe(1);
     expect(effects(d[2]!).has(group[0]!.command.id)).toBe(false);
     for (const dir of d) expect(effects(dir).get(fleet[0]!.command.id)).toBe(1);
+  });
+
+  it('ctl command send --wait prints the result, and times out clearly for a device that never reads it', async () => {
+    const { keys, dir } = setup();
+    agent(keys, 'dev-cli', dir);
+    const base = ['--redis-url', server.url, '--redis-key-prefix', keys.prefix, '--redis-partitions', '4'];
+    const ok = runScript('ctl/cli.ts', [
+      'command',
+      'send',
+      'dev-cli',
+      'set-config',
+      '{"key":"log.level","value":"info"}',
+      '--ttl',
+      '30s',
+      '--wait',
+      ...base,
+    ]);
+    expect(await waitExit(ok.child, 30_000)).toBe(0);
+    expect(ok.output()).toContain('succeeded');
+    const late = runScript('ctl/cli.ts', [
+      'command',
+      'send',
+      'dev-offline',
+      'ping',
+      '--ttl',
+      '30s',
+      '--wait',
+      '--wait-timeout',
+      '500ms',
+      ...base,
+    ]);
+    expect(await waitExit(late.child, 30_000)).toBe(4);
+    expect(late.output()).toContain('last status: queued');
+    const bad = runScript('ctl/cli.ts', ['command', 'send', 'dev-cli', 'ping', '{nope', ...base]);
+    expect(await waitExit(bad.child, 30_000)).toBe(2);
+    expect(bad.output()).toContain('not valid JSON');
   });
 
   it('1,000 commands with random agent kills: one result each, no effect twice', async () => {
