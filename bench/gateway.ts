@@ -1,0 +1,261 @@
+/**
+ * `npm run bench -- gateway`: one load generator (N MQTT.js publishers at
+ * QoS 1, ~120-byte payloads, a window of publishes in flight each) against:
+ *
+ *   gateway_broker_per_s   the gateway in broker mode (PUBACK after the append)
+ *   gateway_bridge_per_s   the gateway in bridge mode behind mosquitto (entries in Redis per second)
+ *   mosquitto_per_s        mosquitto alone, publish -> one QoS 1 subscriber (the MQTT ceiling)
+ *   nats_jetstream_per_s   nats-server's MQTT listener with JetStream, publish -> one QoS 1 subscriber
+ *   p50_ms, p99_ms         gateway broker mode at a fixed offered 10,000 msg/s: publish -> PUBACK,
+ *                          which comes after the entry is readable in Redis (an upper bound of
+ *                          publish -> readable)
+ *
+ * Every server runs as its own process (the gateway through its CLI), each on
+ * free ports in a temporary directory; the system nats-server and mosquitto
+ * are never touched.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import mqtt, { type MqttClient } from 'mqtt';
+import { startGatewayProcess } from '../test/harness/gateway.js';
+import { startMosquitto } from '../test/harness/mosquitto.js';
+import { freePort } from '../test/harness/ports.js';
+import { spawnTracked, waitExit, waitForPort } from '../test/harness/process.js';
+import { startLocalRedis } from '../test/harness/redis-server.js';
+
+const PUBLISHERS = 20;
+const WINDOW = 32;
+const SECONDS = 5;
+const WARMUP_MS = 1000;
+const FIXED_RATE = 10_000;
+
+function payload(seq: number): string {
+  const base = JSON.stringify({ seq, v: 21.5, t: Date.now(), pad: '' });
+  return JSON.stringify({ seq, v: 21.5, t: Date.now(), pad: 'x'.repeat(Math.max(0, 120 - base.length)) });
+}
+
+async function connectPublishers(url: string, prefix: string): Promise<MqttClient[]> {
+  return Promise.all(
+    Array.from({ length: PUBLISHERS }, (_, i) =>
+      mqtt.connectAsync(url, { clientId: `${prefix}-${i}`, reconnectPeriod: 0, clean: true }),
+    ),
+  );
+}
+
+/** Publishes as fast as the PUBACKs allow for `ms`; returns the acknowledged count. */
+async function saturate(clients: MqttClient[], prefix: string, ms: number): Promise<number> {
+  let acked = 0;
+  let running = true;
+  const seqs = clients.map(() => 0);
+  const pump = (i: number) => {
+    if (!running) return;
+    const c = clients[i]!;
+    const seq = ++seqs[i]!;
+    c.publish(`devices/${prefix}-${i}/telemetry/load`, payload(seq), { qos: 1 }, (err) => {
+      if (!err) acked++;
+      pump(i);
+    });
+  };
+  for (let i = 0; i < clients.length; i++) for (let w = 0; w < WINDOW; w++) pump(i);
+  await new Promise((r) => setTimeout(r, ms));
+  running = false;
+  return acked;
+}
+
+async function measureRate(
+  clients: MqttClient[],
+  prefix: string,
+  count: () => Promise<number> | number,
+): Promise<number> {
+  await saturate(clients, prefix, WARMUP_MS);
+  const before = await count();
+  const started = performance.now();
+  await saturate(clients, prefix, SECONDS * 1000);
+  const after = await count();
+  return (after - before) / ((performance.now() - started) / 1000);
+}
+
+async function closeAll(clients: MqttClient[]): Promise<void> {
+  await Promise.all(clients.map((c) => c.endAsync(true)));
+}
+
+/** A QoS 1 subscriber counting what it receives. */
+async function counter(
+  url: string,
+  filter: string,
+): Promise<{ count: () => number; close: () => Promise<void> }> {
+  let n = 0;
+  const sub = await mqtt.connectAsync(url, { clientId: `bench-sub-${Date.now()}`, reconnectPeriod: 0 });
+  sub.on('message', () => n++);
+  await sub.subscribeAsync(filter, { qos: 1 });
+  return { count: () => n, close: () => sub.endAsync(true) };
+}
+
+async function telemetryCount(redis: Redis, prefix: string): Promise<number> {
+  const streams = Array.from({ length: 16 }, (_, p) => `${prefix}:telemetry:{p${p}}`);
+  const lens = await Promise.all(streams.map((s) => redis.xlen(s)));
+  return lens.reduce((a, b) => a + b, 0);
+}
+
+async function gatewayBroker(redisUrl: string): Promise<{ rate: number; p50: number; p99: number }> {
+  const port = await freePort();
+  const gw = startGatewayProcess({
+    'gateway.id': 'bench-broker',
+    'broker.port': port,
+    'redis.url': redisUrl,
+    'redis.keyPrefix': 'benchb',
+    'producer.idempotent': true,
+    'commands.enabled': false,
+    'log.level': 'warn',
+  });
+  try {
+    await waitForPort(port);
+    const url = `mqtt://127.0.0.1:${port}`;
+    const clients = await connectPublishers(url, 'gb');
+    await saturate(clients, 'gb', WARMUP_MS);
+    const started = performance.now();
+    const acked = await saturate(clients, 'gb', SECONDS * 1000);
+    const measured = acked / ((performance.now() - started) / 1000);
+    const latencies = await fixedRate(clients, 'gb');
+    await closeAll(clients);
+    latencies.sort((a, b) => a - b);
+    const q = (p: number) =>
+      latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? Number.NaN;
+    return { rate: measured, p50: q(0.5), p99: q(0.99) };
+  } finally {
+    await gw.kill('SIGKILL');
+  }
+}
+
+/** Offers FIXED_RATE msg/s spread over the publishers for SECONDS; returns publish -> PUBACK latencies in ms. */
+async function fixedRate(clients: MqttClient[], prefix: string): Promise<number[]> {
+  const latencies: number[] = [];
+  const tickMs = 5;
+  const perTick = (FIXED_RATE * tickMs) / 1000;
+  let seq = 1_000_000_000;
+  let sent = 0;
+  const started = performance.now();
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      const elapsed = performance.now() - started;
+      const due = Math.floor((elapsed / 1000) * FIXED_RATE);
+      // Catch up to the schedule (timers are coarse), at most a few ticks' worth.
+      const n = Math.min(due - sent, perTick * 4);
+      for (let k = 0; k < n; k++) {
+        const i = sent % clients.length;
+        const t0 = performance.now();
+        const record = elapsed > WARMUP_MS;
+        clients[i]!.publish(`devices/${prefix}-${i}/telemetry/load`, payload(++seq), { qos: 1 }, () => {
+          if (record) latencies.push(performance.now() - t0);
+        });
+        sent++;
+      }
+      if (elapsed >= SECONDS * 1000 + WARMUP_MS) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, tickMs);
+  });
+  await new Promise((r) => setTimeout(r, 500));
+  return latencies;
+}
+
+async function gatewayBridge(redisUrl: string): Promise<number> {
+  const mosq = await startMosquitto(['max_inflight_messages 1000']);
+  const redis = new Redis(redisUrl);
+  const gw = startGatewayProcess({
+    'gateway.mode': 'bridge',
+    'gateway.id': 'bench-bridge',
+    'bridge.url': mosq.url,
+    'bridge.connections': 32,
+    'redis.url': redisUrl,
+    'redis.keyPrefix': 'benchr',
+    'commands.enabled': false,
+    'log.level': 'info',
+  });
+  try {
+    await gw.waitForLog((l) => l.msg === 'gateway started', 30_000);
+    const clients = await connectPublishers(mosq.url, 'gr');
+    const rate = await measureRate(clients, 'gr', () => telemetryCount(redis, 'benchr'));
+    await closeAll(clients);
+    return rate;
+  } finally {
+    await gw.kill('SIGKILL');
+    redis.disconnect();
+    await mosq.stop();
+  }
+}
+
+async function mosquittoAlone(): Promise<number> {
+  const mosq = await startMosquitto();
+  try {
+    const sub = await counter(mosq.url, 'devices/+/telemetry/#');
+    const clients = await connectPublishers(mosq.url, 'ma');
+    const rate = await measureRate(clients, 'ma', sub.count);
+    await closeAll(clients);
+    await sub.close();
+    return rate;
+  } finally {
+    await mosq.stop();
+  }
+}
+
+async function natsJetStream(): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-nats-'));
+  const [port, mqttPort] = [await freePort(), await freePort()];
+  const conf = join(dir, 'nats.conf');
+  writeFileSync(
+    conf,
+    [
+      `listen: 127.0.0.1:${port}`,
+      'server_name: bench_nats',
+      `jetstream { store_dir: "${dir}/js" }`,
+      `mqtt { listen: 127.0.0.1:${mqttPort} }`,
+      '',
+    ].join('\n'),
+  );
+  const child = spawnTracked('nats-server', ['-c', conf]);
+  try {
+    await waitForPort(mqttPort);
+    const url = `mqtt://127.0.0.1:${mqttPort}`;
+    const sub = await counter(url, 'devices/+/telemetry/#');
+    const clients = await connectPublishers(url, 'nj');
+    const rate = await measureRate(clients, 'nj', sub.count);
+    await closeAll(clients);
+    await sub.close();
+    return rate;
+  } finally {
+    child.kill('SIGKILL');
+    await waitExit(child);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function run(): Promise<Record<string, unknown>> {
+  const redis = await startLocalRedis();
+  try {
+    const broker = await gatewayBroker(redis.url);
+    const bridge = await gatewayBridge(redis.url);
+    const mosquitto = await mosquittoAlone();
+    const nats = await natsJetStream();
+    return {
+      gateway_broker_per_s: Math.round(broker.rate),
+      gateway_bridge_per_s: Math.round(bridge),
+      mosquitto_per_s: Math.round(mosquitto),
+      nats_jetstream_per_s: Math.round(nats),
+      p50_ms: broker.p50,
+      p99_ms: broker.p99,
+      broker_vs_mosquitto: broker.rate / mosquitto,
+      broker_vs_nats: broker.rate / nats,
+      bridge_vs_mosquitto: bridge / mosquitto,
+      publishers: PUBLISHERS,
+      window_per_publisher: WINDOW,
+      seconds_per_run: SECONDS,
+      offered_rate_for_latency: FIXED_RATE,
+    };
+  } finally {
+    await redis.destroy();
+  }
+}
