@@ -143,6 +143,8 @@ export function scanJournal(dir: string): ScanResult {
 
 export class Journal {
   private readonly segments: Segment[] = [];
+  /** Sum of the segments' bytes. */
+  private diskBytes = 0;
   private fd: number | undefined;
   private buffered: Buffer[] = [];
   private bufferedBytes = 0;
@@ -230,6 +232,7 @@ export class Journal {
         count: parsed.entries.length,
         bytes: parsed.validBytes,
       });
+      this.diskBytes += parsed.validBytes;
       this.nextIndex = Math.max(this.nextIndex, end);
     }
     const first = this.segments[0];
@@ -260,9 +263,7 @@ export class Journal {
 
   /** Bytes on disk plus bytes waiting to be written. */
   get bytes(): number {
-    let sum = this.bufferedBytes;
-    for (const s of this.segments) sum += s.bytes;
-    return sum;
+    return this.diskBytes + this.bufferedBytes;
   }
 
   get segmentCount(): number {
@@ -430,6 +431,7 @@ export class Journal {
     while (off < data.length) off += writeSync(this.fd!, data, off);
     active.count += n;
     active.bytes += data.length;
+    this.diskBytes += data.length;
     this.totals.written += n;
     this.buffered = [];
     this.bufferedBytes = 0;
@@ -502,6 +504,7 @@ export class Journal {
       // Entries in flight (below the cursor) are not lost yet: the replayer counts them if their batch fails.
       const lost = Math.max(0, end - Math.max(seg.first, this.cursorIndex));
       unlinkSync(seg.path);
+      this.diskBytes -= seg.bytes;
       if (this.committedIndex < end) this.committedIndex = Math.min(end, this.nextIndex);
       if (this.cursorIndex < end) this.cursorIndex = end;
       if (this.readPos?.first === seg.first) this.readPos = undefined;
@@ -528,6 +531,7 @@ export class Journal {
       }
       this.segments.shift();
       unlinkSync(seg.path);
+      this.diskBytes -= seg.bytes;
       if (this.readPos?.first === seg.first) this.readPos = undefined;
     }
   }

@@ -10,7 +10,7 @@ export const journalSchema = {
     min: 16 * 1024,
   }),
   'journal.segmentBytes': opt.size(
-    1024 * 1024,
+    4 * 1024 * 1024,
     'Size of one journal segment file (clamped to a quarter of journal.maxBytes)',
     { min: 4 * 1024, max: 256 * 1024 * 1024 },
   ),
@@ -29,7 +29,7 @@ export const journalSchema = {
   }),
   'journal.flushInterval': opt.duration(
     20,
-    'Entries are collected this long (or up to 64 KiB) and written to the journal as one batch',
+    'Entries are collected this long (or up to 1 MiB) and written to the journal as one batch',
     { min: 0, max: 10_000 },
   ),
   'journal.replay': opt.enum(
@@ -78,17 +78,19 @@ export function journalOptions(
   const v = <K extends keyof JournalConfig>(k: K): JournalConfig[K] =>
     (c[k] ?? journalSchema[k].default) as JournalConfig[K];
   const maxBytes = v('journal.maxBytes');
+  // At least four segments fit in the budget, so drop-oldest frees at most a quarter of it at a time.
+  const segmentBytes = Math.max(1024, Math.min(v('journal.segmentBytes'), Math.floor(maxBytes / 4)));
   return {
     journal: {
       dir,
       maxBytes,
-      // At least four segments fit in the budget, so drop-oldest frees at most a quarter of it at a time.
-      segmentBytes: Math.max(1024, Math.min(v('journal.segmentBytes'), Math.floor(maxBytes / 4))),
+      segmentBytes,
       fullPolicy: v('journal.fullPolicy'),
       fsync: v('journal.fsync'),
       fsyncIntervalMs: v('journal.fsyncInterval'),
       flushIntervalMs: v('journal.flushInterval'),
-      flushBytes: 64 * 1024,
+      // Bounds the write buffer; at high rates it also sets how many bytes each fsync covers.
+      flushBytes: Math.min(1024 * 1024, segmentBytes),
       commitIntervalMs: v('journal.commitInterval'),
     },
     replay: { mode: v('journal.replay'), rate: v('journal.replayRate') },

@@ -49,6 +49,15 @@ export function seqRanges(seqs: readonly number[]): string {
   return parts.join(',');
 }
 
+/**
+ * Entries the replayer hands its producer at once: several in-flight windows,
+ * so the pipeline stays full and the wait for a chunk's last acknowledgement
+ * is paid rarely; within the producer's buffer limit (memory bound).
+ */
+export function replayChunk(o: ProducerOptions): number {
+  return Math.min(o.maxBufferedEntries, o.batchMaxEntries * o.maxInFlightBatches * 8);
+}
+
 export class StoreAndForward {
   readonly journal: Journal;
   readonly replayer: Replayer;
@@ -131,11 +140,7 @@ export class StoreAndForward {
       },
     });
 
-    // Room for a full in-flight window of batches, within the live buffer limit.
-    const chunkMax = Math.min(
-      producerOpts.maxBufferedEntries,
-      producerOpts.batchMaxEntries * producerOpts.maxInFlightBatches,
-    );
+    const chunkMax = replayChunk(producerOpts);
     let replayer: Replayer | undefined;
     this.replayProducer = new TelemetryProducer(client, keys, producerOpts, {
       logger: deps.logger,
