@@ -31,6 +31,14 @@ const SECONDS = 5;
 const WARMUP_MS = 1000;
 const FIXED_RATE = 10_000;
 
+/** Per-device sequence numbers, contiguous across the phases of a run (as a real device's are). */
+const sequences = new Map<string, number>();
+function nextSeq(device: string): number {
+  const n = (sequences.get(device) ?? 0) + 1;
+  sequences.set(device, n);
+  return n;
+}
+
 function payload(seq: number): string {
   const base = JSON.stringify({ seq, v: 21.5, t: Date.now(), pad: '' });
   return JSON.stringify({ seq, v: 21.5, t: Date.now(), pad: 'x'.repeat(Math.max(0, 120 - base.length)) });
@@ -48,11 +56,10 @@ async function connectPublishers(url: string, prefix: string): Promise<MqttClien
 async function saturate(clients: MqttClient[], prefix: string, ms: number): Promise<number> {
   let acked = 0;
   let running = true;
-  const seqs = clients.map(() => 0);
   const pump = (i: number) => {
     if (!running) return;
     const c = clients[i]!;
-    const seq = ++seqs[i]!;
+    const seq = nextSeq(`${prefix}-${i}`);
     c.publish(`devices/${prefix}-${i}/telemetry/load`, payload(seq), { qos: 1 }, (err) => {
       if (!err) acked++;
       pump(i);
@@ -134,7 +141,6 @@ async function fixedRate(clients: MqttClient[], prefix: string): Promise<number[
   const latencies: number[] = [];
   const tickMs = 5;
   const perTick = (FIXED_RATE * tickMs) / 1000;
-  let seq = 1_000_000_000;
   let sent = 0;
   const started = performance.now();
   await new Promise<void>((resolve) => {
@@ -147,9 +153,14 @@ async function fixedRate(clients: MqttClient[], prefix: string): Promise<number[
         const i = sent % clients.length;
         const t0 = performance.now();
         const record = elapsed > WARMUP_MS;
-        clients[i]!.publish(`devices/${prefix}-${i}/telemetry/load`, payload(++seq), { qos: 1 }, () => {
-          if (record) latencies.push(performance.now() - t0);
-        });
+        clients[i]!.publish(
+          `devices/${prefix}-${i}/telemetry/load`,
+          payload(nextSeq(`${prefix}-${i}`)),
+          { qos: 1 },
+          () => {
+            if (record) latencies.push(performance.now() - t0);
+          },
+        );
         sent++;
       }
       if (elapsed >= SECONDS * 1000 + WARMUP_MS) {
