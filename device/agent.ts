@@ -135,7 +135,7 @@ export class Agent {
     return this.deps.logger;
   }
 
-  /** Starts sampling. Waits up to redis.connectTimeout for Redis, but samples either way. */
+  /** Waits up to redis.connectTimeout for Redis, then starts sampling (either way) and the command worker. */
   async start(): Promise<void> {
     const target = describeTarget(this.config);
     if (this.config['metrics.port'] > 0) {
@@ -153,6 +153,17 @@ export class Agent {
       );
       this.logger.info({ port: this.metricsServer.port }, 'metrics endpoint listening');
     }
+    // Wait (bounded) for Redis before the first sample: a connection still being set up
+    // is not an outage, so the first readings go out live and in order, not via the journal.
+    try {
+      await waitReady(this.client, target, this.config['redis.connectTimeout']);
+      this.logger.info({ redis: target }, 'connected to Redis');
+    } catch (err) {
+      this.logger.error(
+        { redis: target },
+        `${(err as Error).message}; sampling goes on and appends are retried`,
+      );
+    }
     this.sampler.start();
     await this.commands?.start();
     this.forward?.start();
@@ -165,15 +176,6 @@ export class Agent {
       },
       'agent started',
     );
-    try {
-      await waitReady(this.client, target, this.config['redis.connectTimeout']);
-      this.logger.info({ redis: target }, 'connected to Redis');
-    } catch (err) {
-      this.logger.error(
-        { redis: target },
-        `${(err as Error).message}; sampling goes on and appends are retried`,
-      );
-    }
   }
 
   /** Graceful stop: stop sampling, flush for up to agent.shutdownTimeout, persist the sequence. */

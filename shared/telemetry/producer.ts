@@ -18,7 +18,7 @@ import type { ChainableCommander } from 'ioredis';
 import type { Clock } from '../clock.js';
 import { systemClock } from '../clock.js';
 import { type EncodedEnvelope, encodedSize } from '../envelope.js';
-import { AppendTimeoutError, ReplicationError } from '../errors.js';
+import { AppendTimeoutError, RedisUnavailableError, ReplicationError } from '../errors.js';
 import type { Keys } from '../keys.js';
 import { EpisodeLog, type Logger } from '../log.js';
 import { Counter, Gauge, Histogram, type Registry } from '../metrics.js';
@@ -135,6 +135,9 @@ export class TelemetryProducer {
   private idleWaiters: Array<() => void> = [];
   private roomWaiters: Array<() => void> = [];
   private closed = false;
+  private pumping = false;
+  private notReadySince: number | undefined;
+  private readyWaiter: NodeJS.Timeout | undefined;
   private readonly clock: Clock;
   private readonly backpressure: EpisodeLog;
   private readonly outage: EpisodeLog;
@@ -219,6 +222,7 @@ export class TelemetryProducer {
     this.closed = true;
     if (this.lingerTimer) this.clock.clearTimeout(this.lingerTimer);
     if (this.retryTimer) this.clock.clearTimeout(this.retryTimer);
+    if (this.readyWaiter) this.clock.clearTimeout(this.readyWaiter);
     const left = [...this.retryBatches.flatMap((b) => b.entries), ...this.queue.slice(this.head)];
     this.queue = [];
     this.head = 0;
@@ -232,8 +236,57 @@ export class TelemetryProducer {
   }
 
   private pump(): void {
+    // Re-entered when a batch fails synchronously inside the loop below; the outer loop carries on.
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      this.pumpLoop();
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  /**
+   * Whether batches may be dispatched now. While the client is not connected,
+   * batches wait (up to appendTimeout) for it instead of failing at once: a
+   * connection still being set up is not an outage, and a batch that failed
+   * while a later one succeeded would break per-device order. Once the wait is
+   * over, batches fail fast (and the journal, if any, takes them).
+   */
+  private connectionUsable(): boolean {
+    if (this.client.status === 'ready') {
+      this.notReadySince = undefined;
+      return true;
+    }
+    const now = this.clock.now();
+    this.notReadySince ??= now;
+    const waited = now - this.notReadySince;
+    if (waited >= this.options.appendTimeoutMs) return true;
+    if (!this.readyWaiter) {
+      const onReady = () => {
+        if (this.readyWaiter) this.clock.clearTimeout(this.readyWaiter);
+        this.readyWaiter = undefined;
+        this.pump();
+      };
+      this.client.once('ready', onReady);
+      this.readyWaiter = this.clock.setTimeout(() => {
+        this.client.off('ready', onReady);
+        this.readyWaiter = undefined;
+        this.pump();
+      }, this.options.appendTimeoutMs - waited);
+    }
+    return false;
+  }
+
+  private pumpLoop(): void {
     const o = this.options;
-    while (!this.closed && this.retryBatches.length === 0 && this.inFlightBatches < o.maxInFlightBatches) {
+    while (
+      !this.closed &&
+      this.retryBatches.length === 0 &&
+      this.inFlightBatches < o.maxInFlightBatches &&
+      this.queued > 0 &&
+      this.connectionUsable()
+    ) {
       const n = this.queued;
       if (n === 0) break;
       const full = n >= o.batchMaxEntries || this.queuedBytes >= o.batchMaxBytes;
@@ -279,6 +332,15 @@ export class TelemetryProducer {
   private send(batch: Batch): void {
     this.inFlightBatches++;
     this.inFlightEntries += batch.entries.length;
+    if (this.client.status !== 'ready') {
+      // Not connected for longer than appendTimeout (see connectionUsable): fail at once
+      // rather than hand the batch to a client that would queue it behind later ones.
+      this.failed(
+        batch,
+        new RedisUnavailableError('the producer connection', `client is ${this.client.status}`),
+      );
+      return;
+    }
     const started = performance.now();
     this.appendBatch(batch.entries).then(
       (outcome) => {
@@ -290,16 +352,18 @@ export class TelemetryProducer {
         this.deps.hooks?.onAcked?.(batch.entries, outcome);
         this.afterSettle();
       },
-      (err: Error) => {
-        this.settle(batch);
-        this.totals.failedBatches++;
-        this.deps.metrics?.failedBatches.inc();
-        this.outage.hit({ error: err.message });
-        const taken = this.deps.hooks?.onFailed?.(batch.entries, err) ?? false;
-        if (!taken && !this.closed) this.scheduleRetry(batch);
-        this.afterSettle();
-      },
+      (err: Error) => this.failed(batch, err),
     );
+  }
+
+  private failed(batch: Batch, err: Error): void {
+    this.settle(batch);
+    this.totals.failedBatches++;
+    this.deps.metrics?.failedBatches.inc();
+    this.outage.hit({ error: err.message });
+    const taken = this.deps.hooks?.onFailed?.(batch.entries, err) ?? false;
+    if (!taken && !this.closed) this.scheduleRetry(batch);
+    this.afterSettle();
   }
 
   private settle(batch: Batch): void {
