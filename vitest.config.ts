@@ -7,7 +7,12 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: 'unit', include: ['test/unit/**/*.test.ts'], testTimeout: 10_000 },
+        test: {
+          name: 'unit',
+          include: ['test/unit/**/*.test.ts'],
+          testTimeout: 10_000,
+          sequence: { groupOrder: 0 },
+        },
       },
       {
         extends: true,
@@ -18,6 +23,8 @@ export default defineConfig({
           hookTimeout: 60_000,
           // Two cores: keep heavy integration files from starving each other.
           maxWorkers: 2,
+          // Projects with different worker limits must run as ordered groups (vitest 4).
+          sequence: { groupOrder: 1 },
         },
       },
     ],
