@@ -314,6 +314,20 @@ describe('store-and-forward', () => {
     });
   }
 
+  it('appends not acknowledged within producer.appendTimeout go to the journal and arrive exactly once', async () => {
+    const s = await setup();
+    const run = await s.start({ 'producer.appendTimeout': 300 });
+    await waitFor(async () => (await s.streamSeqs()).length >= 50, 20_000, 'live entries');
+    // Writes hang (the connection stays up): batches time out and are journaled.
+    const admin = s.redis.client();
+    cleanups.push(() => admin.disconnect());
+    await admin.call('CLIENT', 'PAUSE', '2000', 'WRITE');
+    await waitMetric(run, 'journal_written_total', (v) => v >= 50);
+    await waitDrained(run);
+    const last = await stopAgent(run);
+    expect(sorted(await s.streamSeqs())).toEqual(range(1, last));
+  });
+
   it('Redis killed and restarted (AOF, appendfsync always): every acknowledged entry is in the stream', async () => {
     const s = await setup('always');
     const run = await s.start();
