@@ -12,6 +12,7 @@ import { ENV_PREFIX as AGENT_ENV, agentSchema } from '../device/config.js';
 
 export const PROGRAMS: Array<{ name: string; command: string; schema: Schema; envPrefix: string }> = [
   { name: 'Device agent', command: 'agent', schema: agentSchema, envPrefix: AGENT_ENV },
+  { name: 'Gateway', command: 'gateway', schema: gatewaySchema, envPrefix: GATEWAY_ENV },
   { name: 'Operator CLI', command: 'ctl', schema: ctlSchema, envPrefix: CTL_ENV },
 ];
 

@@ -96,7 +96,9 @@ export function createRedis(cfg: RedisConnectionConfig, options: ConnectOptions 
     }),
   ];
   return new Cluster(seeds, {
-    redisOptions: common,
+    // Node connections open lazily, on the first command for their slots: they must
+    // queue that command while they connect. Fail-fast applies at the cluster level.
+    redisOptions: { ...common, enableOfflineQueue: true },
     clusterRetryStrategy: (attempt) => reconnectDelay(attempt, cap),
     enableOfflineQueue: !options.failFast,
     // Pipelines and scripts here only ever touch one hash slot, so no cross-slot batching is needed.
