@@ -106,6 +106,14 @@ else
   printf '[Service]\nEnvironment=AGENT_DEVICE_ID=%s\n' "$id_spec" > "$dropin/device-id.conf"
 fi
 
+# Node 20.11 (the armv7l binary) cannot carry V8 flags in the executable: give it the heap flags here.
+if [ "$target" = linux-armv7l ]; then
+  mkdir -p "$dropin"
+  printf '[Service]\nEnvironment="NODE_OPTIONS=--max-semi-space-size=1 --max-old-space-size=96"\n' > "$dropin/node-options.conf"
+else
+  rm -f "$dropin/node-options.conf"
+fi
+
 if [ -n "$root" ]; then
   systemctl --root="$root" enable streamfleet-agent.service >/dev/null 2>&1 ||
     { mkdir -p "$unit_dir/multi-user.target.wants" &&
