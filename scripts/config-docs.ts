@@ -9,6 +9,7 @@ import { markdownTable } from '#shared/config/cli.js';
 import type { Schema } from '#shared/config/schema.js';
 import { ENV_PREFIX as CTL_ENV, ctlSchema } from '../ctl/config.js';
 import { ENV_PREFIX as AGENT_ENV, agentSchema } from '../device/config.js';
+import { ENV_PREFIX as GATEWAY_ENV, gatewaySchema } from '../gateway/config.js';
 
 export const PROGRAMS: Array<{ name: string; command: string; schema: Schema; envPrefix: string }> = [
   { name: 'Device agent', command: 'agent', schema: agentSchema, envPrefix: AGENT_ENV },
