@@ -96,9 +96,8 @@ export function createRedis(cfg: RedisConnectionConfig, options: ConnectOptions 
     }),
   ];
   return new Cluster(seeds, {
-    // Node connections open lazily, on the first command for their slots: they must
-    // queue that command while they connect. Fail-fast applies at the cluster level.
-    redisOptions: { ...common, enableOfflineQueue: true },
+    // ioredis always lets node connections queue while they connect; fail-fast applies at the cluster level.
+    redisOptions: common,
     clusterRetryStrategy: (attempt) => reconnectDelay(attempt, cap),
     enableOfflineQueue: !options.failFast,
     // Pipelines and scripts here only ever touch one hash slot, so no cross-slot batching is needed.
