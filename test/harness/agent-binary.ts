@@ -1,8 +1,9 @@
 /**
  * One suite for every agent binary (x64 natively, ARM under qemu user-mode
  * emulation): it is the agent users flash, so it must answer --version,
- * publish telemetry to a real Redis from a directory holding nothing but
- * itself (Lua scripts and package data inlined), print no warning, and
+ * publish telemetry and execute a command against a real Redis from a
+ * directory holding nothing but itself (Lua scripts and package data
+ * inlined), print no startup warning, and
  * survive an update in place (a new file renamed over the running one, then a
  * restart) with its sequence continuing.
  */
@@ -11,6 +12,7 @@ import { copyFileSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sendCommand, waitForResult } from '#shared/commands/send.js';
 import { Keys } from '#shared/keys.js';
 import { VERSION } from '#shared/version.js';
 import { binaryName, commandFor, TARGETS, type TargetName } from '../../scripts/binaries/targets.js';
@@ -69,7 +71,7 @@ export function agentBinarySuite(targetName: TargetName, binary: () => string): 
       );
     });
 
-    it('publishes telemetry to a real Redis without startup warnings, and continues its sequence after an update in place', async () => {
+    it('publishes telemetry and executes a command against a real Redis, without startup warnings, and continues its sequence after an update in place', async () => {
       const prefix = randomPrefix();
       const keys = new Keys(prefix, 4);
       const deviceId = `bin-${targetName}`;
@@ -103,6 +105,18 @@ export function agentBinarySuite(targetName: TargetName, binary: () => string): 
         const before = await admin.xlen(stream);
         agent = startAgentExecutable(command(), options, dir);
         await atLeast(before + 20);
+
+        // A control command end to end: stream, consumer group, ledger scripts, handler, result.
+        const sent = await sendCommand(admin, keys, deviceId, {
+          name: 'set-interval',
+          args: { sensor: 'constant', interval: 50 },
+          ttlMs: WAIT_MS,
+        });
+        const result = await waitForResult(admin, keys, deviceId, sent.command.id, WAIT_MS);
+        expect(result).toMatchObject({
+          status: 'succeeded',
+          output: { sensor: 'constant', intervalMs: 50, previousMs: 20 },
+        });
         expect(await agent.kill('SIGTERM')).toBe(0);
         expectQuietOutput(agent);
 
