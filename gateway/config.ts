@@ -4,6 +4,7 @@ import { logSchema } from '#shared/log.js';
 import { metricsSchema } from '#shared/metrics.js';
 import { redisSchema } from '#shared/redis/options.js';
 import { producerSchema } from '#shared/telemetry/producer-options.js';
+import { dashboardSchema } from './dashboard/options.js';
 
 export const ENV_PREFIX = 'GATEWAY';
 
@@ -122,6 +123,7 @@ export const gatewaySchema = {
   'producer.lingerMs': { ...producerSchema['producer.lingerMs'], default: 1 },
   ...logSchema,
   ...metricsSchema,
+  ...dashboardSchema,
 } as const;
 
 export type GatewaySchema = typeof gatewaySchema;

@@ -17,6 +17,8 @@ import { GatewayBridge } from './bridge.js';
 import { type BrokerPorts, GatewayBroker } from './broker.js';
 import { CommandDelivery, type DeviceReach } from './commands.js';
 import type { GatewayConfig } from './config.js';
+import { DashboardService } from './dashboard/server.js';
+import { dashboardOptions } from './dashboard/options.js';
 import { createIngestMetrics, Ingestor, type Templates } from './ingest.js';
 import { TopicTemplate } from './mapping.js';
 import { RecordWriter } from './records.js';
@@ -77,6 +79,8 @@ export class Gateway {
   readonly records: RecordWriter;
   broker: GatewayBroker | undefined;
   bridge: GatewayBridge | undefined;
+  /** The web dashboard (dashboard.port >= 0); its URL is known after start. */
+  readonly dashboard: DashboardService | undefined;
   private readonly services: GatewayService[] = [];
   private metricsServer: MetricsServer | undefined;
   private lastSeenTimer: NodeJS.Timeout | undefined;
@@ -171,6 +175,11 @@ export class Gateway {
     }
     // Retention (gateway/retention) and projection (gateway/projection) come in as factories here.
     for (const factory of deps.services ?? []) this.services.push(factory(ctx));
+    // Last, so it is stopped first and its page never reads from a half-stopped gateway.
+    if (config['dashboard.port'] >= 0) {
+      this.dashboard = new DashboardService(ctx, dashboardOptions(config));
+      this.services.push(this.dashboard);
+    }
   }
 
   get logger(): Logger {
