@@ -11,6 +11,7 @@ import { silentLogger } from '#shared/log.js';
 import { createRedis, waitReady } from '#shared/redis/connect.js';
 import { TelemetryProducer } from '#shared/telemetry/producer.js';
 import { producerOptions } from '#shared/telemetry/producer-options.js';
+import { baseRedisConfig } from '../test/harness/redis-config.js';
 
 const [url = '', countText = '0', idem = '1', batchText = '100', inFlightText = '8', payloadText = '120'] =
   process.argv.slice(2);
@@ -18,22 +19,7 @@ const count = Number(countText);
 const batch = Number(batchText);
 
 async function main(): Promise<void> {
-  const client = createRedis(
-    {
-      'redis.url': url,
-      'redis.cluster': false,
-      'redis.clusterNodes': [],
-      'redis.username': undefined,
-      'redis.password': undefined,
-      'redis.tls': false,
-      'redis.tlsCaFile': undefined,
-      'redis.tlsCertFile': undefined,
-      'redis.tlsKeyFile': undefined,
-      'redis.tlsRejectUnauthorized': true,
-      'redis.connectTimeout': 5000,
-    },
-    { failFast: true },
-  );
+  const client = createRedis(baseRedisConfig(url), { failFast: true });
   await waitReady(client, url, 5000);
   const keys = new Keys(`bench${idem}`, 16);
   const producer = new TelemetryProducer(

@@ -6,7 +6,10 @@ import type { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe } from 'vitest';
 import type { RedisConnectionConfig } from '#shared/redis/connect.js';
 import { startRedisCluster } from './redis-cluster.js';
+import { baseRedisConfig } from './redis-config.js';
 import { startRedis } from './redis-server.js';
+
+export { baseRedisConfig };
 
 export interface Target {
   readonly name: 'standalone' | 'cluster';
@@ -14,22 +17,6 @@ export interface Target {
   readonly config: RedisConnectionConfig;
   /** A client for assertions (closed by the harness). */
   readonly client: Redis | Cluster;
-}
-
-export function baseRedisConfig(url: string, cluster = false, nodes: string[] = []): RedisConnectionConfig {
-  return {
-    'redis.url': url,
-    'redis.cluster': cluster,
-    'redis.clusterNodes': nodes,
-    'redis.username': undefined,
-    'redis.password': undefined,
-    'redis.tls': false,
-    'redis.tlsCaFile': undefined,
-    'redis.tlsCertFile': undefined,
-    'redis.tlsKeyFile': undefined,
-    'redis.tlsRejectUnauthorized': true,
-    'redis.connectTimeout': 5000,
-  };
 }
 
 export function forEachTarget(title: string, body: (target: () => Target) => void): void {
