@@ -84,6 +84,16 @@ describe('clear messages for user mistakes', () => {
     });
   const noStack = (text: string) => expect(text).not.toMatch(/^\s+at .+:\d+:\d+\)?$/m);
 
+  it('answers --version and --help', () => {
+    const version = runAgent(['--version']);
+    expect(version.status).toBe(0);
+    expect(version.stdout).toMatch(/^agent \d+\.\d+\.\d+ \(node v\d+/);
+    const help = runAgent(['--help']);
+    expect(help.status).toBe(0);
+    expect(help.stdout).toContain('--device-id  [AGENT_DEVICE_ID]');
+    expect(help.stdout).toContain('--producer-durability  [AGENT_PRODUCER_DURABILITY]  default: local');
+  });
+
   it('rejects a malformed option naming the option, its source and what is expected', () => {
     const r = runAgent(['--device-id', 'd1', '--producer-batch-max-entries', 'lots']);
     expect(r.status).toBe(2);
