@@ -1,0 +1,104 @@
+/**
+ * What both kinds of simulated device share: a signal model, a schedule of
+ * when each signal is due, a clock that may be skewed, and counters.
+ */
+import type { Payload } from '#shared/envelope.js';
+import type { DeviceModel, Events, Signal } from './profiles.js';
+
+export type DeviceKind = 'agent' | 'mqtt';
+
+export interface DeviceInfo {
+  readonly id: string;
+  readonly kind: DeviceKind;
+}
+
+/** Counters of one device kind; `sent` and `acked` count publishes, duplicates included. */
+export class KindStats {
+  connected = 0;
+  sent = 0;
+  acked = 0;
+  errors = 0;
+  /** Readings given up on the device (local queue or producer buffer full, lost in a crash). */
+  dropped = 0;
+  commandsReceived = 0;
+  commandsAnswered = 0;
+  crashes = 0;
+  disconnects = 0;
+
+  snapshot(): Readonly<Omit<KindStats, 'snapshot'>> {
+    const { snapshot: _s, ...rest } = this;
+    return { ...rest };
+  }
+}
+
+interface Due {
+  readonly signal: Signal;
+  next: number;
+}
+
+export abstract class SimDevice implements DeviceInfo {
+  abstract readonly kind: DeviceKind;
+  private readonly due: Due[];
+  /** False while crashed or stopped: nothing is sampled. */
+  running = false;
+  /** Ticks given up because the process fell more than a few intervals behind. */
+  skipped = 0;
+
+  constructor(
+    readonly id: string,
+    readonly model: DeviceModel,
+    /** Added to the true time for device timestamps (clock skew fault). */
+    readonly clockOffset: number,
+    firstDue: number,
+    random: () => number,
+  ) {
+    this.due = model.signals.map((signal) => ({
+      signal,
+      next: firstDue + Math.floor(random() * signal.intervalMs),
+    }));
+  }
+
+  /** Samples every signal that is due at `now` (true time). */
+  tick(now: number): void {
+    if (!this.running) return;
+    for (const d of this.due) {
+      if (d.next > now) continue;
+      const interval = d.signal.intervalMs;
+      // Far behind (an overloaded process): skip ahead instead of bursting, and count it.
+      if (now - d.next > interval * 5) {
+        this.skipped += Math.floor((now - d.next) / interval);
+        d.next = now;
+      }
+      while (d.next <= now) {
+        this.sample(d.signal.type, now);
+        d.next += interval;
+      }
+    }
+  }
+
+  private sample(type: string, now: number): void {
+    const events: Events = [];
+    const payload = this.model.read(type, now, events);
+    const time = now + this.clockOffset;
+    this.publish(type, payload, time);
+    for (const [t, p] of events) this.publish(t, p, time);
+  }
+
+  /** The sampler interface the command handlers act on (set-interval). */
+  setInterval(type: string, intervalMs: number): boolean {
+    const d = this.due.find((x) => x.signal.type === type);
+    if (!d) return false;
+    d.signal.intervalMs = intervalMs;
+    return true;
+  }
+
+  intervalOf(type: string): number | undefined {
+    return this.due.find((x) => x.signal.type === type)?.signal.intervalMs;
+  }
+
+  get types(): string[] {
+    return this.due.map((d) => d.signal.type);
+  }
+
+  protected abstract publish(type: string, payload: Payload, time: number): void;
+}

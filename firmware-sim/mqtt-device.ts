@@ -1,0 +1,336 @@
+/**
+ * MQTT-only firmware, as a small microcontroller speaks it (docs/gateway.md):
+ *
+ * - a stable client id (the device id) and a persistent session (clean: false),
+ *   so the broker keeps its subscription and queued QoS 1 commands while it is away;
+ * - a last will on its status topic ({"online":false}), and {"online":true} on connect;
+ * - telemetry at QoS 1 as `{"seq", "time", ...reading}`: the device's own sequence
+ *   numbers make a resend after a lost PUBACK harmless (idempotent append);
+ * - reconnects with capped exponential backoff and jitter (not in lockstep);
+ * - while disconnected, a small bounded queue in RAM (`mqtt.queueLimit`, oldest
+ *   dropped first, counted); a crash loses it, as a reboot loses RAM. Its
+ *   sequence counter survives a crash (firmware keeps it in flash/RTC memory);
+ * - commands on its command topic: dropped past their deadline, deduplicated
+ *   by id (a redelivery gets the same reply again), answered on the result topic.
+ */
+import mqtt, { type MqttClient } from 'mqtt';
+import type { Clock } from '#shared/clock.js';
+import type { Payload } from '#shared/envelope.js';
+import type { Logger } from '#shared/log.js';
+import type { SimConfig } from './config.js';
+import { type KindStats, SimDevice } from './device.js';
+import type { Faults } from './faults.js';
+import type { SeqLedger } from './ledger.js';
+import type { DeviceModel } from './profiles.js';
+
+export interface MqttDeviceDeps {
+  config: SimConfig;
+  ledger: SeqLedger;
+  faults: Faults;
+  stats: KindStats;
+  logger: Logger;
+  clock: Clock;
+}
+
+interface Outgoing {
+  readonly topic: string;
+  readonly body: string;
+  /** Telemetry: its seq (for the ledger); results and status carry none. */
+  readonly seq: number | undefined;
+}
+
+/** Replies remembered for deduplication: a microcontroller keeps a few. */
+const REMEMBERED_REPLIES = 32;
+
+interface CommandMessage {
+  id: string;
+  name: string;
+  args: Record<string, unknown>;
+  deadline: number;
+}
+
+export class MqttDevice extends SimDevice {
+  readonly kind = 'mqtt' as const;
+  private client: MqttClient | undefined;
+  private connected = false;
+  private queue: Outgoing[] = [];
+  private held: Outgoing | undefined;
+  private readonly replies = new Map<string, string>();
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private attempts = 0;
+  private stopped = false;
+  private readonly topics: { telemetry: string; commands: string; results: string; status: string };
+
+  constructor(
+    id: string,
+    model: DeviceModel,
+    clockOffset: number,
+    firstDue: number,
+    random: () => number,
+    private readonly deps: MqttDeviceDeps,
+  ) {
+    super(id, model, clockOffset, firstDue, random);
+    this.topics = {
+      telemetry: `devices/${id}/telemetry`,
+      commands: `devices/${id}/commands`,
+      results: `devices/${id}/results`,
+      status: `devices/${id}/status`,
+    };
+  }
+
+  get isConnected(): boolean {
+    return this.connected;
+  }
+
+  /** Connects (a new MQTT client: after a crash nothing of the old one survives). */
+  start(): void {
+    this.stopped = false;
+    this.running = true;
+    const c = this.deps.config;
+    const client = mqtt.connect(c['mqtt.url'], {
+      clientId: this.id,
+      clean: false,
+      keepalive: c['mqtt.keepalive'],
+      reconnectPeriod: 0, // our own backoff (below): MQTT.js retries at a fixed period
+      connectTimeout: 10_000,
+      will: { topic: this.topics.status, payload: Buffer.from('{"online":false}'), qos: 1, retain: false },
+    });
+    this.client = client;
+    client.on('connect', (connack) => {
+      if (client !== this.client) return;
+      this.connected = true;
+      this.attempts = 0;
+      this.deps.stats.connected++;
+      // A persistent session keeps the subscription; subscribe when the broker has none.
+      if (!connack.sessionPresent) {
+        client.subscribe(this.topics.commands, { qos: 1 }, (err) => {
+          if (err) this.deps.stats.errors++;
+        });
+      }
+      this.transmit({ topic: this.topics.status, body: '{"online":true}', seq: undefined });
+      const backlog = this.queue;
+      this.queue = [];
+      for (const m of backlog) this.transmit(m);
+    });
+    client.on('close', () => {
+      if (client !== this.client) return;
+      if (this.connected) {
+        this.connected = false;
+        this.deps.stats.connected--;
+      }
+      if (!this.stopped && this.running) this.scheduleReconnect();
+    });
+    client.on('error', () => {
+      this.deps.stats.errors++;
+    });
+    client.on('message', (topic, payload) => {
+      if (topic === this.topics.commands) this.onCommand(payload);
+    });
+  }
+
+  private scheduleReconnect(): void {
+    if (this.reconnectTimer) return;
+    const c = this.deps.config;
+    // Capped exponential backoff with jitter (half to all of it): a fleet dropped at once comes back spread out.
+    const exp = Math.min(
+      c['mqtt.reconnectMax'],
+      c['mqtt.reconnectBase'] * 2 ** Math.min(this.attempts++, 16),
+    );
+    const delay = Math.round(exp / 2 + (Math.random() * exp) / 2);
+    this.reconnectTimer = this.deps.clock.setTimeout(() => {
+      this.reconnectTimer = undefined;
+      const client = this.client;
+      if (!client || this.stopped || !this.running) return;
+      // Keep the stores: unacknowledged QoS 1 publishes are resent on the new connection.
+      client.reconnect({ incomingStore: client.incomingStore, outgoingStore: client.outgoingStore });
+    }, delay);
+  }
+
+  protected publish(type: string, payload: Payload, time: number): void {
+    const seq = this.deps.ledger.nextSeq(this.id);
+    const body =
+      typeof payload === 'number'
+        ? JSON.stringify({ seq, time, v: payload })
+        : JSON.stringify({ seq, time, ...payload });
+    const msg: Outgoing = { topic: `${this.topics.telemetry}/${type}`, body, seq };
+    const faults = this.deps.faults;
+    if (faults.malformed()) {
+      this.send({ topic: msg.topic, body: `{"seq":${seq},"time":${time},"broken`, seq: undefined });
+    }
+    if (this.held) {
+      const earlier = this.held;
+      this.held = undefined;
+      this.send(msg);
+      this.send(earlier);
+      return;
+    }
+    if (faults.holdBack()) {
+      this.held = msg;
+      return;
+    }
+    this.send(msg);
+    if (faults.duplicate()) this.send(msg);
+  }
+
+  /** Sends now when connected, else keeps it in the bounded local queue. */
+  private send(m: Outgoing): void {
+    if (this.connected) {
+      this.transmit(m);
+      return;
+    }
+    this.queue.push(m);
+    if (this.queue.length > this.deps.config['mqtt.queueLimit']) {
+      const oldest = this.queue.shift()!;
+      this.dropped(oldest);
+    }
+  }
+
+  private dropped(m: Outgoing): void {
+    if (m.seq === undefined) return;
+    this.deps.stats.dropped++;
+    this.deps.ledger.dropped(this.id, m.seq);
+  }
+
+  private transmit(m: Outgoing): void {
+    const client = this.client;
+    if (!client) return;
+    if (m.seq !== undefined) this.deps.stats.sent++;
+    client.publish(m.topic, m.body, { qos: 1 }, (err) => {
+      if (m.seq === undefined) return;
+      if (err) {
+        this.deps.stats.errors++;
+        return;
+      }
+      this.deps.stats.acked++;
+      this.deps.ledger.acked(this.id, m.seq);
+    });
+  }
+
+  private onCommand(raw: Buffer): void {
+    const stats = this.deps.stats;
+    let cmd: CommandMessage;
+    try {
+      const parsed = JSON.parse(raw.toString('utf8')) as Partial<CommandMessage>;
+      if (typeof parsed.id !== 'string' || typeof parsed.name !== 'string')
+        throw new TypeError('no id or name');
+      cmd = {
+        id: parsed.id,
+        name: parsed.name,
+        args: typeof parsed.args === 'object' && parsed.args !== null ? parsed.args : {},
+        deadline: typeof parsed.deadline === 'number' ? parsed.deadline : Number.POSITIVE_INFINITY,
+      };
+    } catch {
+      stats.errors++; // nothing to answer: a command without an id cannot be replied to
+      return;
+    }
+    stats.commandsReceived++;
+    const again = this.replies.get(cmd.id);
+    if (again !== undefined) {
+      // A redelivery (the persistent session, or the gateway after a reconnect): the same reply, no second effect.
+      this.send({ topic: this.topics.results, body: again, seq: undefined });
+      return;
+    }
+    // Never execute after the deadline [ARCHITECTURE guarantee 2], by the device's own clock (a device
+    // whose clock runs ahead drops commands early: the gateway then records them expired or unknown).
+    if (this.deps.clock.now() + this.clockOffset > cmd.deadline) return;
+    const stall = this.deps.faults.commandStall();
+    const answer = () => {
+      const reply = JSON.stringify({ id: cmd.id, ...this.execute(cmd) });
+      this.replies.set(cmd.id, reply);
+      if (this.replies.size > REMEMBERED_REPLIES) this.replies.delete(this.replies.keys().next().value!);
+      stats.commandsAnswered++;
+      this.send({ topic: this.topics.results, body: reply, seq: undefined });
+    };
+    if (stall > 0) this.deps.clock.setTimeout(answer, stall);
+    else answer();
+  }
+
+  private execute(cmd: CommandMessage): Record<string, unknown> {
+    switch (cmd.name) {
+      case 'ping':
+        return { status: 'succeeded', output: { pong: true, time: this.deps.clock.now() } };
+      case 'set-interval': {
+        const { sensor, interval } = cmd.args;
+        const previous = typeof sensor === 'string' ? this.intervalOf(sensor) : undefined;
+        if (previous === undefined || typeof interval !== 'number' || !(interval >= 1))
+          return {
+            status: 'rejected',
+            errorClass: 'ValidationError',
+            message: `set-interval needs a running sensor (${this.types.join(', ')}) and an interval >= 1 ms`,
+          };
+        this.setInterval(sensor as string, interval);
+        return { status: 'succeeded', output: { sensor, intervalMs: interval, previousMs: previous } };
+      }
+      case 'reboot':
+        return { status: 'succeeded', output: { rebootedAt: this.deps.clock.now() } };
+      default:
+        return {
+          status: 'rejected',
+          errorClass: 'UnknownCommand',
+          message: `no handler named "${cmd.name}" (known: ping, set-interval, reboot)`,
+        };
+    }
+  }
+
+  /** Storm: the connection drops without a DISCONNECT (the broker publishes the will); we reconnect. */
+  disconnect(): void {
+    if (!this.connected) return;
+    this.deps.stats.disconnects++;
+    this.client?.stream.destroy();
+  }
+
+  /** Crash: the socket dies, RAM (queue, held reading, MQTT.js stores) is lost; reboot after `downtimeMs`. */
+  crash(downtimeMs: number): void {
+    if (!this.running) return;
+    this.running = false;
+    this.deps.stats.crashes++;
+    const client = this.client;
+    this.client = undefined;
+    if (this.connected) {
+      this.connected = false;
+      this.deps.stats.connected--;
+    }
+    if (this.reconnectTimer) this.deps.clock.clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    client?.stream.destroy();
+    client?.end(true);
+    for (const m of this.queue) this.dropped(m);
+    if (this.held) this.dropped(this.held);
+    this.queue = [];
+    this.held = undefined;
+    this.replies.clear();
+    this.deps.clock.setTimeout(() => {
+      if (!this.stopped) this.start();
+    }, downtimeMs);
+  }
+
+  /** Clean stop: sends what it holds, waits (bounded) for PUBACKs, then DISCONNECT (no will). */
+  async stop(timeoutMs: number): Promise<void> {
+    this.running = false;
+    if (this.held) {
+      this.send(this.held);
+      this.held = undefined;
+    }
+    this.stopped = true;
+    if (this.reconnectTimer) this.deps.clock.clearTimeout(this.reconnectTimer);
+    const client = this.client;
+    if (!client) return;
+    for (const m of this.queue) this.dropped(m);
+    this.queue = [];
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        // PUBACKs did not all come: give up on them (they stay "sent, not acknowledged" in the ledger).
+        client.stream.destroy();
+        resolve();
+      }, timeoutMs);
+      client.end(false, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    if (this.connected) {
+      this.connected = false;
+      this.deps.stats.connected--;
+    }
+  }
+}
