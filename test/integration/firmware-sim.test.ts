@@ -94,3 +94,187 @@ describe('a mixed fleet', () => {
     expect(Object.keys(gps)).toEqual(expect.arrayContaining(['lat', 'lon', 'alt', 'spd', 'hdg']));
   });
 });
+
+/** Entries of a stream as field maps. */
+async function streamMaps(stream: string): Promise<Map<string, string>[]> {
+  const entries = await client.xrange(stream, '-', '+');
+  return entries.map(([, fields]) => {
+    const m = new Map<string, string>();
+    for (let i = 0; i + 1 < fields.length; i += 2) m.set(fields[i]!, fields[i + 1]!);
+    return m;
+  });
+}
+
+describe('fault switches', () => {
+  it('duplicate publishes are refused by the idempotent appends: nothing stored twice', async () => {
+    const gwDuplicatesBefore = gw.gateway.producer.totals.duplicates;
+    const f = await fleet({ 'fleet.agents': 4, 'fleet.mqtt': 4, 'faults.duplicate': 0.3 });
+    await runUntil(f, 1500);
+    await f.stop();
+    const s = f.stats();
+    expect(s.faults.duplicates).toBeGreaterThan(50);
+    // Agents: refused by Redis through the shared producer; MQTT: through the gateway's producer.
+    expect(s.duplicatesRefused).toBeGreaterThan(0);
+    expect(gw.gateway.producer.totals.duplicates - gwDuplicatesBefore).toBeGreaterThan(0);
+    expect(s.duplicatesRefused + gw.gateway.producer.totals.duplicates - gwDuplicatesBefore).toBe(
+      s.faults.duplicates,
+    );
+    const report = await f.audit();
+    expect(report.duplicates).toBe(0);
+    expect(report.lost).toBe(0);
+    expect(report.stored).toBe(report.acked);
+  });
+
+  it('out-of-order publishes are all stored, once each', async () => {
+    const f = await fleet({ 'fleet.agents': 4, 'fleet.mqtt': 4, 'faults.outOfOrder': 0.3 });
+    await runUntil(f, 1500);
+    await f.stop();
+    expect(f.stats().faults.outOfOrder).toBeGreaterThan(50);
+    const report = await f.audit();
+    expect(report.storedOutOfOrder).toBeGreaterThan(0);
+    expect(report.lost).toBe(0);
+    expect(report.duplicates).toBe(0);
+    expect(report.unacked).toBe(0);
+    expect(report.stored).toBe(report.acked);
+  });
+
+  it('malformed payloads land in the rejected stream with their reason, and good data still arrives', async () => {
+    const f = await fleet({ 'fleet.agents': 0, 'fleet.mqtt': 4, 'faults.malformed': 0.1 });
+    const idPrefix = f.config['fleet.idPrefix'];
+    await runUntil(f, 800);
+    await f.stop();
+    const malformed = f.stats().faults.malformed;
+    expect(malformed).toBeGreaterThan(10);
+    const rejected = (await streamMaps(keys.rejected())).filter((m) =>
+      m.get('d')?.startsWith(`${idPrefix}-`),
+    );
+    expect(rejected).toHaveLength(malformed);
+    for (const r of rejected) expect(r.get('r')).toMatch(/^malformed: /);
+    const report = await f.audit();
+    expect(report.lost).toBe(0);
+    expect(report.stored).toBe(report.acked);
+  });
+
+  it('clock skew: skewed devices stamp their own (wrong) time, and it is kept as sent', async () => {
+    const skew = 3_600_000;
+    const f = await fleet({
+      'fleet.agents': 2,
+      'fleet.mqtt': 2,
+      'faults.clockSkew': 1,
+      'faults.clockSkewMs': skew,
+    });
+    const idPrefix = f.config['fleet.idPrefix'];
+    await runUntil(f, 400);
+    await f.stop();
+    const entries = (await readAllTelemetry(client, keys)).filter((e) =>
+      e.deviceId.startsWith(`${idPrefix}-`),
+    );
+    const offsets = new Map<string, number>();
+    for (const e of entries) {
+      const off = e.time - Number(e.id.split('-')[0]);
+      // Within a few seconds of +-1 h: the device's time, not the gateway's or Redis's.
+      expect(Math.abs(Math.abs(off) - skew)).toBeLessThan(5000);
+      offsets.set(e.deviceId, Math.sign(off));
+    }
+    expect(offsets.size).toBe(4);
+    expect([...offsets.values()].filter((s) => s > 0)).toHaveLength(2);
+  });
+
+  it('slow command handlers: the result comes, after the stall', async () => {
+    const stall = 600;
+    const f = await fleet({
+      'fleet.agents': 1,
+      'fleet.mqtt': 1,
+      'fleet.commandAgents': 1,
+      'faults.slowCommands': 1,
+      'faults.slowCommandMs': stall,
+    });
+    try {
+      await waitFor(async () => f.stats().connected === 2, 10_000, 'devices connected');
+      for (const d of f.devices) {
+        const sent = await sendCommand(client, keys, d.id, { name: 'ping', ttlMs: 20_000 });
+        const result = await waitForResult(client, keys, d.id, sent.command.id, 15_000);
+        expect(result.status).toBe('succeeded');
+        expect(result.finishedAt! - sent.command.issuedAt).toBeGreaterThanOrEqual(stall);
+      }
+      expect(f.stats().faults.slowCommands).toBe(2);
+    } finally {
+      await f.stop();
+    }
+  });
+
+  it('a crashing MQTT device reconnects with its persistent session and gets the command queued meanwhile', async () => {
+    const f = await fleet({ 'fleet.agents': 0, 'fleet.mqtt': 2 });
+    const [victim] = f.devices;
+    try {
+      await waitFor(async () => f.stats().connected === 2, 10_000, 'devices connected');
+      const crashedAt = Date.now();
+      await f.crash(victim!.id, 1500);
+      expect(f.stats().byKind.mqtt.connected).toBe(1);
+      const sent = await sendCommand(client, keys, victim!.id, { name: 'ping', ttlMs: 20_000 });
+      const result = await waitForResult(client, keys, victim!.id, sent.command.id, 15_000);
+      expect(result.status).toBe('succeeded');
+      expect(result.finishedAt!).toBeGreaterThanOrEqual(crashedAt + 1500);
+      // The broker saw it die without a DISCONNECT (will or lost), then come back.
+      const presence = (await streamMaps(keys.presence())).filter((m) => m.get('d') === victim!.id);
+      const events = presence.map((m) => m.get('e'));
+      expect(events.some((e) => e === 'will' || e === 'lost')).toBe(true);
+      expect(events.filter((e) => e === 'connected').length).toBeGreaterThanOrEqual(2);
+    } finally {
+      await f.stop();
+    }
+    const report = await f.audit();
+    expect(f.stats().byKind.mqtt.crashes).toBe(1);
+    expect(report.lost).toBe(0);
+    expect(report.duplicates).toBe(0);
+  });
+
+  it('a crashing agent device restarts its command worker, which runs the command queued meanwhile', async () => {
+    const f = await fleet({ 'fleet.agents': 1, 'fleet.mqtt': 0, 'fleet.commandAgents': 1 });
+    const [victim] = f.devices;
+    try {
+      await waitFor(async () => f.stats().acked > 20, 10_000, 'agent streaming');
+      const crashed = f.crash(victim!.id, 1000);
+      const sent = await sendCommand(client, keys, victim!.id, { name: 'ping', ttlMs: 20_000 });
+      await crashed;
+      const result = await waitForResult(client, keys, victim!.id, sent.command.id, 15_000);
+      expect(result.status).toBe('succeeded');
+    } finally {
+      await f.stop();
+    }
+    const report = await f.audit();
+    expect(report.lost).toBe(0);
+    expect(report.duplicates).toBe(0);
+  });
+
+  it('disconnect storms: devices reconnect with backoff and nothing acknowledged is lost', async () => {
+    const f = await fleet({ 'fleet.agents': 4, 'fleet.mqtt': 8 });
+    await waitFor(async () => f.stats().connected === 12, 10_000, 'all devices connected');
+    await runUntil(f, 500);
+    const hit = f.storm(1);
+    expect(hit).toHaveLength(8);
+    await waitFor(async () => f.stats().byKind.mqtt.disconnects === 8, 5000, 'storm');
+    const ackedAtStorm = f.stats().acked;
+    await waitFor(async () => f.stats().connected === 12, 15_000, 'all devices back');
+    await runUntil(f, ackedAtStorm + 500);
+    await f.stop();
+    const report = await f.audit();
+    expect(report.lost).toBe(0);
+    expect(report.duplicates).toBe(0);
+    expect(report.stored).toBe(report.acked);
+  });
+
+  it('scheduled faults run at their rate: crashes per minute', async () => {
+    const f = await fleet({
+      'fleet.agents': 3,
+      'fleet.mqtt': 3,
+      'faults.crashes': 120,
+      'faults.crashDowntime': 200,
+    });
+    await waitFor(async () => f.stats().faults.crashes >= 3, 10_000, 'three scheduled crashes');
+    await f.stop();
+    const report = await f.audit();
+    expect(report.lost).toBe(0);
+    expect(report.duplicates).toBe(0);
+  });
+});
