@@ -1,20 +1,73 @@
 /**
- * `npm start`: the demo. Starts a throw-away redis-server (unless REDIS_URL is
- * set), one device agent with simulated sensors, and shows what arrives in the
- * telemetry streams, live. Ctrl-C stops everything and leaves nothing running.
+ * `npm start`: the demo. Starts, with embedded defaults,
+ *
+ *   1. a throw-away redis-server in a temporary directory (unless REDIS_URL is set),
+ *   2. the gateway in this process: its embedded MQTT broker, command delivery and the dashboard,
+ *   3. a mixed simulated fleet (firmware-sim): agent devices and MQTT-only firmware,
+ *   4. a control loop that sends a command to a random device every few seconds and prints its result,
+ *
+ * prints the dashboard's URL and a live progress line, and on Ctrl-C (or
+ * --demo-duration) stops everything in order, prints a summary and leaves
+ * nothing running. Every port is a free one unless the user sets it.
  */
+import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pino } from 'pino';
+import type { CommandResult } from '#shared/commands/codec.js';
+import { ResultWatcher, sendCommand } from '#shared/commands/send.js';
 import { loadConfig } from '#shared/config/load.js';
-import { decodeEnvelope } from '#shared/envelope.js';
+import { exitWithError, startProgram } from '#shared/config/program.js';
+import { type ConfigOf, opt } from '#shared/config/schema.js';
 import { describeError } from '#shared/errors.js';
-import { createLogger } from '#shared/log.js';
-import { createRedis } from '#shared/redis/connect.js';
-import { Agent } from '../device/agent.js';
-import { agentSchema, ENV_PREFIX } from '../device/config.js';
-import { type RedisServer, startLocalRedis } from '../test/harness/redis-server.js';
+import { createRedis, type RedisClient } from '#shared/redis/connect.js';
+import { type Fleet, startFleet } from '../firmware-sim/fleet.js';
+import { ENV_PREFIX as GATEWAY_ENV_PREFIX, gatewaySchema } from '../gateway/config.js';
+import { Gateway } from '../gateway/gateway.js';
+import { freePort } from '../test/harness/ports.js';
+import { captureOutput, spawnTracked, waitExit, waitForPort } from '../test/harness/process.js';
+
+const ENV_PREFIX = 'DEMO';
+
+const demoSchema = {
+  'demo.redisUrl': opt.optionalString(
+    'Redis to use; when unset, a throw-away redis-server is started in a temporary directory',
+    { env: 'REDIS_URL' },
+  ),
+  'demo.agents': opt.integer(8, 'Agent devices (the device library with simulated sensors)', {
+    min: 0,
+    max: 10_000,
+  }),
+  'demo.mqtt': opt.integer(8, 'MQTT-only devices (firmware speaking MQTT to the gateway)', {
+    min: 0,
+    max: 10_000,
+  }),
+  'demo.profile': opt.enum(['drone', 'environment', 'constant'], 'drone', 'Signal profile of the fleet'),
+  'demo.commandInterval': opt.duration(2000, 'A command to a random device this often (0 = none)', {
+    min: 0,
+  }),
+  'demo.commandTtl': opt.duration(10_000, 'Time to live of the control loop commands', { min: 1000 }),
+  'demo.dashboardPort': opt.integer(0, 'Dashboard port (0 = a free port)', { min: 0, max: 65535 }),
+  'demo.dashboardHost': opt.string('127.0.0.1', 'Address the dashboard listens on'),
+  'demo.brokerPort': opt.integer(0, 'MQTT broker port of the gateway (0 = a free port)', {
+    min: 0,
+    max: 65535,
+  }),
+  'demo.keyPrefix': opt.string('', 'Redis key prefix (default: demo-<time>, so runs never mix)'),
+  'demo.duration': opt.duration(0, 'Stop by itself after this long (0 = run until Ctrl-C)', { min: 0 }),
+  'demo.logFile': opt.optionalString('Where the components log (default: demo.log in a temporary directory)'),
+} as const;
+
+type DemoConfig = ConfigOf<typeof demoSchema>;
+
+const USAGE = `Usage: npm start [-- --demo-agents N --demo-mqtt N --demo-duration 30s ...]
+
+Runs the whole system on this machine: a local redis-server (unless REDIS_URL
+is set), the gateway with its MQTT broker and dashboard, a simulated fleet of
+agent and MQTT devices, and a control loop sending commands. Open the printed
+dashboard URL in a browser. Ctrl-C stops everything and prints a summary.`;
 
 function haveRedisServer(): boolean {
   try {
@@ -25,9 +78,96 @@ function haveRedisServer(): boolean {
   }
 }
 
+interface LocalRedis {
+  readonly url: string;
+  readonly dir: string;
+  readonly child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+/**
+ * A throw-away redis-server. It runs in its own process group (detached), so
+ * the terminal's Ctrl-C reaches only the demo, which stops the fleet and the
+ * gateway first and Redis last; the harness also kills it if the demo dies.
+ */
+async function startThrowawayRedis(): Promise<LocalRedis> {
+  const dir = mkdtempSync(join(tmpdir(), 'demo-redis-'));
+  const port = await freePort();
+  const child = spawnTracked(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'],
+    { detached: true },
+  );
+  const out = captureOutput(child);
+  try {
+    await waitForPort(port);
+  } catch (err) {
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`redis-server did not start: ${(err as Error).message}\n${out.text()}`);
+  }
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    dir,
+    child,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        await waitExit(child).catch(() => child.kill('SIGKILL'));
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Command round trips, for the summary. */
+class CommandTally {
+  sent = 0;
+  readonly byStatus = new Map<string, number>();
+  readonly roundTrips: number[] = [];
+  timeouts = 0;
+
+  record(r: CommandResult): void {
+    this.byStatus.set(r.status, (this.byStatus.get(r.status) ?? 0) + 1);
+    if (r.issuedAt !== undefined) this.roundTrips.push(r.finishedAt - r.issuedAt);
+  }
+
+  get succeeded(): number {
+    return this.byStatus.get('succeeded') ?? 0;
+  }
+
+  percentile(p: number): number | undefined {
+    if (this.roundTrips.length === 0) return undefined;
+    const sorted = [...this.roundTrips].sort((a, b) => a - b);
+    return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+  }
+}
+
+function pickCommand(
+  random: () => number,
+  deviceKind: string,
+): { name: string; args: Record<string, unknown> } {
+  if (random() < 0.5) return { name: 'ping', args: {} };
+  // Both kinds run battery at 1 Hz in the drone profile; other profiles have other signals.
+  const sensor = deviceKind === 'env' ? 'temperature' : 'battery';
+  return { name: 'set-interval', args: { sensor, interval: 500 + Math.floor(random() * 4) * 250 } };
+}
+
 async function main(): Promise<void> {
-  let server: RedisServer | undefined;
-  let url = process.env.REDIS_URL;
+  const { config } = startProgram({ name: 'demo', usage: USAGE, schema: demoSchema, envPrefix: ENV_PREFIX });
+  await run(config);
+}
+
+async function run(config: DemoConfig): Promise<void> {
+  const out = (line: string) => process.stdout.write(line);
+  const tty = process.stdout.isTTY === true;
+  const workDir = mkdtempSync(join(tmpdir(), 'demo-'));
+  const logFile = config['demo.logFile'] ?? join(workDir, 'demo.log');
+  const logDest = pino.destination({ dest: logFile, sync: false, mkdir: true });
+  const logger = pino({ level: 'info', base: { pid: process.pid } }, logDest);
+
+  let redis: LocalRedis | undefined;
+  let url = config['demo.redisUrl'];
   if (!url) {
     if (!haveRedisServer()) {
       process.stderr.write(
@@ -35,80 +175,219 @@ async function main(): Promise<void> {
       );
       process.exit(2);
     }
-    server = await startLocalRedis();
-    url = server.url;
-    process.stdout.write(`started redis-server on ${url} in ${server.dir}\n`);
+    redis = await startThrowawayRedis();
+    url = redis.url;
+    out(`redis     ${url} (throw-away, in ${redis.dir})\n`);
+  } else {
+    out(`redis     ${url} (REDIS_URL)\n`);
   }
-  const prefix = `demo${Date.now().toString(36)}`;
-  const config = loadConfig(agentSchema, ENV_PREFIX, {
-    env: process.env,
-    overrides: {
-      'device.id': 'demo-pi-01',
-      'device.dataDir': mkdtempSync(join(tmpdir(), 'demo-agent-')),
-      'redis.url': url,
-      'redis.keyPrefix': prefix,
-      sensors: ['temperature', 'battery', 'gps', 'cpu_temp', 'load', 'memory'],
-      'sensors.cpu_temp.interval': 2000,
-      'sensors.load.interval': 2000,
-      'sensors.memory.interval': 2000,
-    },
-  });
-  const agent = new Agent(config, { logger: createLogger('agent', 'warn') });
-  await agent.start();
-  const reader = createRedis(config, { connectionName: 'demo-reader' });
-  const stream = agent.keys.telemetryStreamFor('demo-pi-01');
-  process.stdout.write(`agent demo-pi-01 publishing to ${stream}; Ctrl-C to stop\n\n`);
+  const prefix = config['demo.keyPrefix'] || `demo-${Date.now().toString(36)}`;
 
-  const latest = new Map<string, string>();
-  const counts = new Map<string, number>();
-  let lastId = '0-0';
-  let total = 0;
-  let running = true;
+  // Everything started so far is stopped, in reverse order, by `stop` (also when a later step fails).
+  let gateway: Gateway | undefined;
+  let fleet: Fleet | undefined;
+  let watcher: ResultWatcher | undefined;
+  let client: RedisClient | undefined;
+  const timers: NodeJS.Timeout[] = [];
+  const tally = new CommandTally();
   const started = Date.now();
+  let stopping: Promise<void> | undefined;
+  let progressShown = false;
 
-  const stop = async () => {
-    if (!running) return;
-    running = false;
-    const { unsent } = await agent.stop();
-    reader.disconnect();
-    await server?.destroy();
-    const seconds = (Date.now() - started) / 1000;
-    process.stdout.write(
-      `\n\nsummary: ${total} entries in ${seconds.toFixed(1)} s (${(total / seconds).toFixed(1)}/s), ` +
-        `${agent.producer.totals.duplicates} duplicates refused, ${agent.droppedEntries} dropped, ${unsent} unsent\n` +
-        [...counts].map(([type, n]) => `  ${type.padEnd(12)} ${n}`).join('\n') +
-        '\n',
-    );
-    process.exit(0);
+  const clearProgress = () => {
+    if (tty && progressShown) out('\r\x1b[K');
   };
-  process.on('SIGINT', () => void stop());
-  process.on('SIGTERM', () => void stop());
 
-  while (running) {
-    let reply: Array<[string, Array<[string, string[]]>]> | null;
-    try {
-      reply = (await reader.xread('COUNT', 1000, 'BLOCK', 1000, 'STREAMS', stream, lastId)) as typeof reply;
-    } catch (err) {
-      if (!running) return; // stopping: the reader was closed under the blocking read
-      throw err;
-    }
-    for (const [, entries] of reply ?? []) {
-      for (const [id, fields] of entries) {
-        lastId = id;
-        const e = decodeEnvelope(fields);
-        total++;
-        counts.set(e.type, (counts.get(e.type) ?? 0) + 1);
-        latest.set(e.type, JSON.stringify(e.payload));
+  const stop = (reason: string, code = 0): Promise<void> => {
+    stopping ??= (async () => {
+      for (const t of timers) clearInterval(t);
+      clearProgress();
+      out(`\nstopping (${reason}) ...\n`);
+      const fleetStats = fleet?.stats();
+      const sample = gateway?.dashboard?.history.latest();
+      const stepErrors: string[] = [];
+      const step = async (what: string, fn: () => Promise<unknown>) => {
+        try {
+          await fn();
+        } catch (err) {
+          stepErrors.push(`${what}: ${describeError(err)}`);
+        }
+      };
+      await step('result watcher', async () => watcher?.stop());
+      await step('fleet', async () => fleet?.stop());
+      const audit = fleet ? await fleet.audit().catch(() => undefined) : undefined;
+      let unsent = 0;
+      await step('gateway', async () => {
+        if (gateway) unsent = (await gateway.stop()).unsent;
+      });
+      client?.disconnect();
+      await step('redis', async () => redis?.stop());
+      const seconds = (Date.now() - started) / 1000;
+      const p50 = tally.percentile(50);
+      const p99 = tally.percentile(99);
+      const statuses = [...tally.byStatus].map(([s, n]) => `${n} ${s}`).join(', ') || 'none ended';
+      const lines = [
+        '',
+        `summary after ${seconds.toFixed(1)} s`,
+        `  devices      ${fleet?.devices.length ?? 0} (${config['demo.agents']} agents, ${config['demo.mqtt']} MQTT), profile ${config['demo.profile']}`,
+        fleetStats
+          ? `  telemetry    ${fleetStats.sent} sent, ${fleetStats.acked} acknowledged, ${fleetStats.dropped} dropped on devices, ${fleetStats.errors} device errors`
+          : '  telemetry    -',
+        sample
+          ? `  streams      ${sample.ingested} entries ingested, ${sample.rejected} rejected, ${sample.deadLetters} dead letters`
+          : '',
+        audit
+          ? `  audit        ${audit.lost} lost, ${audit.duplicates} duplicates (every acknowledged reading read back from the streams)`
+          : '',
+        `  commands     ${tally.sent} sent: ${statuses}${tally.timeouts ? `, ${tally.timeouts} without a result in time` : ''}` +
+          (p50 !== undefined ? `; round trip p50 ${p50} ms, p99 ${p99} ms` : ''),
+        `  gateway      ${unsent} unsent at stop`,
+        `  logs         ${logFile}`,
+        ...stepErrors.map((e) => `  error        ${e}`),
+        '',
+      ].filter((l) => l !== '');
+      out(`${lines.join('\n')}\n`);
+      logDest.flushSync();
+      if (!config['demo.logFile']) {
+        // The log stays for reading when something went wrong; otherwise the temp dir goes.
+        if (stepErrors.length === 0 && code === 0) rmSync(workDir, { recursive: true, force: true });
       }
+      process.exit(stepErrors.length > 0 ? 1 : code);
+    })();
+    return stopping;
+  };
+  let interrupts = 0;
+  const onSignal = (signal: string) => {
+    interrupts++;
+    if (interrupts > 1) {
+      // A second Ctrl-C: give up on the orderly stop; the harness's exit hook kills redis-server.
+      process.stderr.write('\ndemo: forced exit\n');
+      process.exit(130);
     }
-    if (!running) break;
-    const rate = total / ((Date.now() - started) / 1000);
-    const summary = [...latest].map(([type, p]) => `${type}=${p}`).join('  ');
-    process.stdout.write(`\r\x1b[K${total} entries (${rate.toFixed(1)}/s) ${summary.slice(0, 160)}`);
+    void stop(signal);
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+
+  try {
+    const gatewayConfig = loadConfig(gatewaySchema, GATEWAY_ENV_PREFIX, {
+      overrides: {
+        'redis.url': url,
+        'redis.keyPrefix': prefix,
+        'broker.port': config['demo.brokerPort'],
+        'dashboard.port': config['demo.dashboardPort'],
+        'dashboard.host': config['demo.dashboardHost'],
+        'gateway.id': 'demo-gateway',
+        'log.level': 'info',
+      },
+    });
+    gateway = new Gateway(gatewayConfig, { logger: logger.child({ name: 'gateway' }) });
+    const ports = await gateway.start();
+    const brokerUrl = `mqtt://127.0.0.1:${ports?.tcp ?? config['demo.brokerPort']}`;
+    out(`gateway   MQTT broker ${brokerUrl}, key prefix "${prefix}"\n`);
+
+    fleet = await startFleet(
+      {
+        'redis.url': url,
+        'redis.keyPrefix': prefix,
+        'mqtt.url': brokerUrl,
+        'fleet.agents': config['demo.agents'],
+        'fleet.mqtt': config['demo.mqtt'],
+        'fleet.profile': config['demo.profile'],
+        'fleet.idPrefix':
+          config['demo.profile'] === 'drone'
+            ? 'drone'
+            : config['demo.profile'] === 'environment'
+              ? 'env'
+              : 'load',
+        // Every agent takes commands in the demo (each holds one blocking connection; fine for a few).
+        'fleet.commandAgents': config['demo.agents'],
+      },
+      { logger: logger.child({ name: 'fleet' }) },
+    );
+    out(
+      `fleet     ${config['demo.agents']} agent + ${config['demo.mqtt']} MQTT devices (${config['demo.profile']})\n`,
+    );
+    out(`dashboard ${gateway.dashboard?.url ?? '(off)'}\n`);
+    out(
+      `Ctrl-C stops everything${config['demo.duration'] > 0 ? `; stopping by itself after ${config['demo.duration'] / 1000} s` : ''}\n\n`,
+    );
+
+    client = createRedis(gatewayConfig, { connectionName: 'demo-control' });
+    client.on('error', () => {
+      // reconnects; a failed send is reported on its own line
+    });
+    watcher = new ResultWatcher(client, gateway.keys);
+    await watcher.start();
+
+    const devices = fleet.devices;
+    let rng = 0x9e3779b9;
+    const random = () => {
+      // xorshift32: repeatable picks, no dependency
+      rng ^= rng << 13;
+      rng ^= rng >>> 17;
+      rng ^= rng << 5;
+      return (rng >>> 0) / 0x1_0000_0000;
+    };
+    const printAbove = (line: string) => {
+      clearProgress();
+      out(`${line}\n`);
+      progressShown = false;
+    };
+    const sendOne = async () => {
+      if (stopping || !client || !watcher || devices.length === 0) return;
+      const device = devices[Math.floor(random() * devices.length)];
+      if (!device) return;
+      const cmd = pickCommand(random, config['demo.profile'] === 'environment' ? 'env' : 'drone');
+      const ttlMs = config['demo.commandTtl'];
+      try {
+        const sent = await sendCommand(client, gateway!.keys, device.id, { ...cmd, ttlMs });
+        tally.sent++;
+        const result = await watcher.wait(device.id, sent.command.id, ttlMs + 5000);
+        if (stopping) return;
+        tally.record(result);
+        const took = result.issuedAt !== undefined ? `${result.finishedAt - result.issuedAt} ms` : '';
+        const detail =
+          result.status === 'succeeded' ? JSON.stringify(result.output ?? null) : (result.message ?? '');
+        printAbove(
+          `command   ${cmd.name.padEnd(12)} -> ${device.id.padEnd(12)} (${device.kind.padEnd(5)}) ${result.status} ${took}  ${detail.slice(0, 80)}`,
+        );
+      } catch (err) {
+        if (stopping) return;
+        tally.timeouts++;
+        printAbove(`command   ${cmd.name} -> ${device.id}: ${describeError(err)}`);
+      }
+    };
+    if (config['demo.commandInterval'] > 0) {
+      timers.push(setInterval(() => void sendOne(), config['demo.commandInterval']));
+    }
+
+    const progress = () => {
+      if (stopping || !fleet) return;
+      const s = fleet.stats();
+      const sample = gateway?.dashboard?.history.latest();
+      const line =
+        `devices ${s.connected}/${devices.length} connected | ` +
+        `${sample ? sample.ingestedPerS : 0} msg/s ingested (${s.acked} acked) | ` +
+        `commands ${tally.sent} sent, ${tally.succeeded} succeeded | ` +
+        `lag ${sample?.lag ?? '?'} pending ${sample ? sample.pending + sample.gatewayPending : '?'}`;
+      if (tty) out(`\r\x1b[K${line.slice(0, Math.max(40, (process.stdout.columns ?? 200) - 1))}`);
+      else out(`${line}\n`);
+      progressShown = true;
+    };
+    timers.push(setInterval(progress, 1000));
+    if (config['demo.duration'] > 0) {
+      timers.push(
+        setTimeout(
+          () => void stop(`--demo-duration ${config['demo.duration'] / 1000} s`),
+          config['demo.duration'],
+        ),
+      );
+    }
+  } catch (err) {
+    process.stderr.write(`demo: ${describeError(err)}\n`);
+    await stop('start failed', 1);
   }
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`demo: ${describeError(err)}\n`);
-  process.exit(1);
-});
+main().catch((err: unknown) => exitWithError('demo', err));

@@ -3,7 +3,9 @@
  * readings and last-seen time, read from what the system already keeps:
  *
  * - device ids: the agents' registry (`iot:devices`), the MQTT devices
- *   (`iot:mqtt:devices`) and the gateways' `iot:lastseen` hash;
+ *   (`iot:mqtt:devices`), the gateways' `iot:lastseen` hash, and the
+ *   devices in the newest entries of each partition (agents that publish
+ *   without registering);
  * - latest state: the projection's per-device hash (shared/state.ts), the
  *   fleet's consistent view, ordered by sequence number;
  * - last seen: the later of the projection's `seen` and `iot:lastseen`.
@@ -70,7 +72,7 @@ interface Tail {
 }
 
 export class FleetReader {
-  private tailCache: { at: number; tails: Map<string, Tail> } | undefined;
+  private tailCache: { at: number; tails: Promise<Map<string, Tail>> } | undefined;
 
   constructor(
     private readonly client: RedisClient,
@@ -80,13 +82,15 @@ export class FleetReader {
 
   async read(query: FleetQuery): Promise<FleetView> {
     const { client, keys } = this;
-    const [agents, mqtt, seenIds] = await Promise.all([
+    const [agents, mqtt, seenIds, tails] = await Promise.all([
       client.smembers(keys.fleet()),
       client.smembers(keys.mqttDevices()),
       client.hkeys(keys.lastSeen()),
+      this.tails(),
     ]);
     const mqttSet = new Set(mqtt);
-    const all = [...new Set([...agents, ...mqtt, ...seenIds])].sort();
+    // Devices that publish without registering (no command worker) are found in the partitions' tails.
+    const all = [...new Set([...agents, ...mqtt, ...seenIds, ...tails.keys()])].sort();
     const matching = query.filter ? all.filter((id) => id.includes(query.filter ?? '')) : all;
     const page = matching.slice(query.offset, query.offset + query.limit);
     if (page.length === 0)
@@ -96,7 +100,6 @@ export class FleetReader {
       Promise.all(page.map((id) => client.hgetall(keys.deviceState(id)))),
       client.hmget(keys.lastSeen(), ...page),
     ]);
-    let tails: Map<string, Tail> | undefined;
     const devices: DeviceView[] = [];
     for (const [i, id] of page.entries()) {
       const state = decodeDeviceState(id, states[i] ?? {});
@@ -111,7 +114,6 @@ export class FleetReader {
         devices.push({ id, kind, lastSeen: last || null, seq: state.seq, readings, source: 'projection' });
         continue;
       }
-      tails ??= await this.tails();
       const tail = tails.get(id);
       const last = Math.max(tail?.seen ?? 0, gatewaySeen);
       devices.push({
@@ -126,10 +128,19 @@ export class FleetReader {
     return { total: all.length, matching: matching.length, offset: query.offset, devices };
   }
 
-  /** Newest readings per device from the end of every partition, cached for a second. */
-  private async tails(): Promise<Map<string, Tail>> {
+  /** Newest readings per device from the end of every partition; one read a second, shared by concurrent requests. */
+  private tails(): Promise<Map<string, Tail>> {
     const now = this.now();
     if (this.tailCache && now - this.tailCache.at < 1000) return this.tailCache.tails;
+    const tails = this.readTails();
+    this.tailCache = { at: now, tails };
+    tails.catch(() => {
+      this.tailCache = undefined;
+    });
+    return tails;
+  }
+
+  private async readTails(): Promise<Map<string, Tail>> {
     const replies = await Promise.all(
       this.keys.allTelemetryStreams().map((k) => this.client.xrevrange(k, '+', '-', 'COUNT', TAIL_ENTRIES)),
     );
@@ -151,11 +162,11 @@ export class FleetReader {
         tail.seen = Math.max(tail.seen, arrival);
         tail.seq = Math.max(tail.seq, e.seq);
         const old = tail.readings.get(e.type);
-        if (!old || old.seq < e.seq)
+        if (!old || old.seq < e.seq) {
           tail.readings.set(e.type, { seq: e.seq, time: e.time, payload: bounded(e.payload) });
+        }
       }
     }
-    this.tailCache = { at: now, tails };
     return tails;
   }
 }

@@ -92,7 +92,8 @@ function drawChart(svg, samples, series) {
   const now = samples.length ? samples[samples.length - 1].t : Date.now();
   const t0 = now - CHART_WINDOW_S * 1000;
   const shown = samples.filter((s) => s.t >= t0);
-  let max = 1;
+  // At least 4, so the four grid steps are whole numbers.
+  let max = 4;
   for (const s of shown)
     for (const { key } of series) if (typeof s[key] === 'number') max = Math.max(max, s[key]);
   // A round top value, so the grid labels read well.
@@ -108,7 +109,8 @@ function drawChart(svg, samples, series) {
     svg.append(label);
   }
   for (const m of [0, 1, 2, 3, 4, 5]) {
-    const label = svgEl('text', { class: 'axis', x: x(t0 + m * 60_000), y: h - 3, 'text-anchor': 'middle' });
+    const anchor = m === 0 ? 'start' : m === 5 ? 'end' : 'middle';
+    const label = svgEl('text', { class: 'axis', x: x(t0 + m * 60_000), y: h - 3, 'text-anchor': anchor });
     label.textContent = m === 5 ? 'now' : `-${5 - m} min`;
     svg.append(label);
   }
