@@ -166,6 +166,10 @@ end
 
 local lenAfter = redis.call('XLEN', key)
 local memAfter = redis.call('MEMORY', 'USAGE', key, 'SAMPLES', samples) or 0
+-- Memory does not fall in proportion to the entries removed (consumer groups'
+-- pending lists stay, a partly trimmed node keeps its size): measure again
+-- and ask for another call while still over the cap.
+if removedCap > 0 and lenAfter > 0 and memAfter > maxBytes then more = 1 end
 local result = { lenBefore, removedAge, removedLen, removedCap, lenAfter, memAfter, more, blockedBy, now, #groups }
 for _, group in ipairs(groups) do
   -- The oldest pending entry may be gone after a forced trim; report what XPENDING said before.
