@@ -35,6 +35,7 @@ export interface Summary {
   ackedPerSecond: number;
   errors: number;
   dropped: number;
+  skippedSamples: number;
   duplicatesRefused: number;
   faults: FleetStats['faults'];
   audit?: AuditReport;
@@ -47,7 +48,7 @@ function printSummary(sum: Summary): void {
     `summary after ${sum.seconds.toFixed(1)} s: ${sum.devices.agent} agent + ${sum.devices.mqtt} MQTT devices`,
     `  sent          ${sum.sent}  (offered ${Math.round(sum.offeredPerSecond)}/s)`,
     `  acknowledged  ${sum.acked}  (${Math.round(sum.ackedPerSecond)}/s)`,
-    `  errors        ${sum.errors}   dropped on devices ${sum.dropped}`,
+    `  errors        ${sum.errors}   dropped on devices ${sum.dropped}   samples skipped (simulator behind) ${sum.skippedSamples}`,
     `  faults        ${
       Object.entries(sum.faults)
         .filter(([, n]) => n > 0)
@@ -107,6 +108,7 @@ async function main(): Promise<void> {
       ackedPerSecond: s.acked / seconds,
       errors: s.errors,
       dropped: s.dropped,
+      skippedSamples: s.skippedSamples,
       duplicatesRefused: s.duplicatesRefused,
       faults: s.faults,
     };

@@ -59,6 +59,8 @@ export interface FleetStats {
   faults: FaultCounts;
   /** Messages per second the profile offers, for the whole fleet (without faults). */
   offeredPerSecond: number;
+  /** Samples skipped because this process fell behind its schedule (an overloaded simulator). */
+  skippedSamples: number;
 }
 
 export interface Fleet {
@@ -220,6 +222,7 @@ export async function startFleet(
       duplicatesRefused: pool.producer.totals.duplicates,
       faults: { ...faults.counts },
       offeredPerSecond,
+      skippedSamples: all.reduce((sum, d) => sum + d.skipped, 0),
     };
   };
 

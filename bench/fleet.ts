@@ -1,0 +1,230 @@
+/**
+ * `npm run bench -- fleet`: the seed's case study as a load scenario.
+ *
+ * 2,000 simulated delivery drones (GPS 10 Hz + battery 1 Hz: ~22,000 msg/s),
+ * half agent devices and half MQTT-only firmware, for 60 s against one Redis
+ * and one gateway (broker mode) on this machine, while this process sends 100
+ * commands/s, half to agent devices that run the command worker and half to
+ * MQTT devices. Redis, the gateway and the fleet (firmware-sim/cli.ts) each
+ * run as their own process.
+ *
+ *   offered_per_s          what the profile offers (devices x 11 msg/s)
+ *   sent_per_s             what the simulator managed to send (below offered when it falls behind)
+ *   ingested_per_s         entries of the fleet read back from the streams / run time
+ *   lost                   acknowledged readings missing from the streams (read back by device and seq)
+ *   duplicates             (device, seq) pairs stored more than once
+ *   ingest_p50_ms/p99_ms   device time -> entry id time, over every stored entry
+ *   command_p50_ms/p99_ms  send -> terminal result seen by the sender (ResultWatcher);
+ *                          command_agent_p99_ms and command_mqtt_p99_ms split it by device kind
+ *   gateway_rss_mb         the gateway process's peak resident memory (VmHWM)
+ *   redis_used_memory_mb   INFO memory used_memory at the end of the run
+ *
+ * Env: FLEET_BENCH_DEVICES (2000), FLEET_BENCH_SECONDS (60), FLEET_BENCH_COMMANDS (100 per s),
+ * FLEET_BENCH_COMMAND_AGENTS (50): a smoke run is FLEET_BENCH_DEVICES=100 FLEET_BENCH_SECONDS=10.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { ResultWatcher, sendCommand } from '#shared/commands/send.js';
+import { Keys } from '#shared/keys.js';
+import type { Summary } from '../firmware-sim/cli.js';
+import { quantile } from '../firmware-sim/ledger.js';
+import { runScript } from '../test/harness/agent-process.js';
+import { startGatewayProcess } from '../test/harness/gateway.js';
+import { freePort } from '../test/harness/ports.js';
+import { waitForPort } from '../test/harness/process.js';
+import { startLocalRedis } from '../test/harness/redis-server.js';
+
+const env = (name: string, fallback: number) => {
+  const v = Number(process.env[name]);
+  return Number.isFinite(v) && v > 0 ? v : fallback;
+};
+const DEVICES = env('FLEET_BENCH_DEVICES', 2000);
+const SECONDS = env('FLEET_BENCH_SECONDS', 60);
+const COMMANDS_PER_S = env('FLEET_BENCH_COMMANDS', 100);
+const COMMAND_AGENTS = env('FLEET_BENCH_COMMAND_AGENTS', 50);
+const PREFIX = 'benchf';
+const RAMP_MS = Math.min(10_000, SECONDS * 200);
+
+/** Peak resident memory of a process, from /proc (VmHWM), in MiB. */
+function peakRssMb(pid: number | undefined): number {
+  if (!pid) return Number.NaN;
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** Sends `rate` commands/s round-robin over `targets` until `until`; returns send -> result latencies. */
+async function commandLoad(
+  client: Redis,
+  keys: Keys,
+  targets: readonly string[],
+  rate: number,
+  until: number,
+): Promise<{
+  latencies: number[];
+  byKind: Record<'agent' | 'mqtt', number[]>;
+  failed: number;
+  statuses: Record<string, number>;
+}> {
+  const watcher = new ResultWatcher(client, keys, 500);
+  await watcher.start();
+  const latencies: number[] = [];
+  const byKind: Record<'agent' | 'mqtt', number[]> = { agent: [], mqtt: [] };
+  const statuses: Record<string, number> = {};
+  let failed = 0;
+  const pending: Promise<void>[] = [];
+  const started = performance.now();
+  let sent = 0;
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      const due = Math.floor(((performance.now() - started) / 1000) * rate);
+      for (; sent < due; sent++) {
+        const device = targets[sent % targets.length]!;
+        const t0 = performance.now();
+        pending.push(
+          sendCommand(client, keys, device, { name: 'ping', ttlMs: 30_000 })
+            .then((s) => watcher.wait(device, s.command.id, 35_000))
+            .then(
+              (result) => {
+                statuses[result.status] = (statuses[result.status] ?? 0) + 1;
+                if (result.status === 'succeeded') {
+                  const ms = performance.now() - t0;
+                  latencies.push(ms);
+                  byKind[device.startsWith('d-a-') ? 'agent' : 'mqtt'].push(ms);
+                } else failed++;
+              },
+              () => {
+                failed++;
+              },
+            ),
+        );
+      }
+      if (Date.now() >= until) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, 5);
+  });
+  await Promise.all(pending);
+  await watcher.stop();
+  return { latencies, byKind, failed, statuses };
+}
+
+export async function run(): Promise<Record<string, unknown>> {
+  const redis = await startLocalRedis();
+  const dir = mkdtempSync(join(tmpdir(), 'bench-fleet-'));
+  const port = await freePort();
+  const gw = startGatewayProcess({
+    'gateway.id': 'bench-fleet',
+    'broker.port': port,
+    'redis.url': redis.url,
+    'redis.keyPrefix': PREFIX,
+    'log.level': 'warn',
+  });
+  const client = new Redis(redis.url);
+  const keys = new Keys(PREFIX);
+  try {
+    await waitForPort(port, '127.0.0.1', 30_000);
+    const agents = Math.floor(DEVICES / 2);
+    const mqtt = DEVICES - agents;
+    const summaryFile = join(dir, 'summary.json');
+    const fleet = runScript('firmware-sim/cli.ts', [
+      '--redis-url',
+      redis.url,
+      '--redis-key-prefix',
+      PREFIX,
+      '--mqtt-url',
+      `mqtt://127.0.0.1:${port}`,
+      '--fleet-agents',
+      String(agents),
+      '--fleet-mqtt',
+      String(mqtt),
+      '--fleet-id-prefix',
+      'd',
+      '--fleet-profile',
+      'drone',
+      '--fleet-command-agents',
+      String(Math.min(COMMAND_AGENTS, agents)),
+      '--fleet-ramp-up',
+      `${RAMP_MS}ms`,
+      '--fleet-duration',
+      `${SECONDS}s`,
+      '--fleet-progress-interval',
+      '5s',
+      '--fleet-summary-file',
+      summaryFile,
+      '--log-level',
+      'warn',
+    ]);
+    const runStarted = Date.now();
+    // Commands once every device is up, until shortly before the fleet stops.
+    await new Promise((r) => setTimeout(r, RAMP_MS + 1000));
+    const targets: string[] = [];
+    for (let i = 0; i < Math.max(COMMAND_AGENTS, 1); i++) {
+      if (i < agents && i < COMMAND_AGENTS) targets.push(`d-a-${i}`);
+      if (i < mqtt) targets.push(`d-m-${i}`);
+    }
+    const commands = await commandLoad(
+      client,
+      keys,
+      targets,
+      COMMANDS_PER_S,
+      runStarted + SECONDS * 1000 - 2000,
+    );
+    const fleetExit = await new Promise<number | null>((resolve) => {
+      if (fleet.child.exitCode !== null) resolve(fleet.child.exitCode);
+      else fleet.child.once('exit', (code) => resolve(code));
+    });
+    const gatewayRss = peakRssMb(gw.child.pid);
+    const info = await client.info('memory');
+    const usedMemory = Number(/used_memory:(\d+)/.exec(info)?.[1] ?? Number.NaN) / 2 ** 20;
+    let summary: Summary;
+    try {
+      summary = JSON.parse(readFileSync(summaryFile, 'utf8')) as Summary;
+    } catch {
+      throw new Error(`the fleet wrote no summary (exit ${fleetExit}):\n${fleet.output().slice(-3000)}`);
+    }
+    const a = summary.audit!;
+    const lat = Float64Array.from(commands.latencies).sort();
+    const agentCmd = commands.statuses;
+    return {
+      devices: DEVICES,
+      agents,
+      mqtt_devices: mqtt,
+      seconds: SECONDS,
+      offered_per_s: Math.round(summary.offeredPerSecond),
+      sent_per_s: Math.round(summary.sent / summary.seconds),
+      ingested_per_s: Math.round(a.stored / summary.seconds),
+      ingested_vs_offered: a.stored / summary.seconds / summary.offeredPerSecond,
+      lost: a.lost,
+      duplicates: a.duplicates,
+      unacked_at_stop: a.unacked,
+      dropped_on_devices: summary.dropped,
+      samples_skipped: summary.skippedSamples,
+      ingest_p50_ms: a.ingestP50Ms,
+      ingest_p99_ms: a.ingestP99Ms,
+      command_rate_per_s: COMMANDS_PER_S,
+      commands_ok: commands.latencies.length,
+      commands_not_ok: commands.failed,
+      command_statuses: agentCmd,
+      command_p50_ms: quantile(lat, 0.5),
+      command_p99_ms: quantile(lat, 0.99),
+      command_agent_p99_ms: quantile(Float64Array.from(commands.byKind.agent).sort(), 0.99),
+      command_mqtt_p99_ms: quantile(Float64Array.from(commands.byKind.mqtt).sort(), 0.99),
+      gateway_rss_mb: gatewayRss,
+      redis_used_memory_mb: usedMemory,
+      goal_met:
+        a.lost === 0 && a.duplicates === 0 && a.ingestP99Ms < 10 && quantile(lat, 0.99) < 10 ? 'yes' : 'no',
+    };
+  } finally {
+    client.disconnect();
+    await gw.kill('SIGKILL');
+    await redis.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
