@@ -2,7 +2,7 @@
  * The dashboard's JSON API: every input validated, every response bounded.
  *
  *   GET  /api/fleet?offset=0&limit=100&q=drone   devices, latest state, last seen
- *   GET  /api/metrics-history?last=300           samples for the charts (oldest first)
+ *   GET  /api/metrics-history?last=300           the newest samples for the charts, oldest first (at most the ring's size)
  *   GET  /api/results?limit=50                   newest command results first
  *   POST /api/commands                           {deviceId, name, args?, ttlMs?} -> 202 {commandId, ...}
  *   GET  /api/commands/<deviceId>/<commandId>    the command's ledger: status and result
@@ -224,7 +224,8 @@ export async function handleApi(
   }
   if (path === '/api/metrics-history') {
     only('GET');
-    const last = intParam(params, 'last', ctx.history.capacity, 1, ctx.history.capacity);
+    // "At most this many": a page asking for a longer window than the ring holds gets what there is.
+    const last = intParam(params, 'last', ctx.history.capacity, 1, 1_000_000);
     return { status: 200, body: { capacity: ctx.history.capacity, samples: ctx.history.last(last) } };
   }
   if (path === '/api/results') {

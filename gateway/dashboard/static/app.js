@@ -96,9 +96,12 @@ function drawChart(svg, samples, series) {
   let max = 4;
   for (const s of shown)
     for (const { key } of series) if (typeof s[key] === 'number') max = Math.max(max, s[key]);
-  // A round top value, so the grid labels read well.
-  const mag = 10 ** Math.floor(Math.log10(max));
-  const top_ = Math.ceil(max / mag) * mag;
+  // Four grid steps of a round size (1, 2, 2.5 or 5 times a power of ten), so the labels read well.
+  const rough = max / 4;
+  const mag = 10 ** Math.floor(Math.log10(rough));
+  const n = rough / mag;
+  const step = (n <= 1 ? 1 : n <= 2 ? 2 : n <= 2.5 ? 2.5 : n <= 5 ? 5 : 10) * mag;
+  const top_ = Math.max(1, step) * 4;
   const x = (t) => left + ((t - t0) / (CHART_WINDOW_S * 1000)) * (w - left - 4);
   const y = (v) => top + (1 - v / top_) * (h - top - bottom);
   for (let i = 0; i <= 4; i++) {
