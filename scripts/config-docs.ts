@@ -9,12 +9,14 @@ import { markdownTable } from '#shared/config/cli.js';
 import type { Schema } from '#shared/config/schema.js';
 import { ENV_PREFIX as CTL_ENV, ctlSchema } from '../ctl/config.js';
 import { ENV_PREFIX as AGENT_ENV, agentSchema } from '../device/config.js';
+import { ENV_PREFIX as SIM_ENV, simSchema } from '../firmware-sim/config.js';
 import { ENV_PREFIX as GATEWAY_ENV, gatewaySchema } from '../gateway/config.js';
 
 export const PROGRAMS: Array<{ name: string; command: string; schema: Schema; envPrefix: string }> = [
   { name: 'Device agent', command: 'agent', schema: agentSchema, envPrefix: AGENT_ENV },
   { name: 'Gateway', command: 'gateway', schema: gatewaySchema, envPrefix: GATEWAY_ENV },
   { name: 'Operator CLI', command: 'ctl', schema: ctlSchema, envPrefix: CTL_ENV },
+  { name: 'Fleet simulator', command: 'sim', schema: simSchema, envPrefix: SIM_ENV },
 ];
 
 export function renderConfigDocs(): string {
