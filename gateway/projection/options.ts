@@ -1,0 +1,47 @@
+/** Options of the latest-state projection; the gateway's schema spreads `projectionSchema` in. */
+import { hostname } from 'node:os';
+import { type ConfigOf, opt } from '#shared/config/schema.js';
+
+export const projectionSchema = {
+  'projection.enabled': opt.boolean(true, "Keep every device's latest-state hash in this process"),
+  'projection.group': opt.string(
+    'projection',
+    'Consumer group the projection reads the telemetry partitions with (one group for all gateways)',
+  ),
+  'projection.consumer': opt.string('', 'Consumer name in that group; default: hostname-pid'),
+  'projection.batchSize': opt.integer(1000, 'Entries read per partition per round (XREADGROUP COUNT)', {
+    min: 1,
+    max: 100_000,
+  }),
+  'projection.idle': opt.duration(100, 'Pause between rounds that found nothing to read', {
+    min: 1,
+    max: 60_000,
+  }),
+  'projection.claimIdle': opt.duration(
+    30_000,
+    'Entries another consumer has held unacknowledged this long are claimed and folded in here (XAUTOCLAIM)',
+    { min: 1000 },
+  ),
+} as const;
+
+export type ProjectionConfig = ConfigOf<typeof projectionSchema>;
+
+export interface ProjectionOptions {
+  readonly group: string;
+  readonly consumer: string;
+  readonly batchSize: number;
+  readonly idle: number;
+  readonly claimIdle: number;
+}
+
+export function projectionOptions(config: Partial<ProjectionConfig> = {}): ProjectionOptions {
+  const get = <K extends keyof ProjectionConfig>(key: K): ProjectionConfig[K] =>
+    (config[key] ?? projectionSchema[key].default) as ProjectionConfig[K];
+  return {
+    group: get('projection.group'),
+    consumer: get('projection.consumer') || `${hostname()}-${process.pid}`,
+    batchSize: get('projection.batchSize'),
+    idle: get('projection.idle'),
+    claimIdle: get('projection.claimIdle'),
+  };
+}

@@ -1,0 +1,349 @@
+/**
+ * The latest-state projection: a consumer group over the telemetry partitions
+ * that folds every reading into its device's state hash (shared/state.ts) by
+ * sequence number, with projectState-1.lua (compare-and-set in one hash slot).
+ * Late, out-of-order, replayed and redelivered entries never make a device's
+ * state go back, so the view is the same whatever order entries arrive in and
+ * however often they are processed.
+ *
+ * Delivery: entries are acknowledged only after their state is written (ack
+ * after commit). At start, and after any failure, a consumer first re-reads its
+ * own pending entries (XREADGROUP from id 0); entries another consumer (a dead
+ * gateway) left pending longer than `claimIdle` are taken over with
+ * XAUTOCLAIM. Folding is idempotent, so processing an entry twice is harmless.
+ *
+ * Within one read, only the highest sequence number per (device, type) can win
+ * the compare-and-set, so the others are counted stale without a round trip:
+ * one script call per device per round, not one per entry.
+ */
+
+import { Redis } from 'ioredis';
+import { type Clock, systemClock } from '#shared/clock.js';
+import { decodeEnvelope } from '#shared/envelope.js';
+import type { Keys } from '#shared/keys.js';
+import { EpisodeLog, type Logger } from '#shared/log.js';
+import { Counter, type Health, type Registry } from '#shared/metrics.js';
+import type { RedisClient } from '#shared/redis/connect.js';
+import { scripts } from '#shared/redis/scripts.js';
+import { idTime } from '#shared/streams/inspect.js';
+import type { ProjectionOptions } from './options.js';
+
+export interface ProjectionMetrics {
+  entries: Counter;
+  applied: Counter;
+  stale: Counter;
+  dropped: Counter<'reason'>;
+  claimed: Counter;
+  errors: Counter;
+}
+
+export function createProjectionMetrics(registry: Registry): ProjectionMetrics {
+  const registers = [registry];
+  return {
+    entries: new Counter({
+      name: 'projection_entries_total',
+      help: 'Telemetry entries the projection processed',
+      registers,
+    }),
+    applied: new Counter({
+      name: 'projection_applied_total',
+      help: 'Readings that became the newest of their (device, type)',
+      registers,
+    }),
+    stale: new Counter({
+      name: 'projection_stale_total',
+      help: 'Readings ignored because a newer one (higher sequence number) was already folded in',
+      registers,
+    }),
+    dropped: new Counter({
+      name: 'projection_dropped_total',
+      help: 'Entries the projection could not fold in: invalid (failed decoding) or missing (trimmed before it read them)',
+      labelNames: ['reason'],
+      registers,
+    }),
+    claimed: new Counter({
+      name: 'projection_claimed_total',
+      help: 'Entries taken over from other consumers that left them pending (XAUTOCLAIM)',
+      registers,
+    }),
+    errors: new Counter({
+      name: 'projection_errors_total',
+      help: 'Rounds that failed (Redis errors); their entries stay pending and are retried',
+      registers,
+    }),
+  };
+}
+
+export interface ProjectionDeps {
+  logger: Logger;
+  registry?: Registry;
+  metrics?: ProjectionMetrics;
+  clock?: Clock;
+}
+
+type RawEntry = [id: string, fields: string[] | null];
+type ReadReply = Array<[stream: string, entries: RawEntry[]]> | null;
+
+interface DeviceFold {
+  arrival: number;
+  /** type -> [seq, time, type, payload JSON] of the highest seq in this round. */
+  readings: Map<string, [number, number, string, string]>;
+}
+
+/** How long a drop keeps /healthz unhealthy (a dropping component never reports healthy). */
+const DROP_HEALTH_WINDOW_MS = 60_000;
+
+export class ProjectionService {
+  private readonly logger: Logger;
+  private readonly metrics: ProjectionMetrics | undefined;
+  private readonly clock: Clock;
+  private readonly streams: string[];
+  /** Per stream: '>' for new entries, or the id after which own pending entries are re-read. */
+  private readonly cursors = new Map<string, string>();
+  private readonly claimCursors = new Map<string, string>();
+  private lastClaim = 0;
+  private stopped = true;
+  private loopDone: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  private lastDropAt = Number.NEGATIVE_INFINITY;
+  private lastError: string | undefined;
+  private drops = 0;
+  private readonly dropEpisode: EpisodeLog;
+  private readonly errorEpisode: EpisodeLog;
+
+  constructor(
+    private readonly client: RedisClient,
+    private readonly keys: Keys,
+    private readonly options: ProjectionOptions,
+    deps: ProjectionDeps,
+  ) {
+    this.logger = deps.logger.child({ component: 'projection' });
+    this.metrics = deps.metrics ?? (deps.registry ? createProjectionMetrics(deps.registry) : undefined);
+    this.clock = deps.clock ?? systemClock;
+    this.streams = keys.allTelemetryStreams();
+    this.dropEpisode = new EpisodeLog(this.logger, 'projection dropping entries');
+    this.errorEpisode = new EpisodeLog(this.logger, 'projection failing');
+  }
+
+  /** Creates the consumer group on every partition (from the start of each stream; idempotent). */
+  async ensureGroups(): Promise<void> {
+    await Promise.all(
+      this.streams.map((s) =>
+        this.client.xgroup('CREATE', s, this.options.group, '0', 'MKSTREAM').catch((err: Error) => {
+          if (!err.message.startsWith('BUSYGROUP')) throw err;
+        }),
+      ),
+    );
+  }
+
+  async start(): Promise<void> {
+    if (!this.stopped) return;
+    await this.ensureGroups();
+    this.stopped = false;
+    this.loopDone = this.loop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.wake?.();
+    await this.loopDone;
+  }
+
+  health(): Health {
+    const reasons: string[] = [];
+    if (this.clock.now() - this.lastDropAt < DROP_HEALTH_WINDOW_MS)
+      reasons.push('projection: dropped entries it could not fold in (see projection_dropped_total)');
+    if (this.lastError) reasons.push(`projection: ${this.lastError}`);
+    return { healthy: reasons.length === 0, reasons };
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      let n = 0;
+      try {
+        n = await this.runRound();
+      } catch {
+        // counted and logged in runRound
+      }
+      if (n === 0 && !this.stopped) {
+        await new Promise<void>((resolve) => {
+          const t = this.clock.setTimeout(resolve, this.options.idle);
+          this.wake = () => {
+            this.clock.clearTimeout(t);
+            resolve();
+          };
+        });
+        this.wake = undefined;
+      }
+    }
+  }
+
+  /** Reads one batch from every partition, folds it in and acknowledges it. Returns entries processed. */
+  async runRound(): Promise<number> {
+    try {
+      const batches = await Promise.all(this.streams.map((s) => this.read(s)));
+      const claimed = await this.claimAbandoned();
+      const all = [...batches, ...claimed].filter((b) => b.entries.length > 0);
+      const n = await this.process(all);
+      this.lastError = undefined;
+      this.errorEpisode.end();
+      return n;
+    } catch (err) {
+      // Whatever was read stays pending; re-read own pending entries first next time.
+      for (const s of this.streams) this.cursors.delete(s);
+      this.metrics?.errors.inc();
+      this.lastError = err instanceof Error ? err.message : String(err);
+      this.errorEpisode.hit({ err: this.lastError });
+      throw err;
+    }
+  }
+
+  /** Runs rounds until one finds nothing (tests, benchmarks). */
+  async drain(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = await this.runRound();
+      total += n;
+      if (n === 0) return total;
+    }
+  }
+
+  private async read(stream: string): Promise<{ stream: string; entries: RawEntry[] }> {
+    const { group, consumer, batchSize } = this.options;
+    const cursor = this.cursors.get(stream) ?? '0';
+    const reply = (await this.client.xreadgroup(
+      'GROUP',
+      group,
+      consumer,
+      'COUNT',
+      batchSize,
+      'STREAMS',
+      stream,
+      cursor,
+    )) as ReadReply;
+    const entries = reply?.[0]?.[1] ?? [];
+    if (cursor === '>') return { stream, entries };
+    // Re-reading own pending entries: page on, or switch to new entries once none are left.
+    if (entries.length === 0) {
+      this.cursors.set(stream, '>');
+      return this.read(stream);
+    }
+    this.cursors.set(stream, entries[entries.length - 1]![0]);
+    return { stream, entries };
+  }
+
+  /** Takes over entries other consumers left pending longer than claimIdle (at most every claimIdle). */
+  private async claimAbandoned(): Promise<Array<{ stream: string; entries: RawEntry[] }>> {
+    const now = this.clock.now();
+    if (now - this.lastClaim < this.options.claimIdle) return [];
+    this.lastClaim = now;
+    const { group, consumer, claimIdle, batchSize } = this.options;
+    return Promise.all(
+      this.streams.map(async (stream) => {
+        const reply = (await this.client.xautoclaim(
+          stream,
+          group,
+          consumer,
+          claimIdle,
+          this.claimCursors.get(stream) ?? '0-0',
+          'COUNT',
+          batchSize,
+        )) as [string, RawEntry[], string[]?];
+        this.claimCursors.set(stream, reply[0]);
+        // Redis 7 removes entries that were trimmed meanwhile from the PEL and lists their ids (3rd element).
+        const deleted = reply[2]?.length ?? 0;
+        if (deleted > 0) this.dropped('missing', deleted, { stream });
+        this.metrics?.claimed.inc(reply[1].length);
+        return { stream, entries: reply[1] };
+      }),
+    );
+  }
+
+  private async process(batches: Array<{ stream: string; entries: RawEntry[] }>): Promise<number> {
+    const devices = new Map<string, DeviceFold>();
+    let entries = 0;
+    let stale = 0;
+    const dropsBefore = this.drops;
+    for (const { stream, entries: list } of batches) {
+      for (const [id, fields] of list) {
+        entries++;
+        if (!fields) {
+          // In the PEL but trimmed from the stream: retention already counted the loss.
+          this.dropped('missing', 1, { stream, id });
+          continue;
+        }
+        let e: ReturnType<typeof decodeEnvelope>;
+        try {
+          e = decodeEnvelope(fields);
+        } catch (err) {
+          this.dropped('invalid', 1, { stream, id, err: (err as Error).message });
+          continue;
+        }
+        let fold = devices.get(e.deviceId);
+        if (!fold) {
+          fold = { arrival: 0, readings: new Map() };
+          devices.set(e.deviceId, fold);
+        }
+        fold.arrival = Math.max(fold.arrival, idTime(id));
+        const held = fold.readings.get(e.type);
+        if (held && held[0] >= e.seq) {
+          stale++;
+          continue;
+        }
+        if (held) stale++;
+        fold.readings.set(e.type, [e.seq, e.time, e.type, JSON.stringify(e.payload)]);
+      }
+    }
+    if (entries === 0) return 0;
+
+    let applied = 0;
+    const calls: Array<[string, Array<string | number>]> = [];
+    for (const [deviceId, fold] of devices) {
+      const args: Array<string | number> = [fold.arrival];
+      for (const r of fold.readings.values()) args.push(...r);
+      calls.push([this.keys.deviceState(deviceId), args]);
+    }
+    const results = await this.runScripts(calls);
+    for (const [a, s] of results) {
+      applied += a;
+      stale += s;
+    }
+    // Ack after commit: only now is every entry's effect in Redis.
+    await Promise.all(
+      batches.map(({ stream, entries: list }) =>
+        this.client.xack(stream, this.options.group, ...list.map(([id]) => id)),
+      ),
+    );
+    this.metrics?.entries.inc(entries);
+    this.metrics?.applied.inc(applied);
+    this.metrics?.stale.inc(stale);
+    if (this.drops === dropsBefore) this.dropEpisode.end();
+    return entries;
+  }
+
+  /** Standalone: one pipeline (one write, one round trip). Cluster: one call per device, routed by slot. */
+  private async runScripts(calls: Array<[string, Array<string | number>]>): Promise<Array<[number, number]>> {
+    if (this.client instanceof Redis) {
+      scripts(this.client); // defines the command, so pipelines have it too
+      const pipe = this.client.pipeline() as unknown as {
+        projectState(key: string, ...args: Array<string | number>): void;
+        exec(): Promise<Array<[Error | null, unknown]> | null>;
+      };
+      for (const [key, args] of calls) pipe.projectState(key, ...args);
+      const replies = (await pipe.exec()) ?? [];
+      return replies.map(([err, value]) => {
+        if (err) throw err;
+        return value as [number, number];
+      });
+    }
+    const s = scripts(this.client);
+    return Promise.all(calls.map(([key, args]) => s.projectState(key, ...args)));
+  }
+
+  private dropped(reason: 'invalid' | 'missing', n: number, fields: Record<string, unknown>): void {
+    this.drops += n;
+    this.metrics?.dropped.inc({ reason }, n);
+    this.lastDropAt = this.clock.now();
+    this.dropEpisode.hit({ reason, ...fields }, n);
+  }
+}
