@@ -3,8 +3,10 @@
 import { exitWithError, startProgram } from '#shared/config/program.js';
 import { createLogger } from '#shared/log.js';
 import { hashPassword } from './auth.js';
-import { ENV_PREFIX, gatewaySchema } from './config.js';
+import { ENV_PREFIX, type GatewayConfig, gatewaySchema } from './config.js';
 import { Gateway, type ServiceFactory } from './gateway.js';
+import { projectionFactories } from './projection/factory.js';
+import { retentionFactories } from './retention/factory.js';
 
 const USAGE = `Usage: gateway [--config FILE] [--gateway-mode broker|bridge] [--redis-url URL] [options]
        gateway hash-password < password.txt
@@ -29,8 +31,8 @@ async function readStdin(): Promise<string> {
  * projection (gateway/projection) plug in here as factories of
  * GatewayService (see gateway/gateway.ts), as does command delivery.
  */
-async function services(): Promise<ServiceFactory[]> {
-  return [];
+async function services(config: GatewayConfig): Promise<ServiceFactory[]> {
+  return [...retentionFactories(config), ...projectionFactories(config)];
 }
 
 async function main(): Promise<void> {
@@ -48,7 +50,7 @@ async function main(): Promise<void> {
   const logger = createLogger('gateway', config['log.level']);
   let gateway: Gateway;
   try {
-    gateway = new Gateway(config, { logger, services: await services() });
+    gateway = new Gateway(config, { logger, services: await services(config) });
     await gateway.start();
   } catch (err) {
     exitWithError('gateway', err);

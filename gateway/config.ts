@@ -5,6 +5,8 @@ import { metricsSchema } from '#shared/metrics.js';
 import { redisSchema } from '#shared/redis/options.js';
 import { producerSchema } from '#shared/telemetry/producer-options.js';
 import { dashboardSchema } from './dashboard/options.js';
+import { projectionSchema } from './projection/options.js';
+import { retentionSchema } from './retention/options.js';
 
 export const ENV_PREFIX = 'GATEWAY';
 
@@ -124,6 +126,8 @@ export const gatewaySchema = {
   ...logSchema,
   ...metricsSchema,
   ...dashboardSchema,
+  ...retentionSchema,
+  ...projectionSchema,
 } as const;
 
 export type GatewaySchema = typeof gatewaySchema;

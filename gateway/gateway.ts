@@ -8,7 +8,14 @@ import { hostname } from 'node:os';
 import { type Clock, systemClock } from '#shared/clock.js';
 import { Keys } from '#shared/keys.js';
 import type { Logger } from '#shared/log.js';
-import { createRegistry, Gauge, type MetricsServer, type Registry, serveMetrics } from '#shared/metrics.js';
+import {
+  createRegistry,
+  Gauge,
+  type Health,
+  type MetricsServer,
+  type Registry,
+  serveMetrics,
+} from '#shared/metrics.js';
 import { createRedis, describeTarget, type RedisClient, waitReady } from '#shared/redis/connect.js';
 import { createProducerMetrics, TelemetryProducer } from '#shared/telemetry/producer.js';
 import { producerOptions } from '#shared/telemetry/producer-options.js';
@@ -37,6 +44,8 @@ export interface GatewayService {
   readonly name: string;
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** A service that is dropping data reports unhealthy here; /healthz joins every service's answer. */
+  health?(): Health;
 }
 
 /** What a service factory gets from the gateway: shared connections, keys, metrics, and the way to reach devices. */
@@ -217,7 +226,14 @@ export class Gateway {
         this.config['metrics.host'],
         () => {
           const pressed = this.producer.isBackpressured;
-          return { healthy: true, reasons: pressed ? ['back-pressure: device reads paused'] : [] };
+          const reasons = pressed ? ['back-pressure: device reads paused'] : [];
+          let healthy = true;
+          for (const s of this.services) {
+            const h = s.health?.();
+            if (h && !h.healthy) healthy = false;
+            if (h) reasons.push(...h.reasons);
+          }
+          return { healthy, reasons };
         },
       );
     }

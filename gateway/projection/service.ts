@@ -136,6 +136,8 @@ export class ProjectionService {
     );
   }
 
+  readonly name = 'projection';
+
   async start(): Promise<void> {
     if (!this.stopped) return;
     await this.ensureGroups();

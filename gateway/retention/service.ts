@@ -97,8 +97,10 @@ export class RetentionService {
     this.clock = deps.clock ?? systemClock;
   }
 
+  readonly name = 'retention';
+
   /** Runs a pass now and then every `interval` (never two at once in one process). */
-  start(): void {
+  async start(): Promise<void> {
     if (!this.stopped) return;
     this.stopped = false;
     const loop = () => {
