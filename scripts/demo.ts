@@ -161,20 +161,21 @@ async function main(): Promise<void> {
 async function run(config: DemoConfig): Promise<void> {
   const out = (line: string) => process.stdout.write(line);
   const tty = process.stdout.isTTY === true;
+  let url = config['demo.redisUrl'];
+  if (!url && !haveRedisServer()) {
+    process.stderr.write(
+      'demo: no REDIS_URL given and no redis-server on PATH; install it (Debian/Ubuntu: apt-get install redis-server) or set REDIS_URL\n',
+    );
+    process.exit(2);
+  }
   const workDir = mkdtempSync(join(tmpdir(), 'demo-'));
   const logFile = config['demo.logFile'] ?? join(workDir, 'demo.log');
-  const logDest = pino.destination({ dest: logFile, sync: false, mkdir: true });
+  // Synchronous writes: the log is small, and a stop at any moment must not lose its last lines.
+  const logDest = pino.destination({ dest: logFile, sync: true, mkdir: true });
   const logger = pino({ level: 'info', base: { pid: process.pid } }, logDest);
 
   let redis: LocalRedis | undefined;
-  let url = config['demo.redisUrl'];
   if (!url) {
-    if (!haveRedisServer()) {
-      process.stderr.write(
-        'demo: no REDIS_URL given and no redis-server on PATH; install it (Debian/Ubuntu: apt-get install redis-server) or set REDIS_URL\n',
-      );
-      process.exit(2);
-    }
     redis = await startThrowawayRedis();
     url = redis.url;
     out(`redis     ${url} (throw-away, in ${redis.dir})\n`);
