@@ -15,6 +15,18 @@ const SUBCOMMANDS: Record<string, { summary: string; load: () => Promise<CtlComm
     summary: 'send a control command and wait for its result; show its status',
     load: async () => (await import('./command.js')).default,
   },
+  streams: {
+    summary: 'every stream: length, memory, consumer groups, lag, pending, oldest pending age',
+    load: async () => (await import('./streams.js')).default,
+  },
+  device: {
+    summary: 'a device: latest state, last seen, recent telemetry and commands',
+    load: async () => (await import('./device.js')).default,
+  },
+  dlq: {
+    summary: 'dead-lettered commands: list, replay <id|all>',
+    load: async () => (await import('./dlq.js')).default,
+  },
 };
 
 const USAGE = `Usage: ctl <command> [arguments] [--json] [--redis-url URL]
