@@ -129,6 +129,11 @@ export const simSchema = {
 
   ...redisSchema,
   ...producerSchema,
+  // One producer carries every agent device of the process (a real agent has one each): larger
+  // batches and buffer, or a thousand devices would share what one agent holds.
+  'producer.batchMaxEntries': { ...producerSchema['producer.batchMaxEntries'], default: 500 },
+  'producer.maxInFlightBatches': { ...producerSchema['producer.maxInFlightBatches'], default: 8 },
+  'producer.maxBufferedEntries': { ...producerSchema['producer.maxBufferedEntries'], default: 200_000 },
   ...commandSchema,
   ...logSchema,
   ...metricsSchema,

@@ -97,7 +97,8 @@ export class MqttDevice extends SimDevice {
     });
     this.client = client;
     client.on('connect', (connack) => {
-      if (client !== this.client) return;
+      // A connection that completes after stop() or a crash: MQTT.js may have closed its stores already.
+      if (client !== this.client || this.stopped) return;
       this.connected = true;
       this.attempts = 0;
       this.deps.stats.connected++;
@@ -140,7 +141,7 @@ export class MqttDevice extends SimDevice {
     this.reconnectTimer = this.deps.clock.setTimeout(() => {
       this.reconnectTimer = undefined;
       const client = this.client;
-      if (!client || this.stopped || !this.running) return;
+      if (!client || this.stopped || !this.running || client.disconnecting) return;
       // Keep the stores: unacknowledged QoS 1 publishes are resent on the new connection.
       client.reconnect({ incomingStore: client.incomingStore, outgoingStore: client.outgoingStore });
     }, delay);
