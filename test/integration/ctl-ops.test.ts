@@ -1,0 +1,183 @@
+/**
+ * The operator's tools against a real Redis, run as the `ctl` child process:
+ * `ctl streams` and `ctl device` report what retention and the projection
+ * see, and `ctl dlq replay` re-runs a dead-lettered command exactly once
+ * however often it is replayed (the agent executes it; its effect log counts).
+ */
+import { rmSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { commandFields, fieldMap } from '#shared/commands/codec.js';
+import { buildCommand, waitForResult } from '#shared/commands/send.js';
+import { encodeEnvelope, envelopeFields } from '#shared/envelope.js';
+import { Keys } from '#shared/keys.js';
+import { silentLogger } from '#shared/log.js';
+import { createRedis, type RedisClient, waitReady } from '#shared/redis/connect.js';
+import { projectionOptions } from '../../gateway/projection/options.js';
+import { ProjectionService } from '../../gateway/projection/service.js';
+import { type AgentProcess, runScript } from '../harness/agent-process.js';
+import { effects, startCommandAgent, tempDataDir } from '../harness/commands.js';
+import { randomPrefix } from '../harness/prefix.js';
+import { waitExit } from '../harness/process.js';
+import { type RedisServer, startRedis } from '../harness/redis-server.js';
+import { baseRedisConfig } from '../harness/targets.js';
+
+describe('ctl streams, device, dlq', () => {
+  let server: RedisServer;
+  let redis: ReturnType<RedisServer['client']>;
+  let client: RedisClient;
+  const agents: AgentProcess[] = [];
+  const dirs: string[] = [];
+
+  beforeAll(async () => {
+    server = await startRedis({ local: true });
+    redis = server.client();
+    client = createRedis(baseRedisConfig(server.url));
+    await waitReady(client, 'test', 10_000);
+  });
+  afterAll(async () => {
+    for (const a of agents) await a.kill('SIGKILL').catch(() => undefined);
+    client.disconnect();
+    redis.disconnect();
+    await server.destroy();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  async function ctl(keys: Keys, ...args: string[]): Promise<{ code: number | null; out: string }> {
+    const p = runScript('ctl/cli.ts', [
+      ...args,
+      '--redis-url',
+      server.url,
+      '--redis-key-prefix',
+      keys.prefix,
+      '--redis-partitions',
+      String(keys.partitions),
+    ]);
+    const code = await waitExit(p.child, 30_000);
+    return { code, out: p.output() };
+  }
+
+  it('ctl streams shows length, groups, lag, pending and the oldest pending age', async () => {
+    const keys = new Keys(randomPrefix(), 2);
+    const stream = keys.telemetryStream(1);
+    for (let i = 0; i < 5; i++) await redis.xadd(stream, '*', 'p', String(i));
+    await redis.xgroup('CREATE', stream, 'readers', '0');
+    await redis.xreadgroup('GROUP', 'readers', 'c', 'COUNT', 2, 'STREAMS', stream, '>');
+
+    const { code, out } = await ctl(keys, 'streams', '--json');
+    expect(code).toBe(0);
+    const report = JSON.parse(out) as {
+      streams: Array<{ key: string; family: string; length: number; memoryBytes: number; groups: unknown[] }>;
+    };
+    expect(report.streams.map((s) => s.key)).toEqual([
+      keys.telemetryStream(0),
+      stream,
+      keys.results(),
+      keys.presence(),
+      keys.rejected(),
+      keys.deadLetters(),
+    ]);
+    const s = report.streams[1]!;
+    expect(s).toMatchObject({ family: 'telemetry', length: 5 });
+    expect(s.memoryBytes).toBeGreaterThan(0);
+    expect(s.groups).toEqual([
+      expect.objectContaining({ name: 'readers', consumers: 1, pending: 2, lag: 3 }),
+    ]);
+    const age = (s.groups[0] as { oldestPendingAgeMs: number }).oldestPendingAgeMs;
+    expect(age).toBeGreaterThanOrEqual(0);
+
+    const table = await ctl(keys, 'streams');
+    expect(table.code).toBe(0);
+    expect(table.out).toMatch(
+      new RegExp(`${stream.replace(/[{}]/g, '\\$&')}\\s+telemetry\\s+5\\s+.*readers\\s+1\\s+3\\s+2`),
+    );
+  });
+
+  it('ctl device shows the projected state, last seen and recent telemetry', async () => {
+    const keys = new Keys(randomPrefix(), 2);
+    for (const [seq, type, v] of [
+      [2, 'temp', 22],
+      [1, 'temp', 21],
+      [3, 'hum', 40],
+    ] as const) {
+      const e = encodeEnvelope({ deviceId: 'pi-9', seq, time: 1_700_000_000_000 + seq, type, payload: v });
+      await redis.xadd(keys.telemetryStreamFor('pi-9'), '*', ...envelopeFields(e));
+    }
+    const projection = new ProjectionService(client, keys, projectionOptions(), { logger: silentLogger() });
+    await projection.ensureGroups();
+    await projection.drain();
+
+    const { code, out } = await ctl(keys, 'device', 'pi-9', '--json');
+    expect(code).toBe(0);
+    const view = JSON.parse(out) as {
+      lastSeen: number;
+      state: { seq: number; readings: Record<string, { seq: number; payload: unknown }> };
+      telemetry: Array<{ seq: number }>;
+    };
+    expect(view.state.seq).toBe(3);
+    expect(view.state.readings).toMatchObject({
+      temp: { seq: 2, payload: 22 },
+      hum: { seq: 3, payload: 40 },
+    });
+    expect(view.lastSeen).toBeGreaterThan(0);
+    expect(view.telemetry.map((e) => e.seq)).toEqual([3, 1, 2]);
+
+    const unknown = await ctl(keys, 'device', 'nobody');
+    expect(unknown.code).toBe(1);
+  });
+
+  it('ctl dlq replay re-runs a dead-lettered command once, however often it is replayed', async () => {
+    const keys = new Keys(randomPrefix(), 2);
+    const dir = tempDataDir();
+    dirs.push(dir);
+    // A dead letter as the agent's worker writes it (device/commands/worker.ts, docs/commands.md).
+    const original = buildCommand({ name: 'test.effect', ttlMs: 5000, args: {} });
+    const deadId = await redis.xadd(
+      keys.deadLetters(),
+      '*',
+      'd',
+      'pi-dlq',
+      'i',
+      original.id,
+      'src',
+      keys.commands('pi-dlq'),
+      'e',
+      '1-1',
+      'ec',
+      'Error',
+      'm',
+      'transient failure',
+      'at',
+      '3',
+      'o',
+      JSON.stringify(Object.fromEntries(fieldMap(commandFields(original)))),
+    );
+
+    const listed = await ctl(keys, 'dlq', 'list', '--json');
+    expect(listed.code).toBe(0);
+    const list = JSON.parse(listed.out) as { deadLetters: Array<{ id: string; replayStatus: string }> };
+    expect(list.deadLetters).toEqual([expect.objectContaining({ id: deadId, replayStatus: 'none' })]);
+
+    const first = await ctl(keys, 'dlq', 'replay', 'all', '--json');
+    expect(first.code).toBe(0);
+    const [outcome] = (JSON.parse(first.out) as { replays: Array<{ action: string; replayId: string }> })
+      .replays;
+    expect(outcome?.action).toBe('queued');
+    const again = await ctl(keys, 'dlq', 'replay', deadId!);
+    expect(again.code).toBe(0);
+    expect(again.out).toContain('already-replayed');
+    expect(again.out).toContain('0 queued, 1 already replayed');
+
+    agents.push(startCommandAgent(server.url, keys, 'pi-dlq', dir));
+    const result = await waitForResult(client, keys, 'pi-dlq', outcome!.replayId, 30_000);
+    expect(result.status).toBe('succeeded');
+    const third = await ctl(keys, 'dlq', 'replay', 'all', '--json');
+    expect(JSON.parse(third.out)).toMatchObject({
+      replays: [{ action: 'already-replayed', detail: 'succeeded' }],
+    });
+
+    const ran = effects(dir);
+    expect(ran.get(outcome!.replayId)).toBe(1);
+    expect(ran.get(original.id)).toBeUndefined();
+    expect(await redis.xlen(keys.commands('pi-dlq'))).toBe(1);
+  });
+});
