@@ -2,7 +2,8 @@
  * `npm start`: the demo. Starts, with embedded defaults,
  *
  *   1. a throw-away redis-server in a temporary directory (unless REDIS_URL is set),
- *   2. the gateway in this process: its embedded MQTT broker, command delivery and the dashboard,
+ *   2. the gateway in this process: its embedded MQTT broker, command delivery, retention, the
+ *      latest-state projection and the dashboard,
  *   3. a mixed simulated fleet (firmware-sim): agent devices and MQTT-only firmware,
  *   4. a control loop that sends a command to a random device every few seconds and prints its result,
  *
@@ -26,6 +27,8 @@ import { createRedis, type RedisClient } from '#shared/redis/connect.js';
 import { type Fleet, startFleet } from '../firmware-sim/fleet.js';
 import { ENV_PREFIX as GATEWAY_ENV_PREFIX, gatewaySchema } from '../gateway/config.js';
 import { Gateway } from '../gateway/gateway.js';
+import { projectionFactories } from '../gateway/projection/factory.js';
+import { retentionFactories } from '../gateway/retention/factory.js';
 import { freePort } from '../test/harness/ports.js';
 import { captureOutput, spawnTracked, waitExit, waitForPort } from '../test/harness/process.js';
 
@@ -204,8 +207,6 @@ async function run(config: DemoConfig): Promise<void> {
       for (const t of timers) clearInterval(t);
       clearProgress();
       out(`\nstopping (${reason}) ...\n`);
-      const fleetStats = fleet?.stats();
-      const sample = gateway?.dashboard?.history.latest();
       const stepErrors: string[] = [];
       const step = async (what: string, fn: () => Promise<unknown>) => {
         try {
@@ -216,7 +217,10 @@ async function run(config: DemoConfig): Promise<void> {
       };
       await step('result watcher', async () => watcher?.stop());
       await step('fleet', async () => fleet?.stop());
+      const fleetStats = fleet?.stats();
       const audit = fleet ? await fleet.audit().catch(() => undefined) : undefined;
+      // Read once more now that the fleet is quiet, so the summary's stream figures are final.
+      const sample = await gateway?.dashboard?.sampler.sample().catch(() => undefined);
       let unsent = 0;
       await step('gateway', async () => {
         if (gateway) unsent = (await gateway.stop()).unsent;
@@ -224,6 +228,8 @@ async function run(config: DemoConfig): Promise<void> {
       client?.disconnect();
       await step('redis', async () => redis?.stop());
       const seconds = (Date.now() - started) / 1000;
+      // The log stays for reading when something went wrong (or the user named it); otherwise the temp dir goes.
+      const keepLog = config['demo.logFile'] !== undefined || stepErrors.length > 0 || code !== 0;
       const p50 = tally.percentile(50);
       const p99 = tally.percentile(99);
       const statuses = [...tally.byStatus].map(([s, n]) => `${n} ${s}`).join(', ') || 'none ended';
@@ -243,24 +249,25 @@ async function run(config: DemoConfig): Promise<void> {
         `  commands     ${tally.sent} sent: ${statuses}${tally.timeouts ? `, ${tally.timeouts} without a result in time` : ''}` +
           (p50 !== undefined ? `; round trip p50 ${p50} ms, p99 ${p99} ms` : ''),
         `  gateway      ${unsent} unsent at stop`,
-        `  logs         ${logFile}`,
+        keepLog ? `  logs         ${logFile}` : '',
         ...stepErrors.map((e) => `  error        ${e}`),
         '',
       ].filter((l) => l !== '');
       out(`${lines.join('\n')}\n`);
       logDest.flushSync();
-      if (!config['demo.logFile']) {
-        // The log stays for reading when something went wrong; otherwise the temp dir goes.
-        if (stepErrors.length === 0 && code === 0) rmSync(workDir, { recursive: true, force: true });
-      }
+      if (!keepLog) rmSync(workDir, { recursive: true, force: true });
       process.exit(stepErrors.length > 0 ? 1 : code);
     })();
     return stopping;
   };
-  let interrupts = 0;
+  let firstSignalAt = 0;
   const onSignal = (signal: string) => {
-    interrupts++;
-    if (interrupts > 1) {
+    // `npm start` runs the demo under the tsx CLI, which relays the terminal's SIGINT that the demo also
+    // receives itself (same process group): a second signal within a second is the same Ctrl-C.
+    const now = Date.now();
+    if (firstSignalAt === 0) firstSignalAt = now;
+    else if (now - firstSignalAt < 1000) return;
+    else {
       // A second Ctrl-C: give up on the orderly stop; the harness's exit hook kills redis-server.
       process.stderr.write('\ndemo: forced exit\n');
       process.exit(130);
@@ -282,7 +289,11 @@ async function run(config: DemoConfig): Promise<void> {
         'log.level': 'info',
       },
     });
-    gateway = new Gateway(gatewayConfig, { logger: logger.child({ name: 'gateway' }) });
+    // The same services as `npm run gateway`: retention and the latest-state projection the dashboard reads.
+    gateway = new Gateway(gatewayConfig, {
+      logger: logger.child({ name: 'gateway' }),
+      services: [...retentionFactories(gatewayConfig), ...projectionFactories(gatewayConfig)],
+    });
     const ports = await gateway.start();
     const brokerUrl = `mqtt://127.0.0.1:${ports?.tcp ?? config['demo.brokerPort']}`;
     out(`gateway   MQTT broker ${brokerUrl}, key prefix "${prefix}"\n`);

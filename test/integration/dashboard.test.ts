@@ -15,10 +15,12 @@ import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { type BrowserContext, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeEnvelope, envelopeFields } from '#shared/envelope.js';
 import { Keys } from '#shared/keys.js';
 import { type Fleet, startFleet } from '../../firmware-sim/fleet.js';
-import type { DeviceView, FleetView } from '../../gateway/dashboard/fleet.js';
+import { type DeviceView, FleetReader, type FleetView } from '../../gateway/dashboard/fleet.js';
 import type { Sample } from '../../gateway/dashboard/history.js';
+import { projectionFactories } from '../../gateway/projection/factory.js';
 import { type RunningGateway, startGateway } from '../harness/gateway.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
@@ -40,15 +42,19 @@ beforeAll(async () => {
   client = redis.client();
   const prefix = randomPrefix();
   keys = new Keys(prefix, PARTITIONS);
-  gw = await startGateway({
-    'redis.url': redis.url,
-    'redis.keyPrefix': prefix,
-    'redis.partitions': PARTITIONS,
-    'commands.pollInterval': 50,
-    'dashboard.port': 0,
-    'dashboard.sampleInterval': 100,
-    'dashboard.historySize': HISTORY,
-  });
+  // With the latest-state projection, as `npm run gateway` and the demo run it.
+  gw = await startGateway(
+    {
+      'redis.url': redis.url,
+      'redis.keyPrefix': prefix,
+      'redis.partitions': PARTITIONS,
+      'commands.pollInterval': 50,
+      'dashboard.port': 0,
+      'dashboard.sampleInterval': 100,
+      'dashboard.historySize': HISTORY,
+    },
+    { services: projectionFactories({ 'projection.enabled': true }) },
+  );
   base = gw.gateway.dashboard!.url.replace(/\/$/, '');
   fleet = await startFleet({
     'redis.url': redis.url,
@@ -95,7 +101,9 @@ describe('JSON API', () => {
     const view = await waitFor(
       async () => {
         const { body } = await get<FleetView>('/api/fleet');
-        const ready = body.devices.filter((d) => d.readings.gps && d.readings.battery && d.lastSeen !== null);
+        const ready = body.devices.filter(
+          (d) => d.source === 'projection' && d.readings.gps && d.readings.battery && d.lastSeen !== null,
+        );
         return ready.length === ids.length ? body : undefined;
       },
       20_000,
@@ -117,6 +125,28 @@ describe('JSON API', () => {
     const tooMany = await get<ErrorBody>('/api/fleet?limit=100000');
     expect(tooMany.status).toBe(400);
     expect(tooMany.body.error.message).toMatch(/"limit" must be an integer/);
+  });
+
+  it('without projection state, takes the newest readings from the partitions, by sequence number', async () => {
+    const bare = new Keys(randomPrefix(), 2);
+    const append = (seq: number, type: string, payload: Record<string, unknown>) =>
+      client.xadd(
+        bare.telemetryStreamFor('loner-1'),
+        '*',
+        ...envelopeFields(encodeEnvelope({ deviceId: 'loner-1', seq, time: 1000 + seq, type, payload })),
+      );
+    await append(5, 'temperature', { c: 21 });
+    await append(3, 'temperature', { c: 18 }); // late and older: not the latest
+    await append(4, 'humidity', { rh: 40 });
+    const view = await new FleetReader(client, bare, () => Date.now()).read({ offset: 0, limit: 10 });
+    expect(view.devices).toHaveLength(1);
+    expect(view.devices[0]).toMatchObject({
+      id: 'loner-1',
+      kind: 'agent',
+      seq: 5,
+      source: 'tail',
+      readings: { temperature: { seq: 5, payload: { c: 21 } }, humidity: { seq: 4, payload: { rh: 40 } } },
+    });
   });
 
   it('samples throughput into a bounded history', async () => {
