@@ -6,11 +6,15 @@
  * Profiles run faster than life (GPS every 20 ms) so a few seconds give
  * thousands of readings; nothing here times speed.
  */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sendCommand, waitForResult } from '#shared/commands/send.js';
 import { Keys } from '#shared/keys.js';
 import { type Fleet, type FleetOptions, startFleet } from '../../firmware-sim/fleet.js';
+import { type AgentProcess, runScript } from '../harness/agent-process.js';
 import { type RunningGateway, startGateway } from '../harness/gateway.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
@@ -276,5 +280,58 @@ describe('fault switches', () => {
     const report = await f.audit();
     expect(report.lost).toBe(0);
     expect(report.duplicates).toBe(0);
+  });
+});
+
+function exited(p: AgentProcess): Promise<number | null> {
+  if (p.child.exitCode !== null) return Promise.resolve(p.child.exitCode);
+  return new Promise((resolve) => p.child.once('exit', (code) => resolve(code)));
+}
+
+describe('the CLI (npm run sim)', () => {
+  it('--help lists the options from the schema', async () => {
+    const p = runScript('firmware-sim/cli.ts', ['--help']);
+    expect(await exited(p)).toBe(0);
+    const out = p.output();
+    for (const flag of [
+      '--fleet-agents',
+      '--fleet-mqtt',
+      '--fleet-profile',
+      '--faults-duplicate',
+      '--mqtt-url',
+    ])
+      expect(out).toContain(flag);
+  });
+
+  it('runs a fleet for --fleet-duration, shows progress, and writes a read-back summary', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sim-cli-'));
+    const file = join(dir, 'summary.json');
+    try {
+      const p = runScript('firmware-sim/cli.ts', [
+        ...['--redis-url', redis.url, '--redis-key-prefix', prefix, '--redis-partitions', String(PARTITIONS)],
+        ...['--mqtt-url', gw.url, '--fleet-id-prefix', 'cli', '--fleet-agents', '3', '--fleet-mqtt', '3'],
+        ...['--fleet-duration', '2s', '--fleet-progress-interval', '500ms', '--fleet-summary-file', file],
+        ...['--faults-duplicate', '0.1', '--log-level', 'warn'],
+      ]);
+      const code = await exited(p);
+      expect(code, p.output()).toBe(0);
+      expect(p.output()).toMatch(/connected +6 \(agent 3, mqtt 3\) +\d+ msg\/s/);
+      expect(p.output()).toContain('summary after');
+      const summary = JSON.parse(readFileSync(file, 'utf8')) as {
+        sent: number;
+        acked: number;
+        faults: { duplicates: number };
+        duplicatesRefused: number;
+        audit: { lost: number; duplicates: number; stored: number };
+      };
+      expect(summary.acked).toBeGreaterThan(0);
+      expect(summary.acked).toBe(summary.sent);
+      expect(summary.audit.lost).toBe(0);
+      expect(summary.audit.duplicates).toBe(0);
+      expect(summary.duplicatesRefused).toBe(summary.faults.duplicates);
+      expect(summary.audit.stored).toBe(summary.acked - summary.faults.duplicates);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
