@@ -51,7 +51,10 @@ it('publishes into its partition on a cluster, in sequence order, across several
   for (const [i, id] of devices.entries()) {
     const mine = (await readStream(client, keys.telemetryStreamFor(id))).filter((e) => e.deviceId === id);
     const warnings = agents[i]!.logs().filter((l) => Number(l.level) >= 40);
-    expect(mine.map((e) => e.seq), JSON.stringify(warnings)).toEqual(mine.map((_, i) => i + 1));
+    expect(
+      mine.map((e) => e.seq),
+      JSON.stringify(warnings),
+    ).toEqual(mine.map((_, i) => i + 1));
     expect(new Set(mine.map((e) => e.type))).toEqual(new Set(['constant', 'temperature']));
   }
   client.disconnect();
