@@ -109,7 +109,9 @@ export class GatewayBroker implements DeviceReach {
     });
     this.aedes.on('ack', (packet, client) => {
       const identity = this.identities.get(client);
-      if (identity === undefined || packet.cmd !== 'publish') return;
+      // aedes emits `ack` without a packet for a PUBACK of an unknown message id (a device that
+      // rebooted acknowledges a previous life's delivery): a stray ack must not crash the gateway.
+      if (identity === undefined || !packet || packet.cmd !== 'publish') return;
       const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
       for (const l of this.ackListeners) l(identity, packet.topic, payload);
     });

@@ -125,6 +125,54 @@ export function encodedSize(e: EncodedEnvelope): number {
   return e.deviceId.length + e.type.length + e.payload.length + 40;
 }
 
+/**
+ * Decodes stream fields into an envelope whose payload stays JSON text, for
+ * consumers that store or forward it (the state projection): no parse and
+ * re-serialise per entry. Checks that every field is there and the numbers are
+ * numbers; throws ValidationError naming the field otherwise.
+ */
+export function decodeEncodedEnvelope(fields: readonly string[]): EncodedEnvelope {
+  let deviceId: string | undefined;
+  let seq: string | undefined;
+  let time: string | undefined;
+  let type: string | undefined;
+  let version: string | undefined;
+  let payload: string | undefined;
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const v = fields[i + 1]!;
+    switch (fields[i]) {
+      case FIELD.deviceId:
+        deviceId = v;
+        break;
+      case FIELD.seq:
+        seq = v;
+        break;
+      case FIELD.time:
+        time = v;
+        break;
+      case FIELD.type:
+        type = v;
+        break;
+      case FIELD.version:
+        version = v;
+        break;
+      case FIELD.payload:
+        payload = v;
+        break;
+    }
+  }
+  const int = (name: string, v: string | undefined): number => {
+    const n = v === undefined ? Number.NaN : Number(v);
+    if (!Number.isSafeInteger(n) || n < 0)
+      throw new ValidationError(name, v === undefined ? 'is missing from the stream entry' : `is not an integer: ${v}`);
+    return n;
+  };
+  if (deviceId === undefined) throw new ValidationError('deviceId', 'is missing from the stream entry');
+  if (type === undefined) throw new ValidationError('type', 'is missing from the stream entry');
+  if (payload === undefined) throw new ValidationError('payload', 'is missing from the stream entry');
+  return { deviceId, seq: int('seq', seq), time: int('time', time), type, version: int('version', version), payload };
+}
+
 /** Decodes stream fields ([k1, v1, k2, v2, ...]) into an envelope; throws ValidationError on bad entries. */
 export function decodeEnvelope(fields: readonly string[]): TelemetryEnvelope {
   const map = new Map<string, string>();
