@@ -64,6 +64,11 @@ export const simSchema = {
     'Messages an MQTT device keeps while disconnected (a microcontroller has little RAM); the oldest drop first',
     { min: 1, max: 100_000 },
   ),
+  'mqtt.maxInflight': opt.integer(
+    16,
+    'QoS 1 publishes an MQTT device has unacknowledged at once; more wait in its local queue',
+    { min: 1, max: 65535 },
+  ),
   'mqtt.reconnectBase': opt.duration(200, 'First reconnect delay; doubles per failed attempt, with jitter', {
     min: 10,
   }),

@@ -7,9 +7,11 @@
  * - telemetry at QoS 1 as `{"seq", "time", ...reading}`: the device's own sequence
  *   numbers make a resend after a lost PUBACK harmless (idempotent append);
  * - reconnects with capped exponential backoff and jitter (not in lockstep);
- * - while disconnected, a small bounded queue in RAM (`mqtt.queueLimit`, oldest
- *   dropped first, counted); a crash loses it, as a reboot loses RAM. Its
- *   sequence counter survives a crash (firmware keeps it in flash/RTC memory);
+ * - at most `mqtt.maxInflight` QoS 1 publishes unacknowledged; beyond that, and
+ *   while disconnected, a small bounded queue in RAM (`mqtt.queueLimit`, oldest
+ *   dropped first, counted): a slow broker costs readings on the device, never
+ *   unbounded memory. A crash loses the queue, as a reboot loses RAM; the
+ *   sequence counter survives it (firmware keeps it in flash/RTC memory);
  * - commands on its command topic: dropped past their deadline, deduplicated
  *   by id (a redelivery gets the same reply again), answered on the result topic.
  */
@@ -59,6 +61,8 @@ export class MqttDevice extends SimDevice {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private attempts = 0;
   private stopped = false;
+  /** QoS 1 publishes sent and not yet acknowledged (the in-flight window). */
+  private inflight = 0;
   private readonly topics: { telemetry: string; commands: string; results: string; status: string };
 
   constructor(
@@ -108,10 +112,8 @@ export class MqttDevice extends SimDevice {
           if (err) this.deps.stats.errors++;
         });
       }
-      this.transmit({ topic: this.topics.status, body: '{"online":true}', seq: undefined });
-      const backlog = this.queue;
-      this.queue = [];
-      for (const m of backlog) this.transmit(m);
+      this.queue.unshift({ topic: this.topics.status, body: '{"online":true}', seq: undefined });
+      this.drain();
     });
     client.on('close', () => {
       if (client !== this.client) return;
@@ -173,9 +175,9 @@ export class MqttDevice extends SimDevice {
     if (faults.duplicate()) this.send(msg);
   }
 
-  /** Sends now when connected, else keeps it in the bounded local queue. */
+  /** Sends now when connected and the in-flight window has room, else keeps it in the bounded local queue. */
   private send(m: Outgoing): void {
-    if (this.connected) {
+    if (this.connected && this.queue.length === 0 && this.inflight < this.deps.config['mqtt.maxInflight']) {
       this.transmit(m);
       return;
     }
@@ -192,11 +194,21 @@ export class MqttDevice extends SimDevice {
     this.deps.ledger.dropped(this.id, m.seq);
   }
 
+  /** Sends queued messages while connected and the window has room. */
+  private drain(): void {
+    const max = this.deps.config['mqtt.maxInflight'];
+    while (this.connected && this.inflight < max && this.queue.length > 0) this.transmit(this.queue.shift()!);
+  }
+
   private transmit(m: Outgoing): void {
     const client = this.client;
     if (!client) return;
     if (m.seq !== undefined) this.deps.stats.sent++;
+    this.inflight++;
     client.publish(m.topic, m.body, { qos: 1 }, (err) => {
+      if (client !== this.client) return; // a crashed life's publish
+      this.inflight--;
+      this.drain();
       if (m.seq === undefined) return;
       if (err) {
         this.deps.stats.errors++;
@@ -299,6 +311,7 @@ export class MqttDevice extends SimDevice {
     if (this.held) this.dropped(this.held);
     this.queue = [];
     this.held = undefined;
+    this.inflight = 0;
     this.replies.clear();
     this.deps.clock.setTimeout(() => {
       if (!this.stopped) this.start();
@@ -312,6 +325,10 @@ export class MqttDevice extends SimDevice {
       this.send(this.held);
       this.held = undefined;
     }
+    // Let the queue drain through the in-flight window while connected (bounded by timeoutMs).
+    const deadline = Date.now() + timeoutMs;
+    while (this.connected && (this.queue.length > 0 || this.inflight > 0) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
     this.stopped = true;
     if (this.reconnectTimer) this.deps.clock.clearTimeout(this.reconnectTimer);
     const client = this.client;
@@ -319,11 +336,14 @@ export class MqttDevice extends SimDevice {
     for (const m of this.queue) this.dropped(m);
     this.queue = [];
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        // PUBACKs did not all come: give up on them (they stay "sent, not acknowledged" in the ledger).
-        client.stream.destroy();
-        resolve();
-      }, timeoutMs);
+      const timer = setTimeout(
+        () => {
+          // PUBACKs did not all come: give up on them (they stay "sent, not acknowledged" in the ledger).
+          client.stream.destroy();
+          resolve();
+        },
+        Math.max(100, deadline - Date.now()),
+      );
       client.end(false, () => {
         clearTimeout(timer);
         resolve();
