@@ -181,10 +181,15 @@ export class MqttDevice extends SimDevice {
       this.transmit(m);
       return;
     }
-    this.queue.push(m);
+    // Command results go first and are never the ones dropped: a reading is worth less than an answer.
+    if (m.seq === undefined) {
+      const firstReading = this.queue.findIndex((q) => q.seq !== undefined);
+      this.queue.splice(firstReading < 0 ? this.queue.length : firstReading, 0, m);
+    } else this.queue.push(m);
     if (this.queue.length > this.deps.config['mqtt.queueLimit']) {
-      const oldest = this.queue.shift()!;
-      this.dropped(oldest);
+      const i = this.queue.findIndex((q) => q.seq !== undefined);
+      const [oldest] = this.queue.splice(Math.max(i, 0), 1);
+      if (oldest) this.dropped(oldest);
     }
   }
 
