@@ -164,13 +164,23 @@ export function decodeEncodedEnvelope(fields: readonly string[]): EncodedEnvelop
   const int = (name: string, v: string | undefined): number => {
     const n = v === undefined ? Number.NaN : Number(v);
     if (!Number.isSafeInteger(n) || n < 0)
-      throw new ValidationError(name, v === undefined ? 'is missing from the stream entry' : `is not an integer: ${v}`);
+      throw new ValidationError(
+        name,
+        v === undefined ? 'is missing from the stream entry' : `is not an integer: ${v}`,
+      );
     return n;
   };
   if (deviceId === undefined) throw new ValidationError('deviceId', 'is missing from the stream entry');
   if (type === undefined) throw new ValidationError('type', 'is missing from the stream entry');
   if (payload === undefined) throw new ValidationError('payload', 'is missing from the stream entry');
-  return { deviceId, seq: int('seq', seq), time: int('time', time), type, version: int('version', version), payload };
+  return {
+    deviceId,
+    seq: int('seq', seq),
+    time: int('time', time),
+    type,
+    version: int('version', version),
+    payload,
+  };
 }
 
 /** Decodes stream fields ([k1, v1, k2, v2, ...]) into an envelope; throws ValidationError on bad entries. */

@@ -19,7 +19,7 @@
 
 import { Redis } from 'ioredis';
 import { type Clock, systemClock } from '#shared/clock.js';
-import { decodeEnvelope } from '#shared/envelope.js';
+import { decodeEncodedEnvelope, type EncodedEnvelope } from '#shared/envelope.js';
 import type { Keys } from '#shared/keys.js';
 import { EpisodeLog, type Logger } from '#shared/log.js';
 import { Counter, type Health, type Registry } from '#shared/metrics.js';
@@ -83,11 +83,15 @@ export interface ProjectionDeps {
 
 type RawEntry = [id: string, fields: string[] | null];
 type ReadReply = Array<[stream: string, entries: RawEntry[]]> | null;
+interface Batch {
+  stream: string;
+  entries: RawEntry[];
+}
 
 interface DeviceFold {
   arrival: number;
-  /** type -> [seq, time, type, payload JSON] of the highest seq in this round. */
-  readings: Map<string, [number, number, string, string]>;
+  /** type -> highest seq of this round and its packed reading "<seq> <time> <type> <payload>". */
+  readings: Map<string, { seq: number; packed: string }>;
 }
 
 /** How long a drop keeps /healthz unhealthy (a dropping component never reports healthy). */
@@ -107,6 +111,9 @@ export class ProjectionService {
   private wake: (() => void) | undefined;
   private lastDropAt = Number.NEGATIVE_INFINITY;
   private lastError: string | undefined;
+  /** The next round's read, started while the current round is folded in. */
+  private prefetch: Promise<Batch[]> | undefined;
+  private closing = false;
   private drops = 0;
   private readonly dropEpisode: EpisodeLog;
   private readonly errorEpisode: EpisodeLog;
@@ -147,8 +154,11 @@ export class ProjectionService {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.closing = true;
     this.wake?.();
     await this.loopDone;
+    // Fold in and acknowledge what the last round read ahead, rather than leave it pending.
+    if (this.prefetch) await this.runRound().catch(() => undefined);
   }
 
   health(): Health {
@@ -183,21 +193,36 @@ export class ProjectionService {
   /** Reads one batch from every partition, folds it in and acknowledges it. Returns entries processed. */
   async runRound(): Promise<number> {
     try {
-      const batches = await Promise.all(this.streams.map((s) => this.read(s)));
-      const claimed = await this.claimAbandoned();
-      const all = [...batches, ...claimed].filter((b) => b.entries.length > 0);
+      const prefetched = this.prefetch;
+      this.prefetch = undefined;
+      const all = await (prefetched ?? this.readAll());
+      // While this round is folded in, Redis already serves the next read: Node and Redis work in parallel.
+      if (all.length > 0 && !this.closing) {
+        const next = this.readAll();
+        next.catch(() => undefined); // its failure surfaces when the next round awaits it
+        this.prefetch = next;
+      }
       const n = await this.process(all);
       this.lastError = undefined;
       this.errorEpisode.end();
       return n;
     } catch (err) {
-      // Whatever was read stays pending; re-read own pending entries first next time.
+      // Whatever was read stays pending; re-read own pending entries first next time
+      // (after the read in flight, if any, has settled, so its cursor updates come first).
+      await this.prefetch?.catch(() => undefined);
+      this.prefetch = undefined;
       for (const s of this.streams) this.cursors.delete(s);
       this.metrics?.errors.inc();
       this.lastError = err instanceof Error ? err.message : String(err);
       this.errorEpisode.hit({ err: this.lastError });
       throw err;
     }
+  }
+
+  private async readAll(): Promise<Batch[]> {
+    const batches = await Promise.all(this.streams.map((s) => this.read(s)));
+    const claimed = await this.claimAbandoned();
+    return [...batches, ...claimed].filter((b) => b.entries.length > 0);
   }
 
   /** Runs rounds until one finds nothing (tests, benchmarks). */
@@ -210,7 +235,7 @@ export class ProjectionService {
     }
   }
 
-  private async read(stream: string): Promise<{ stream: string; entries: RawEntry[] }> {
+  private async read(stream: string): Promise<Batch> {
     const { group, consumer, batchSize } = this.options;
     const cursor = this.cursors.get(stream) ?? '0';
     const reply = (await this.client.xreadgroup(
@@ -235,7 +260,7 @@ export class ProjectionService {
   }
 
   /** Takes over entries other consumers left pending longer than claimIdle (at most every claimIdle). */
-  private async claimAbandoned(): Promise<Array<{ stream: string; entries: RawEntry[] }>> {
+  private async claimAbandoned(): Promise<Batch[]> {
     const now = this.clock.now();
     if (now - this.lastClaim < this.options.claimIdle) return [];
     this.lastClaim = now;
@@ -261,7 +286,7 @@ export class ProjectionService {
     );
   }
 
-  private async process(batches: Array<{ stream: string; entries: RawEntry[] }>): Promise<number> {
+  private async process(batches: Batch[]): Promise<number> {
     const devices = new Map<string, DeviceFold>();
     let entries = 0;
     let stale = 0;
@@ -274,9 +299,9 @@ export class ProjectionService {
           this.dropped('missing', 1, { stream, id });
           continue;
         }
-        let e: ReturnType<typeof decodeEnvelope>;
+        let e: EncodedEnvelope;
         try {
-          e = decodeEnvelope(fields);
+          e = decodeEncodedEnvelope(fields);
         } catch (err) {
           this.dropped('invalid', 1, { stream, id, err: (err as Error).message });
           continue;
@@ -288,12 +313,12 @@ export class ProjectionService {
         }
         fold.arrival = Math.max(fold.arrival, idTime(id));
         const held = fold.readings.get(e.type);
-        if (held && held[0] >= e.seq) {
+        if (held && held.seq >= e.seq) {
           stale++;
           continue;
         }
         if (held) stale++;
-        fold.readings.set(e.type, [e.seq, e.time, e.type, JSON.stringify(e.payload)]);
+        fold.readings.set(e.type, { seq: e.seq, packed: `${e.seq} ${e.time} ${e.type} ${e.payload}` });
       }
     }
     if (entries === 0) return 0;
@@ -302,7 +327,7 @@ export class ProjectionService {
     const calls: Array<[string, Array<string | number>]> = [];
     for (const [deviceId, fold] of devices) {
       const args: Array<string | number> = [fold.arrival];
-      for (const r of fold.readings.values()) args.push(...r);
+      for (const r of fold.readings.values()) args.push(r.packed);
       calls.push([this.keys.deviceState(deviceId), args]);
     }
     const results = await this.runScripts(calls);

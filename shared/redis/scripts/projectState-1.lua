@@ -7,7 +7,9 @@ replayed entries never make the view go back in time.
 KEYS[1]  the device's state hash                 iot:{<deviceId>}:state
 ARGV[1]  arrival: stream-id milliseconds of the newest of these entries (when
          Redis received it; "last seen" is the highest arrival ever folded in)
-ARGV[2..] readings, 4 values each: seq, time, type, payload (JSON text)
+ARGV[2..] readings, one value each: "<seq> <time> <type> <payload JSON>" (one
+         argument per reading rather than four: fewer arguments to encode and
+         parse per call; a type never contains a space)
 
 Hash fields (decoded by shared/state.ts):
   seq      highest sequence number folded in
@@ -31,9 +33,10 @@ local seen = tonumber(head[2]) or 0
 
 local updates = {}
 local current = {}
-for i = 2, #ARGV, 4 do
-  local seq = tonumber(ARGV[i])
-  local field = 'r:' .. ARGV[i + 2]
+for i = 2, #ARGV do
+  local seqText, timeText, readingType, payload = string.match(ARGV[i], '^(%d+) (%d+) (%S+) (.*)$')
+  local seq = tonumber(seqText)
+  local field = 'r:' .. readingType
   local stored = current[field]
   if stored == nil then
     local raw = redis.call('HGET', key, field)
@@ -41,11 +44,11 @@ for i = 2, #ARGV, 4 do
   end
   if seq > stored then
     current[field] = seq
-    updates[field] = ARGV[i] .. ' ' .. ARGV[i + 1] .. ' ' .. ARGV[i + 3]
+    updates[field] = seqText .. ' ' .. timeText .. ' ' .. payload
     applied = applied + 1
     if seq > topSeq then
       topSeq = seq
-      topTime = ARGV[i + 1]
+      topTime = timeText
     end
   else
     current[field] = stored
