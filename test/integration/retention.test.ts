@@ -166,6 +166,18 @@ describe('retention [standalone]', () => {
     expect(await ids(stream)).toEqual([]);
   });
 
+  it('the length policy holds back for a group whose lag Redis cannot tell (after XDEL)', async () => {
+    const { stream, service } = await setup({ 'retention.telemetry.maxLen': 2 });
+    const now = await serverTime(redis);
+    const all = await addAt(stream, now, 10);
+    await redis.xgroup('CREATE', stream, 'g', '0');
+    await redis.xack(stream, 'g', ...(await readGroup(stream, 'g', 5)));
+    await redis.xdel(stream, all[7]!); // a deletion in the unread range: XINFO GROUPS lag becomes NULL
+    const report = await service.runPass();
+    expect(report.streams.find((x) => x.key === stream)!.groups[0]!.lag).toBeNull();
+    expect(await ids(stream)).toEqual([all[5], all[6], all[8], all[9]]);
+  });
+
   it('the length policy trims to maxLen when no group needs the entries', async () => {
     const { stream, service } = await setup({ 'retention.telemetry.maxLen': 5 });
     const now = await serverTime(redis);

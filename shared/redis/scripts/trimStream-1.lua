@@ -92,6 +92,7 @@ for i = 1, #raw do
       if less(oldest, need) then need = oldest end
     end
   end
+  group.need = need
   if floor == nil or less(need, floor) then
     floor = need
     floorGroup = group.name
@@ -120,12 +121,28 @@ if maxLen > 0 then
   if len > maxLen then
     local excess = math.min(len - maxLen, maxRemove)
     if excess < len - maxLen then more = 1 end
-    if floor then
-      -- How many entries lie below the floor (at most `excess` are read).
-      local below = #redis.call('XRANGE', key, '-', '(' .. fmt(floor), 'COUNT', excess)
+    -- How many entries lie below each group's floor. Cheap from XINFO's lag
+    -- (entries after last-delivered-id) when Redis knows it: entries at or
+    -- below last-delivered-id = len - lag, less the few from the oldest
+    -- pending id on (a consumer's in-flight window). Otherwise, or when that
+    -- window is large, count from the head (at most `excess` entries read).
+    for _, group in ipairs(groups) do
+      local below = nil
+      if group.lag >= 0 then
+        local delivered = len - group.lag
+        if group.pending == 0 then
+          below = delivered
+        else
+          local window = #redis.call('XRANGE', key, group.oldest, group.lastDelivered, 'COUNT', 101)
+          if window <= 100 then below = delivered - window end
+        end
+      end
+      if below == nil then
+        below = #redis.call('XRANGE', key, '-', '(' .. fmt(group.need), 'COUNT', excess)
+      end
       if below < excess then
-        excess = below
-        blockedBy = floorGroup
+        excess = math.max(below, 0)
+        blockedBy = group.name
         more = 0
       end
     end
