@@ -83,6 +83,14 @@ describe('a mixed fleet', () => {
     await f.stop();
     const after = f.stats();
     expect(after.connected).toBe(0);
+    // stop() leaves nothing running: no Redis connection of the fleet, no MQTT client at the broker.
+    // (The server notices a closed socket a moment later: wait for it rather than race it.)
+    await waitFor(
+      async () => !((await client.client('LIST')) as string).includes('name=firmware-sim'),
+      5000,
+      "the fleet's Redis connections gone",
+    );
+    await waitFor(async () => gw.gateway.broker!.aedes.connectedClients === 0, 5000, 'MQTT clients gone');
     const report = await f.audit();
     expect(report.acked).toBeGreaterThan(2000);
     expect(report.lost).toBe(0);
