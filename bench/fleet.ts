@@ -205,6 +205,8 @@ export async function run(): Promise<Record<string, unknown>> {
       duplicates: a.duplicates,
       unacked_at_stop: a.unacked,
       dropped_on_devices: summary.dropped,
+      dropped_agent: summary.byKind.agent.dropped,
+      dropped_mqtt: summary.byKind.mqtt.dropped,
       samples_skipped: summary.skippedSamples,
       ingest_p50_ms: a.ingestP50Ms,
       ingest_p99_ms: a.ingestP99Ms,

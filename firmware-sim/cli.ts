@@ -36,6 +36,7 @@ export interface Summary {
   errors: number;
   dropped: number;
   skippedSamples: number;
+  byKind: FleetStats['byKind'];
   duplicatesRefused: number;
   faults: FleetStats['faults'];
   audit?: AuditReport;
@@ -109,6 +110,7 @@ async function main(): Promise<void> {
       errors: s.errors,
       dropped: s.dropped,
       skippedSamples: s.skippedSamples,
+      byKind: s.byKind,
       duplicatesRefused: s.duplicatesRefused,
       faults: s.faults,
     };
