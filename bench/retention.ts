@@ -4,7 +4,7 @@
  * (10,000 devices, 3 reading types, ~40-byte payloads, as agents write them):
  *   bytes_per_entry        MEMORY USAGE (exact) of the partitions / entries
  *   mib_per_million        the same per million entries
- *   drain_per_s            raw XREADGROUP (COUNT 1000, all partitions per round) + XACK of every entry
+ *   drain_per_s            raw XREADGROUP (all partitions per round, the projection's COUNT) + XACK of every entry
  *   projection_per_s       the projection folding the same entries into state hashes (same read shape)
  *   projection_vs_drain    the ratio (goal >= 0.5)
  *   trim_pass_ms           a retention pass over the 32 partitions (+4 shared streams) that trims
@@ -26,7 +26,8 @@ const PARTITIONS = 32;
 const ENTRIES = 1_000_000;
 const DEVICES = 10_000;
 const TYPES = ['temperature', 'humidity', 'battery'];
-const BATCH = 1000;
+/** Both the drain and the projection read with the projection's default COUNT. */
+const BATCH = projectionOptions().batchSize;
 
 type ReadReply = Array<[string, Array<[string, string[]]>]> | null;
 

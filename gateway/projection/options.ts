@@ -9,7 +9,9 @@ export const projectionSchema = {
     'Consumer group the projection reads the telemetry partitions with (one group for all gateways)',
   ),
   'projection.consumer': opt.string('', 'Consumer name in that group; default: hostname-pid'),
-  'projection.batchSize': opt.integer(1000, 'Entries read per partition per round (XREADGROUP COUNT)', {
+  // Larger rounds fold more readings of a device into one script call (bench/retention.ts); two rounds are
+  // in memory at once (one read ahead), so memory is about 2 x batchSize x partitions entries.
+  'projection.batchSize': opt.integer(2000, 'Entries read per partition per round (XREADGROUP COUNT)', {
     min: 1,
     max: 100_000,
   }),

@@ -26,32 +26,43 @@ local key = KEYS[1]
 local arrival = tonumber(ARGV[1])
 local applied, stale = 0, 0
 
-local head = redis.call('HMGET', key, 'seq', 'seen')
-local topSeq = tonumber(head[1]) or 0
+-- Parse the readings, then read every field they compare against in one HMGET.
+local readings = {}
+local fields = { 'seq', 'seen' }
+local slot = {}
+for i = 2, #ARGV do
+  local seqText, timeText, readingType, payload = string.match(ARGV[i], '^(%d+) (%d+) (%S+) (.*)$')
+  local field = 'r:' .. readingType
+  readings[#readings + 1] = { tonumber(seqText), seqText, timeText, field, payload }
+  if not slot[field] then
+    fields[#fields + 1] = field
+    slot[field] = #fields
+  end
+end
+local stored = redis.call('HMGET', key, unpack(fields))
+local topSeq = tonumber(stored[1]) or 0
 local topTime = nil
-local seen = tonumber(head[2]) or 0
+local seen = tonumber(stored[2]) or 0
 
 local updates = {}
 local current = {}
-for i = 2, #ARGV do
-  local seqText, timeText, readingType, payload = string.match(ARGV[i], '^(%d+) (%d+) (%S+) (.*)$')
-  local seq = tonumber(seqText)
-  local field = 'r:' .. readingType
-  local stored = current[field]
-  if stored == nil then
-    local raw = redis.call('HGET', key, field)
-    stored = raw and tonumber(string.match(raw, '^(%d+)')) or 0
+for _, r in ipairs(readings) do
+  local seq, field = r[1], r[4]
+  local have = current[field]
+  if have == nil then
+    local raw = stored[slot[field]]
+    have = raw and tonumber(string.match(raw, '^(%d+)')) or 0
   end
-  if seq > stored then
+  if seq > have then
     current[field] = seq
-    updates[field] = seqText .. ' ' .. timeText .. ' ' .. payload
+    updates[field] = r[2] .. ' ' .. r[3] .. ' ' .. r[5]
     applied = applied + 1
     if seq > topSeq then
       topSeq = seq
-      topTime = timeText
+      topTime = r[3]
     end
   else
-    current[field] = stored
+    current[field] = have
     stale = stale + 1
   end
 end
