@@ -17,7 +17,7 @@ import { retentionOptions } from '../../gateway/retention/options.js';
 import { RetentionService } from '../../gateway/retention/service.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
-import { baseRedisConfig } from '../harness/targets.js';
+import { baseRedisConfig, forEachTarget } from '../harness/targets.js';
 
 const HOUR = 3_600_000;
 
@@ -295,5 +295,48 @@ describe('retention [standalone]', () => {
     expect(trimmed).toBeGreaterThan(0);
     await a.runPass();
     expect(await redis.xlen(stream)).toBe(0);
+  });
+});
+
+forEachTarget('retention pass over every family', (target) => {
+  it('trims each family by its own policy and keeps what a group still needs', async () => {
+    const keys = new Keys(randomPrefix(), 4);
+    const client = createRedis(target().config);
+    await waitReady(client, 'test', 10_000);
+    try {
+      const c = target().client;
+      const now = await serverTime(client);
+      const old = `${now - 2 * HOUR}`;
+      const streams = [
+        ...keys.allTelemetryStreams(),
+        keys.results(),
+        keys.presence(),
+        keys.rejected(),
+        keys.deadLetters(),
+      ];
+      for (const s of streams) {
+        await c.xadd(s, `${old}-1`, 'p', '1');
+        await c.xadd(s, `${old}-2`, 'p', '2');
+        await c.xadd(s, `${now - 1000}-1`, 'p', '3');
+      }
+      await c.xgroup('CREATE', keys.telemetryStream(2), 'slow', '0');
+      await c.xreadgroup('GROUP', 'slow', 'x', 'COUNT', 1, 'STREAMS', keys.telemetryStream(2), '>');
+      const o = options({ 'retention.telemetry.maxAge': HOUR, 'retention.deadletter.maxAge': 3 * HOUR });
+      const report = await new RetentionService(client, keys, o, { logger: silentLogger() }).runPass();
+      expect(report.errors).toEqual([]);
+      const lengths = Object.fromEntries(await Promise.all(streams.map(async (s) => [s, await c.xlen(s)])));
+      expect(lengths).toEqual({
+        [keys.telemetryStream(0)]: 1,
+        [keys.telemetryStream(1)]: 1,
+        [keys.telemetryStream(2)]: 3, // 'slow' has the first entry pending
+        [keys.telemetryStream(3)]: 1,
+        [keys.results()]: 3, // no limits on the other families in this test
+        [keys.presence()]: 3,
+        [keys.rejected()]: 3,
+        [keys.deadLetters()]: 3, // younger than its 3 h
+      });
+    } finally {
+      client.disconnect();
+    }
   });
 });
