@@ -108,6 +108,16 @@ forEachTarget('telemetry producer', (target) => {
     expect(state).toBe('60');
   });
 
+  it('raw mode (idempotent off) appends every entry it is given, duplicates included', async () => {
+    const { keys, producer } = await open({ idempotent: false });
+    for (const seq of [1, 2, 3, 2]) producer.offer(entry('dev-raw', seq));
+    await producer.flush();
+    const stored = await readStream(target().client, keys.telemetryStreamFor('dev-raw'));
+    expect(stored.map((e) => e.seq)).toEqual([1, 2, 3, 2]);
+    expect(stored[0]).toMatchObject({ deviceId: 'dev-raw', type: 'temperature', payload: { v: 1 } });
+    expect(producer.totals).toMatchObject({ appended: 4, duplicates: 0 });
+  });
+
   it('a linger timeout flushes a partial batch; a full batch goes out at once', async () => {
     const { keys, producer } = await open({ batchMaxEntries: 10, lingerMs: 2000 });
     const stream = keys.telemetryStreamFor('dev-linger');
