@@ -109,8 +109,9 @@ local more = 0
 if maxAge > 0 then
   local cut = { now - maxAge, 0 }
   if floor and less(floor, cut) then
+    -- Held back only if some entry the policy would remove is still needed.
+    if #redis.call('XRANGE', key, fmt(floor), '(' .. fmt(cut), 'COUNT', 1) > 0 then blockedBy = floorGroup end
     cut = floor
-    blockedBy = floorGroup
   end
   removedAge = redis.call('XTRIM', key, 'MINID', fmt(cut))
 end
