@@ -90,16 +90,32 @@ export const gatewaySchema = {
     'Gateway-assigned sequence numbers reserved per Redis round trip (a crash leaves at most this gap)',
     { min: 1, max: 1_000_000 },
   ),
-  'gateway.rejectedMaxLen': opt.integer(100_000, 'Approximate cap of the rejected stream (XADD MAXLEN ~)', {
-    min: 100,
-  }),
-  'gateway.presenceMaxLen': opt.integer(100_000, 'Approximate cap of the presence stream (XADD MAXLEN ~)', {
-    min: 100,
-  }),
+  // Off by default: retention (retention.*) trims these streams lag-aware and counts every forced loss;
+  // an XADD MAXLEN cap would trim past consumer groups without counting.
+  'gateway.rejectedMaxLen': opt.integer(
+    0,
+    'Approximate XADD MAXLEN cap of the rejected stream (0 = leave it to retention)',
+    {
+      min: 0,
+    },
+  ),
+  'gateway.presenceMaxLen': opt.integer(
+    0,
+    'Approximate XADD MAXLEN cap of the presence stream (0 = leave it to retention)',
+    {
+      min: 0,
+    },
+  ),
   'commands.enabled': opt.boolean(true, 'Deliver commands to MQTT devices and record their results'),
-  'commands.pollInterval': opt.duration(200, 'How often the command streams of reachable devices are read', {
-    min: 10,
-  }),
+  'commands.pollInterval': opt.duration(
+    2000,
+    'Fallback: how often the command streams of reachable devices are read even without a doorbell',
+    { min: 10 },
+  ),
+  'commands.doorbell': opt.boolean(
+    true,
+    "Read a device's command stream as soon as a sender rings the doorbell stream (else only at each poll)",
+  ),
   'commands.sweepInterval': opt.duration(
     1000,
     'How often commands nobody can deliver are checked against their deadlines',

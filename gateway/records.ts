@@ -93,7 +93,9 @@ export class RecordWriter {
   ): void {
     // Two plain commands, not a pipeline: the stream and the hash live in different cluster slots.
     const run = Promise.all([
-      this.client.xadd(stream, 'MAXLEN', '~', maxLen, '*', ...fields),
+      maxLen > 0
+        ? this.client.xadd(stream, 'MAXLEN', '~', maxLen, '*', ...fields)
+        : this.client.xadd(stream, '*', ...fields),
       lastSeen ? this.client.hset(this.keys.lastSeen(), lastSeen[0], lastSeen[1]) : null,
     ]);
     run.then(done, (err: Error) => {

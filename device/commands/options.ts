@@ -49,9 +49,10 @@ export const commandSchema = {
     'How long the dedup ledger and journal remember a command after its deadline',
     { min: 1000 },
   ),
+  // Off by default: the gateway's retention trims the results stream lag-aware and counts forced losses.
   'commands.resultsMaxLen': opt.integer(
-    1_000_000,
-    'Approximate MAXLEN of the results stream (0 = no trimming)',
+    0,
+    'Approximate MAXLEN of the results stream (0 = leave it to retention)',
     {
       min: 0,
     },
