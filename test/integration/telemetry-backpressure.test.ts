@@ -1,10 +1,11 @@
 /**
  * Bounded memory under a slow Redis (ARCHITECTURE.md, guarantee 6): with
- * Redis paused (CLIENT PAUSE WRITE) the producer never holds more than its
- * configured bound, refuses (and counts) the rest, and once Redis is back
- * publishes every entry it accepted, exactly once.
+ * Redis paused (CLIENT PAUSE WRITE, on every master of a cluster) the producer
+ * never holds more than its configured bound, refuses (and counts) the rest,
+ * and once Redis is back publishes every entry it accepted, exactly once.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { Cluster, type Redis } from 'ioredis';
+import { expect, it } from 'vitest';
 import { type EncodedEnvelope, encodeEnvelope } from '#shared/envelope.js';
 import { Keys } from '#shared/keys.js';
 import { silentLogger } from '#shared/log.js';
@@ -12,78 +13,76 @@ import { createRedis, waitReady } from '#shared/redis/connect.js';
 import { TelemetryProducer } from '#shared/telemetry/producer.js';
 import { producerOptions } from '#shared/telemetry/producer-options.js';
 import { randomPrefix } from '../harness/prefix.js';
-import { type RedisServer, startRedis } from '../harness/redis-server.js';
 import { readStream } from '../harness/streams.js';
-import { baseRedisConfig } from '../harness/targets.js';
+import { forEachTarget } from '../harness/targets.js';
 
-let server: RedisServer;
-beforeAll(async () => {
-  server = await startRedis();
-});
-afterAll(async () => {
-  await server.destroy();
-});
+forEachTarget('back-pressure', (target) => {
+  /** The servers to pause: the one server, or every master of the cluster. */
+  const servers = (): Redis[] => {
+    const c = target().client;
+    return c instanceof Cluster ? c.nodes('master') : [c];
+  };
 
-it('holds at most maxBufferedEntries while Redis is paused, then delivers every accepted entry once', async () => {
-  const keys = new Keys(randomPrefix(), 4);
-  const client = createRedis(baseRedisConfig(server.url), { failFast: true });
-  await waitReady(client, 'test', 5000);
-  const bound = 300;
-  const producer = new TelemetryProducer(
-    client,
-    keys,
-    {
-      ...producerOptions(),
-      batchMaxEntries: 50,
-      maxBufferedEntries: bound,
-      lingerMs: 2,
-      appendTimeoutMs: 500, // the pause outlasts it: batches time out and are retried
-      retryMaxDelayMs: 200,
-    },
-    { logger: silentLogger() },
-  );
-  const admin = server.client();
-  await admin.client('PAUSE', 2500, 'WRITE');
+  it('holds at most maxBufferedEntries while Redis is paused, then delivers every accepted entry once', async () => {
+    const keys = new Keys(randomPrefix(), 4);
+    const client = createRedis(target().config, { failFast: true });
+    await waitReady(client, 'test', 5000);
+    const bound = 300;
+    const producer = new TelemetryProducer(
+      client,
+      keys,
+      {
+        ...producerOptions(),
+        batchMaxEntries: 50,
+        maxBufferedEntries: bound,
+        lingerMs: 2,
+        appendTimeoutMs: 500, // the pause outlasts it: batches time out and are retried
+        retryMaxDelayMs: 200,
+      },
+      { logger: silentLogger() },
+    );
+    const stream = keys.telemetryStreamFor('dev-paused');
+    await Promise.all(servers().map((s) => s.client('PAUSE', 2500, 'WRITE')));
 
-  const accepted: EncodedEnvelope[] = [];
-  let maxHeld = 0;
-  let refused = 0;
-  for (let seq = 1; seq <= 2000; seq++) {
-    const e = encodeEnvelope({
+    const accepted: EncodedEnvelope[] = [];
+    let maxHeld = 0;
+    let refused = 0;
+    for (let seq = 1; seq <= 2000; seq++) {
+      const e = encodeEnvelope({
+        deviceId: 'dev-paused',
+        seq,
+        time: Date.now(),
+        type: 'constant',
+        payload: { seq },
+      });
+      if (producer.offer(e)) accepted.push(e);
+      else refused++;
+      maxHeld = Math.max(maxHeld, producer.held);
+      if (seq % 100 === 0) await new Promise((r) => setTimeout(r, 50)); // ~1 s of sampling while paused
+    }
+    expect(maxHeld).toBeLessThanOrEqual(bound);
+    expect(refused).toBeGreaterThan(0);
+    expect(producer.totals.refused).toBe(refused);
+    expect(producer.isBackpressured).toBe(true);
+    expect(producer.totals.failedBatches).toBeGreaterThan(0); // timed out while paused: retried later
+
+    await Promise.all(servers().map((s) => s.client('UNPAUSE')));
+    await producer.flush();
+    const stored = await readStream(target().client, stream);
+    expect(stored.map((e) => e.seq)).toEqual(accepted.map((e) => e.seq));
+    expect(producer.isBackpressured).toBe(false);
+
+    // And publishing resumes for new entries.
+    const next = encodeEnvelope({
       deviceId: 'dev-paused',
-      seq,
+      seq: 5000,
       time: Date.now(),
       type: 'constant',
-      payload: { seq },
+      payload: 1,
     });
-    if (producer.offer(e)) accepted.push(e);
-    else refused++;
-    maxHeld = Math.max(maxHeld, producer.held);
-    if (seq % 100 === 0) await new Promise((r) => setTimeout(r, 50)); // ~1 s of sampling while paused
-  }
-  expect(maxHeld).toBeLessThanOrEqual(bound);
-  expect(refused).toBeGreaterThan(0);
-  expect(producer.totals.refused).toBe(refused);
-  expect(producer.isBackpressured).toBe(true);
-  expect(producer.totals.failedBatches).toBeGreaterThan(0); // timed out while paused: retried later
-
-  await admin.client('UNPAUSE');
-  await producer.flush();
-  const stored = await readStream(admin, keys.telemetryStreamFor('dev-paused'));
-  expect(stored.map((e) => e.seq)).toEqual(accepted.map((e) => e.seq));
-  expect(producer.isBackpressured).toBe(false);
-
-  // And publishing resumes for new entries.
-  const next = encodeEnvelope({
-    deviceId: 'dev-paused',
-    seq: 5000,
-    time: Date.now(),
-    type: 'constant',
-    payload: 1,
+    expect(producer.offer(next)).toBe(true);
+    await producer.flush();
+    expect(await target().client.xlen(stream)).toBe(accepted.length + 1);
+    client.disconnect();
   });
-  expect(producer.offer(next)).toBe(true);
-  await producer.flush();
-  expect(await admin.xlen(keys.telemetryStreamFor('dev-paused'))).toBe(accepted.length + 1);
-  admin.disconnect();
-  client.disconnect();
 });
