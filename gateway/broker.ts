@@ -183,8 +183,13 @@ export class GatewayBroker implements DeviceReach {
 
   async close(): Promise<void> {
     this.wss?.close();
-    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    // A server's close() calls back only once its last connection ends: stop accepting first,
+    // then let aedes close the device connections, then wait for the servers.
+    const closed = Promise.all(
+      this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
+    );
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
+    await closed;
   }
 
   private authenticate(

@@ -19,12 +19,22 @@
  * reads (offline, or served by a gateway that died) the same way, so no
  * command hangs while any gateway runs.
  *
+ * When commands are read: a sender rings the doorbell (`iot:commands:doorbell`,
+ * shared/commands/send.ts ringDoorbell) after queueing a command; every
+ * gateway blocks on it (XREAD BLOCK on a connection of its own) and reads the
+ * command stream of each device named there that it can reach (broker mode:
+ * connected to it; bridge mode: an MQTT device). The doorbell is only a hint:
+ * a slow fallback poll (`commands.pollInterval`) reads every reachable
+ * device's stream, so a lost or trimmed doorbell entry delays a command and
+ * never loses it. A device that (re)connects has its stream read at once.
+ *
  * Device protocol (JSON): command {id, name, args, deadline, issuedAt};
  * result {id, status: succeeded|failed|rejected, output?, errorClass?, message?}.
  */
 import { type Command, decodeCommand, decodeResult, resultFields } from '#shared/commands/codec.js';
-import { DEFAULT_LEDGER_RETENTION_MS, registerDevice } from '#shared/commands/send.js';
+import { DEFAULT_LEDGER_RETENTION_MS, duplicateClient, registerDevice } from '#shared/commands/send.js';
 import { Counter } from '#shared/metrics.js';
+import type { RedisClient } from '#shared/redis/connect.js';
 import { scripts } from '#shared/redis/scripts.js';
 import type { GatewayContext, GatewayService } from './gateway.js';
 import type { Done } from './ingest.js';
@@ -32,6 +42,10 @@ import type { Done } from './ingest.js';
 export const COMMAND_GROUP = 'gateways';
 /** After its deadline, how long a `delivered` command waits for the gateway holding it before the sweeper ends it. */
 const ORPHAN_GRACE_MS = 5000;
+/** How long one doorbell read blocks; it wakes at once when a command is queued, so this only bounds idle round trips. */
+const DOORBELL_BLOCK_MS = 5000;
+/** Entries a command-stream read takes at once; a device with more is read again at once. */
+const READ_COUNT = 32;
 
 interface Held {
   readonly deviceId: string;
@@ -51,15 +65,19 @@ export interface DeviceReach {
 }
 
 export interface CommandOptions {
+  /** Fallback poll of every reachable device's command stream (the doorbell is the fast path). */
   pollIntervalMs: number;
   sweepIntervalMs: number;
   retentionMs: number;
+  /** Block on the doorbell stream; off, commands wait for the fallback poll. */
+  doorbell: boolean;
 }
 
 export const DEFAULT_COMMAND_OPTIONS: CommandOptions = {
-  pollIntervalMs: 200,
+  pollIntervalMs: 2000,
   sweepIntervalMs: 1000,
   retentionMs: DEFAULT_LEDGER_RETENTION_MS,
+  doorbell: true,
 };
 
 type XReadReply = Array<[string, Array<[string, string[]]>]> | null;
@@ -75,6 +93,12 @@ export class CommandDelivery implements GatewayService {
   private sweepTimer: NodeJS.Timeout | undefined;
   private polling = false;
   private sweeping = false;
+  /** Reads of one device's command stream in progress; `again` when another was asked for meanwhile. */
+  private readonly reads = new Map<string, { again: boolean; done: Promise<void> }>();
+  private running = false;
+  /** The doorbell's own connection (a blocked XREAD holds its connection) and its read loop. */
+  private bell: RedisClient | undefined;
+  private bellLoop: Promise<void> | undefined;
   private readonly results: Counter<'status'>;
 
   constructor(
@@ -102,15 +126,32 @@ export class CommandDelivery implements GatewayService {
       if (online) {
         this.register(deviceId);
         this.deliver(deviceId);
+        // Commands queued while it was away (their doorbell rang when no gateway could reach it).
+        this.readSoon(deviceId);
       }
     });
     this.reach.onAck((deviceId, topic, payload) => this.onDeviceAck(deviceId, topic, payload));
+    this.running = true;
+    if (this.options.doorbell) {
+      const bell = duplicateClient(c.client);
+      bell.on('error', () => {
+        // Reconnects by itself; the read loop retries, and the fallback poll covers the gap.
+      });
+      this.bell = bell;
+      // From the doorbell's current end: what was queued before is found by the first poll, just below.
+      const tail = await c.client.xrevrange(c.keys.commandDoorbell(), '+', '-', 'COUNT', 1);
+      this.bellLoop = this.listen(bell, tail[0]?.[0] ?? '0-0');
+    }
+    void this.poll();
     this.pollTimer = c.clock.setInterval(() => void this.poll(), this.options.pollIntervalMs);
     this.sweepTimer = c.clock.setInterval(() => void this.sweep(), this.options.sweepIntervalMs);
   }
 
   async stop(): Promise<void> {
     const c = this.ctx;
+    this.running = false;
+    this.bell?.disconnect();
+    await this.bellLoop;
     if (this.pollTimer) c.clock.clearInterval(this.pollTimer);
     if (this.sweepTimer) c.clock.clearInterval(this.sweepTimer);
     for (const h of this.held.values()) c.clock.clearTimeout(h.timer);
@@ -149,34 +190,75 @@ export class CommandDelivery implements GatewayService {
     this.grouped.add(stream);
   }
 
+  /**
+   * Blocks on the doorbell and reads the command streams of the devices named
+   * there that this gateway can reach. Each read starts after the last entry
+   * seen, so entries added while the connection was down are still seen
+   * (unless trimmed meanwhile: then the fallback poll finds the commands).
+   */
+  private async listen(bell: RedisClient, from: string): Promise<void> {
+    const c = this.ctx;
+    const key = c.keys.commandDoorbell();
+    let last = from;
+    while (this.running) {
+      let reply: XReadReply;
+      try {
+        reply = (await bell.xread(
+          'COUNT',
+          1000,
+          'BLOCK',
+          DOORBELL_BLOCK_MS,
+          'STREAMS',
+          key,
+          last,
+        )) as XReadReply;
+      } catch {
+        if (!this.running) return;
+        await new Promise<void>((r) => c.clock.setTimeout(r, 500));
+        continue;
+      }
+      const devices = new Set<string>();
+      for (const [, entries] of reply ?? []) {
+        for (const [id, fields] of entries) {
+          last = id;
+          // Fields are [d, <deviceId>]; anything else is not ours and is skipped.
+          if (fields[0] === 'd' && fields[1] !== undefined) devices.add(fields[1]);
+        }
+      }
+      if (devices.size > 0) this.rung([...devices]);
+    }
+  }
+
+  private rung(devices: string[]): void {
+    const c = this.ctx;
+    const online = this.reach.online();
+    if (online) {
+      for (const d of devices) if (online.has(d)) this.readSoon(d);
+      return;
+    }
+    // Bridge mode: only MQTT devices. An agent's stream must never be read by gateways.
+    c.client.smismember(c.keys.mqttDevices(), ...devices).then(
+      (member) => {
+        for (const [i, d] of devices.entries()) if (member[i] === 1) this.readSoon(d);
+      },
+      (err: Error) => c.logger.warn({ error: err.message }, 'doorbell lookup failed; the poll retries'),
+    );
+  }
+
+  private readSoon(deviceId: string): void {
+    this.read(deviceId).catch((err: Error) =>
+      this.ctx.logger.warn({ deviceId, error: err.message }, 'command read failed; the poll retries'),
+    );
+  }
+
+  /** Fallback: reads the stream of every reachable device, in case a doorbell was missed. */
   private async poll(): Promise<void> {
     if (this.polling) return;
     this.polling = true;
     const c = this.ctx;
     try {
       const devices = await this.readable();
-      await Promise.all(
-        devices.map(async (deviceId) => {
-          const stream = c.keys.commands(deviceId);
-          await this.ensureGroup(stream);
-          // First our own pending entries (read in a previous life of this gateway), then new ones.
-          const from = this.recovered.has(stream) ? '>' : '0';
-          const reply = (await c.client.xreadgroup(
-            'GROUP',
-            COMMAND_GROUP,
-            c.gatewayId,
-            'COUNT',
-            32,
-            'STREAMS',
-            stream,
-            from,
-          )) as XReadReply;
-          const entries = reply?.[0]?.[1] ?? [];
-          if (from === '0' && entries.length < 32) this.recovered.add(stream);
-          for (const [entryId, fields] of entries) await this.take(deviceId, entryId, fields);
-          if (entries.length > 0) this.deliver(deviceId);
-        }),
-      );
+      await Promise.all(devices.map((deviceId) => this.read(deviceId)));
     } catch (err) {
       c.logger.warn({ error: (err as Error).message }, 'command poll failed; retrying');
     } finally {
@@ -184,7 +266,67 @@ export class CommandDelivery implements GatewayService {
     }
   }
 
-  private async take(deviceId: string, entryId: string, fields: string[]): Promise<void> {
+  /**
+   * Reads a device's command stream; one read per device at a time (a read
+   * asked for meanwhile runs once more after it), so an entry is never taken
+   * twice by concurrent reads.
+   */
+  private read(deviceId: string): Promise<void> {
+    const running = this.reads.get(deviceId);
+    if (running) {
+      running.again = true;
+      return running.done;
+    }
+    const state = { again: false, done: Promise.resolve() };
+    this.reads.set(deviceId, state);
+    state.done = (async () => {
+      try {
+        do {
+          state.again = false;
+          await this.readOnce(deviceId);
+        } while (state.again && this.running);
+      } finally {
+        this.reads.delete(deviceId);
+      }
+    })();
+    return state.done;
+  }
+
+  private async readOnce(deviceId: string): Promise<void> {
+    const c = this.ctx;
+    const stream = c.keys.commands(deviceId);
+    await this.ensureGroup(stream);
+    // First our own pending entries (read in a previous life of this gateway), then new ones.
+    let pendingFrom = this.recovered.has(stream) ? undefined : '0';
+    while (this.running) {
+      const reply = (await c.client.xreadgroup(
+        'GROUP',
+        COMMAND_GROUP,
+        c.gatewayId,
+        'COUNT',
+        READ_COUNT,
+        'STREAMS',
+        stream,
+        pendingFrom ?? '>',
+      )) as XReadReply;
+      const entries = reply?.[0]?.[1] ?? [];
+      for (const [entryId, fields] of entries) {
+        const h = await this.take(deviceId, entryId, fields);
+        if (h) this.publishHeld(h);
+      }
+      const full = entries.length === READ_COUNT;
+      if (pendingFrom === undefined) {
+        if (!full) return;
+      } else if (full) {
+        pendingFrom = entries[entries.length - 1]![0];
+      } else {
+        this.recovered.add(stream);
+        pendingFrom = undefined;
+      }
+    }
+  }
+
+  private async take(deviceId: string, entryId: string, fields: string[]): Promise<Held | undefined> {
     const c = this.ctx;
     let command: Command;
     try {
@@ -195,15 +337,15 @@ export class CommandDelivery implements GatewayService {
         'malformed command entry acknowledged',
       );
       await c.client.xack(c.keys.commands(deviceId), COMMAND_GROUP, entryId);
-      return;
+      return undefined;
     }
     const key = CommandDelivery.key(deviceId, command.id);
-    if (this.held.has(key)) return;
+    if (this.held.has(key)) return undefined;
     const now = c.clock.now();
     const status = await c.client.hget(c.keys.commandLedger(deviceId, command.id), 'st');
     if (status && ['succeeded', 'failed', 'rejected', 'expired', 'unknown'].includes(status)) {
       await c.client.xack(c.keys.commands(deviceId), COMMAND_GROUP, entryId);
-      return;
+      return undefined;
     }
     if (command.deadline <= now) {
       await this.finish(
@@ -214,7 +356,7 @@ export class CommandDelivery implements GatewayService {
         'deadline passed before the device could receive it',
         status === 'delivered',
       );
-      return;
+      return undefined;
     }
     const held: Held = {
       deviceId,
@@ -224,29 +366,32 @@ export class CommandDelivery implements GatewayService {
       timer: c.clock.setTimeout(() => void this.onDeadline(key), command.deadline - now),
     };
     this.held.set(key, held);
+    return held;
   }
 
   /** Publishes every held, unacknowledged command of a device that is reachable and within its deadline. */
   private deliver(deviceId: string): void {
+    for (const h of this.held.values()) if (h.deviceId === deviceId) this.publishHeld(h);
+  }
+
+  /** Publishes one held command if it is unacknowledged, its device reachable, and its deadline ahead. */
+  private publishHeld(h: Held): void {
     const c = this.ctx;
+    if (h.acked) return;
     const online = this.reach.online();
-    if (online && !online.has(deviceId)) return;
-    const topic = c.templates.commands.topicFor(deviceId);
-    for (const h of this.held.values()) {
-      if (h.deviceId !== deviceId || h.acked) continue;
-      // Never after the deadline [ARCHITECTURE guarantee 2: expired commands are never executed].
-      if (h.command.deadline <= c.clock.now()) continue;
-      const { id, name, args, deadline, issuedAt } = h.command;
-      const payload = Buffer.from(JSON.stringify({ id, name, args, deadline, issuedAt }));
-      c.publishToDevice(topic, payload, 1).then(
-        () => {
-          // In bridge mode the upstream broker has it: that is as far as this gateway can see.
-          if (!this.reach.online()) this.markDelivered(h);
-        },
-        (err: Error) =>
-          c.logger.warn({ deviceId, command: id, error: err.message }, 'command publish failed'),
-      );
-    }
+    if (online && !online.has(h.deviceId)) return;
+    // Never after the deadline [ARCHITECTURE guarantee 2: expired commands are never executed].
+    if (h.command.deadline <= c.clock.now()) return;
+    const { id, name, args, deadline, issuedAt } = h.command;
+    const payload = Buffer.from(JSON.stringify({ id, name, args, deadline, issuedAt }));
+    c.publishToDevice(c.templates.commands.topicFor(h.deviceId), payload, 1).then(
+      () => {
+        // In bridge mode the upstream broker has it: that is as far as this gateway can see.
+        if (!this.reach.online()) this.markDelivered(h);
+      },
+      (err: Error) =>
+        c.logger.warn({ deviceId: h.deviceId, command: id, error: err.message }, 'command publish failed'),
+    );
   }
 
   private onDeviceAck(deviceId: string, topic: string, payload: Buffer): void {

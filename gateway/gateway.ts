@@ -179,6 +179,7 @@ export class Gateway {
           pollIntervalMs: config['commands.pollInterval'],
           sweepIntervalMs: config['commands.sweepInterval'],
           retentionMs: config['commands.ledgerRetention'],
+          doorbell: config['commands.doorbell'],
         }),
       );
     }

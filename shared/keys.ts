@@ -141,6 +141,15 @@ export class Keys {
     return `${this.prefix}:mqtt:devices`;
   }
 
+  /**
+   * Capped stream of device ids that just had a command queued: a hint that
+   * gateways block on (XREAD BLOCK) so they read that device's command stream
+   * at once instead of waiting for their poll. One key, so one slot in a cluster.
+   */
+  commandDoorbell(): string {
+    return `${this.prefix}:commands:doorbell`;
+  }
+
   /** Counter of the sequence numbers a gateway reserved for a device that sends none (INCRBY blocks). */
   gatewaySequence(deviceId: string): string {
     return this.device(deviceId, 'gwseq');

@@ -97,9 +97,28 @@ export async function queueCommand(
     now,
     ...fields,
   );
-  return ok === 1
-    ? { command, deviceId, entryId: value, duplicate: false }
-    : { command, deviceId, entryId: undefined, duplicate: true, existingStatus: value };
+  if (ok !== 1) return { command, deviceId, entryId: undefined, duplicate: true, existingStatus: value };
+  await ringDoorbell(client, keys, deviceId);
+  return { command, deviceId, entryId: value, duplicate: false };
+}
+
+/** Approximate length of the doorbell stream: it only needs to cover what gateways read in one blocked read. */
+export const DOORBELL_MAX_LEN = 10_000;
+
+/**
+ * Tells gateways that a device's command stream has a new entry (gateway/commands.ts
+ * blocks on this stream), so MQTT devices get commands without waiting for a
+ * poll. A hint only: the command stream stays the source of truth and gateways
+ * still poll it now and then, so a doorbell that fails or is trimmed unread
+ * delays a command, never loses it. Rung after the entry exists, so a gateway
+ * that wakes up finds it. Agents read their own stream and ignore it.
+ */
+export async function ringDoorbell(client: RedisClient, keys: Keys, deviceId: string): Promise<void> {
+  try {
+    await client.xadd(keys.commandDoorbell(), 'MAXLEN', '~', DOORBELL_MAX_LEN, '*', 'd', deviceId);
+  } catch {
+    // The command is queued; the gateways' fallback poll finds it.
+  }
 }
 
 /** Sends a command to one device. */

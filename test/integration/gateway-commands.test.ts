@@ -4,16 +4,24 @@
  * that comes back before the deadline; one that does not (expired); one that
  * receives the command and never answers (unknown). Every command ends in one
  * terminal result; none is delivered after its deadline.
+ *
+ * Doorbell: with the fallback poll far away (10 minutes), commands still reach
+ * a connected device at once, on a standalone server and on a Cluster (the
+ * doorbell path); with a doorbell entry lost (never rung, its stream deleted,
+ * or the doorbell off), the fallback poll still delivers.
  */
 import type { Redis } from 'ioredis';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { encodeCommand } from '#shared/commands/codec.js';
 import { sendCommand, waitForResult } from '#shared/commands/send.js';
 import { Keys } from '#shared/keys.js';
+import { scripts } from '#shared/redis/scripts.js';
 import { type RunningGateway, startGateway } from '../harness/gateway.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
 import { waitFor } from '../harness/streams.js';
+import { forEachTarget } from '../harness/targets.js';
 
 let redis: RedisServer;
 let client: Redis;
@@ -51,8 +59,13 @@ interface CommandMessage {
 }
 
 /** An MQTT device that answers commands (or not) on its result topic. */
-async function device(id: string, answer: boolean, received: CommandMessage[] = []): Promise<MqttClient> {
-  const d = await mqtt.connectAsync(gw.url, { clientId: id, clean: false, reconnectPeriod: 0 });
+async function device(
+  id: string,
+  answer: boolean,
+  received: CommandMessage[] = [],
+  url = gw.url,
+): Promise<MqttClient> {
+  const d = await mqtt.connectAsync(url, { clientId: id, clean: false, reconnectPeriod: 0 });
   devices.push(d);
   d.on('message', (_topic, payload) => {
     const cmd = JSON.parse(payload.toString()) as CommandMessage;
@@ -133,4 +146,120 @@ it('ends a command as unknown when the device received it and never answered', a
   const result = await waitForResult(client, keys, 'cmd-mute', sent.command.id, 20_000);
   expect(result.status).toBe('unknown');
   expect(received.map((c) => c.id)).toEqual([sent.command.id]);
+});
+
+/** Fallback poll so far away that only the doorbell can explain a delivery within the test. */
+const NEVER_POLL = 600_000;
+
+forEachTarget('command doorbell', (target) => {
+  let bellGw: RunningGateway;
+  let bellKeys: Keys;
+  beforeAll(async () => {
+    const prefix = randomPrefix();
+    bellKeys = new Keys(prefix, 4);
+    bellGw = await startGateway({
+      ...target().config,
+      'redis.keyPrefix': prefix,
+      'redis.partitions': 4,
+      'commands.pollInterval': NEVER_POLL,
+      'commands.sweepInterval': 200,
+    });
+  });
+  afterAll(async () => {
+    await bellGw?.stop();
+  });
+
+  it('delivers commands to a connected device without waiting for the poll', async () => {
+    const t = target();
+    const received: CommandMessage[] = [];
+    await device('bell-1', true, received, bellGw.url);
+    await waitFor(
+      async () => (await t.client.sismember(bellKeys.mqttDevices(), 'bell-1')) === 1,
+      10_000,
+      'registered',
+    );
+    // Several in a row: after the first, only the doorbell reads this device's stream (no connect, no poll).
+    for (let n = 0; n < 3; n++) {
+      const sent = await sendCommand(t.client, bellKeys, 'bell-1', {
+        name: 'ping',
+        args: { n },
+        ttlMs: 60_000,
+      });
+      const result = await waitForResult(t.client, bellKeys, 'bell-1', sent.command.id, 20_000);
+      expect(result).toMatchObject({ status: 'succeeded', output: { echo: { n } } });
+    }
+    expect(received.map((c) => c.args.n)).toEqual([0, 1, 2]);
+    expect(await t.client.xlen(bellKeys.commandDoorbell())).toBeGreaterThanOrEqual(3);
+  });
+
+  it('still delivers after the doorbell stream was deleted under a blocked reader', async () => {
+    const t = target();
+    await device('bell-2', true, [], bellGw.url);
+    await waitFor(
+      async () => (await t.client.sismember(bellKeys.mqttDevices(), 'bell-2')) === 1,
+      10_000,
+      'registered',
+    );
+    await t.client.del(bellKeys.commandDoorbell());
+    const sent = await sendCommand(t.client, bellKeys, 'bell-2', { name: 'ping', ttlMs: 60_000 });
+    const result = await waitForResult(t.client, bellKeys, 'bell-2', sent.command.id, 20_000);
+    expect(result.status).toBe('succeeded');
+  });
+});
+
+it('delivers by the fallback poll when a doorbell is lost or the doorbell is off', async () => {
+  const prefix = randomPrefix();
+  const k = new Keys(prefix, 4);
+  const common = { 'redis.url': redis.url, 'redis.keyPrefix': prefix, 'redis.partitions': 4 };
+  // Doorbell on, but the sender never rings it (as when its XADD failed).
+  const polled = await startGateway({ ...common, 'gateway.id': 'gw-poll', 'commands.pollInterval': 300 });
+  try {
+    await device('lost-bell', true, [], polled.url);
+    await waitFor(
+      async () => (await client.sismember(k.mqttDevices(), 'lost-bell')) === 1,
+      10_000,
+      'registered',
+    );
+    // Queued with the bare script: nothing rings, so only a read without a doorbell can find it.
+    const issuedAt = Date.now();
+    const id = `silent-${issuedAt}`;
+    const before = await client.xlen(k.commandDoorbell());
+    await scripts(client).enqueueCommand(
+      k.commands('lost-bell'),
+      k.commandLedger('lost-bell', id),
+      issuedAt + 120_000,
+      issuedAt,
+      ...encodeCommand({
+        id,
+        name: 'ping',
+        args: {},
+        issuedAt,
+        deadline: issuedAt + 60_000,
+        correlationId: id,
+      }).fields,
+    );
+    expect(await client.xlen(k.commandDoorbell())).toBe(before);
+    expect((await waitForResult(client, k, 'lost-bell', id, 20_000)).status).toBe('succeeded');
+  } finally {
+    await polled.stop();
+  }
+  // Doorbell off: rung, but nobody listens; the poll delivers.
+  const deaf = await startGateway({
+    ...common,
+    'gateway.id': 'gw-deaf',
+    'commands.doorbell': false,
+    'commands.pollInterval': 300,
+  });
+  try {
+    await device('deaf-bell', true, [], deaf.url);
+    await waitFor(
+      async () => (await client.sismember(k.mqttDevices(), 'deaf-bell')) === 1,
+      10_000,
+      'registered',
+    );
+    const sent = await sendCommand(client, k, 'deaf-bell', { name: 'ping', ttlMs: 60_000 });
+    expect((await waitForResult(client, k, 'deaf-bell', sent.command.id, 20_000)).status).toBe('succeeded');
+  } finally {
+    await deaf.stop();
+  }
 });
