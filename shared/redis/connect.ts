@@ -80,6 +80,9 @@ export function createRedis(cfg: RedisConnectionConfig, options: ConnectOptions 
     // Fail-fast producers hand failed batches to their journal instead of queueing without bound.
     enableOfflineQueue: !options.failFast,
     maxRetriesPerRequest: options.failFast ? 0 : 20,
+    // A fail-fast producer retries failed batches itself, in order and idempotently; ioredis
+    // resending unanswered commands on a new connection could let them overtake later ones.
+    autoResendUnfulfilledCommands: !options.failFast,
     ...options.extra,
   };
   const host = url.hostname.replace(/^\[|\]$/g, '');

@@ -9,7 +9,7 @@
  * scripts/build-binaries.ts) so the executable needs no files beside it.
  */
 import { readFileSync } from 'node:fs';
-import type { Cluster, Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 
 /** File names of every script, <command>-<numberOfKeys>.lua. */
 export const SCRIPT_FILES = [
@@ -56,6 +56,20 @@ export function defineScripts(client: Client): void {
     client.defineCommand(m[1]!, { numberOfKeys: Number(m[2]), lua: sourceOf(file) });
   }
   defined.add(client);
+  // Load the scripts on every (re)connection before any batch can use them. EVALSHA's
+  // NOSCRIPT fallback resends a command as EVAL behind the commands sent after it, which
+  // would let a later batch overtake an earlier one (per-device order).
+  const preload = () => void loadScripts(client).catch(() => {});
+  client.on('ready', preload);
+  if (client.status === 'ready') preload();
+}
+
+/** SCRIPT LOAD of every script on the server, or on every master of a cluster. */
+export async function loadScripts(client: Client): Promise<void> {
+  const servers = client instanceof Cluster ? client.nodes('master') : [client];
+  await Promise.all(
+    servers.flatMap((server) => SCRIPT_FILES.map((file) => server.script('LOAD', sourceOf(file)))),
+  );
 }
 
 /** Typed access to the scripts once defined. */
