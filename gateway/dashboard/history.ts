@@ -12,6 +12,7 @@
 import type { Clock } from '#shared/clock.js';
 import type { Keys } from '#shared/keys.js';
 import type { RedisClient } from '#shared/redis/connect.js';
+import { num, pairs } from '#shared/streams/inspect.js';
 
 export interface Sample {
   /** Gateway time of the sample, ms since the epoch. */
@@ -73,20 +74,6 @@ export class Ring<T> {
   latest(): T | undefined {
     return this.count === 0 ? undefined : this.items[(this.next - 1 + this.capacity) % this.capacity];
   }
-}
-
-/** Flat [k1, v1, k2, v2] XINFO replies into a map. */
-function pairs(reply: unknown): Map<string, unknown> {
-  const map = new Map<string, unknown>();
-  if (!Array.isArray(reply)) return map;
-  for (let i = 0; i + 1 < reply.length; i += 2) map.set(String(reply[i]), reply[i + 1]);
-  return map;
-}
-
-function num(v: unknown): number | null {
-  if (v === null || v === undefined) return null;
-  const n = Number(v);
-  return Number.isFinite(n) ? n : null;
 }
 
 interface StreamFigures {

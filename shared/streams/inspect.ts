@@ -62,14 +62,15 @@ export function idTime(id: string): number {
 }
 
 /** Flat [k1, v1, k2, v2] replies of XINFO into a map. */
-function pairs(reply: unknown): Map<string, unknown> {
+export function pairs(reply: unknown): Map<string, unknown> {
   const map = new Map<string, unknown>();
   if (!Array.isArray(reply)) return map;
   for (let i = 0; i + 1 < reply.length; i += 2) map.set(String(reply[i]), reply[i + 1]);
   return map;
 }
 
-function num(v: unknown): number | null {
+/** A number from a Redis reply field, or null when absent or not numeric (e.g. XINFO lag). */
+export function num(v: unknown): number | null {
   if (v === null || v === undefined) return null;
   const n = Number(v);
   return Number.isFinite(n) ? n : null;
