@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** `agent`: the device agent's command line. */
-import { exitWithError, startProgram } from '#shared/config/program.js';
+import { exitWithError, startProgram, stopOnSignals } from '#shared/config/program.js';
 import { createLogger } from '#shared/log.js';
 import { Agent } from './agent.js';
 import { agentSchema, ENV_PREFIX } from './config.js';
@@ -26,18 +26,7 @@ async function main(): Promise<void> {
   } catch (err) {
     exitWithError('agent', err);
   }
-  let stopping = false;
-  const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
-    agent.stop().then(
-      ({ unsent }) => process.exit(unsent > 0 ? 3 : 0),
-      (err: unknown) => exitWithError('agent', err),
-    );
-  };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  stopOnSignals('agent', logger, () => agent.stop());
 }
 
 void main();

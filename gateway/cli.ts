@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** `gateway`: the MQTT gateway's command line. */
-import { exitWithError, startProgram } from '#shared/config/program.js';
+import { exitWithError, startProgram, stopOnSignals } from '#shared/config/program.js';
 import { createLogger } from '#shared/log.js';
 import { hashPassword } from './auth.js';
 import { ENV_PREFIX, type GatewayConfig, gatewaySchema } from './config.js';
@@ -55,18 +55,7 @@ async function main(): Promise<void> {
   } catch (err) {
     exitWithError('gateway', err);
   }
-  let stopping = false;
-  const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
-    gateway.stop().then(
-      ({ unsent }) => process.exit(unsent > 0 ? 3 : 0),
-      (err: unknown) => exitWithError('gateway', err),
-    );
-  };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  stopOnSignals('gateway', logger, () => gateway.stop());
 }
 
 void main();

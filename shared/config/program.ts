@@ -58,3 +58,26 @@ export function exitWithError(program: string, err: unknown): never {
   );
   process.exit(1);
 }
+
+/**
+ * Graceful stop on SIGTERM/SIGINT: runs `stop` once, then exits 0, or 3 when
+ * it reports entries it could not hand over (so a supervisor can tell).
+ */
+export function stopOnSignals(
+  program: string,
+  logger: { info(obj: object, msg: string): void },
+  stop: () => Promise<{ unsent: number }>,
+): void {
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    stop().then(
+      ({ unsent }) => process.exit(unsent > 0 ? 3 : 0),
+      (err: unknown) => exitWithError(program, err),
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
