@@ -1,0 +1,93 @@
+/**
+ * The command path on a real local Redis Cluster: the ledger and command
+ * stream live in the device's slot, the results stream and its publish marker
+ * in another; a command sent twice still takes effect once, a crash after the
+ * handler still reports the recorded effect, and each command has one result.
+ */
+import { rmSync } from 'node:fs';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { buildCommand, sendCommand, waitForResult } from '#shared/commands/send.js';
+import { Keys } from '#shared/keys.js';
+import type { AgentProcess } from '../harness/agent-process.js';
+import {
+  effects,
+  readResults,
+  resultsByCommand,
+  startCommandAgent,
+  tempDataDir,
+} from '../harness/commands.js';
+import { randomPrefix } from '../harness/prefix.js';
+import { type RedisClusterHandle, startRedisCluster } from '../harness/redis-cluster.js';
+import { waitFor } from '../harness/streams.js';
+
+let cluster: RedisClusterHandle;
+let client: ReturnType<RedisClusterHandle['client']>;
+const agents: AgentProcess[] = [];
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  cluster = await startRedisCluster();
+  client = cluster.client();
+});
+afterAll(async () => {
+  for (const a of agents) await a.kill('SIGKILL').catch(() => undefined);
+  client.disconnect();
+  await cluster.destroy();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const clusterAgent = (
+  keys: Keys,
+  device: string,
+  dir: string,
+  extra: Record<string, string | number | boolean> = {},
+) => {
+  const a = startCommandAgent(cluster.url, keys, device, dir, {
+    'redis.cluster': true,
+    'redis.clusterNodes': cluster.seeds.slice(1).join(','),
+    ...extra,
+  });
+  agents.push(a);
+  return a;
+};
+
+it('runs commands for devices on different slots, once each, with one result each', async () => {
+  const keys = new Keys(randomPrefix(), 4);
+  const devices = ['cl-a', 'cl-b', 'cl-c'];
+  const dir = Object.fromEntries(devices.map((d) => [d, tempDataDir()]));
+  dirs.push(...Object.values(dir));
+  for (const d of devices) clusterAgent(keys, d, dir[d]!);
+  const sent = [];
+  for (const d of devices) {
+    const command = buildCommand({ name: 'test.effect', ttlMs: 60_000 });
+    sent.push({
+      d,
+      first: await sendCommand(client, keys, d, { name: 'test.effect', ttlMs: 60_000, id: command.id }),
+    });
+    const again = await sendCommand(client, keys, d, { name: 'test.effect', ttlMs: 60_000, id: command.id });
+    expect(again.duplicate).toBe(true);
+  }
+  for (const { d, first } of sent) {
+    const r = await waitForResult(client, keys, d, first.command.id, 30_000);
+    expect(r).toMatchObject({ status: 'succeeded', deviceId: d });
+    expect(effects(dir[d]!).get(first.command.id)).toBe(1);
+  }
+  const byCommand = resultsByCommand(await readResults(client, keys));
+  expect(byCommand.size).toBe(3);
+  for (const list of byCommand.values()) expect(list).toHaveLength(1);
+});
+
+it('kill after the handler but before the ack: the recorded effect is reported once, not repeated', async () => {
+  const keys = new Keys(randomPrefix(), 4);
+  const dir = tempDataDir();
+  dirs.push(dir);
+  const sent = await sendCommand(client, keys, 'cl-k', { name: 'test.effect', ttlMs: 60_000 });
+  const a = clusterAgent(keys, 'cl-k', dir, { 'commands.testDelayAfterHandler': '10s' });
+  await waitFor(async () => effects(dir).get(sent.command.id) === 1, 30_000, 'effect');
+  await a.kill('SIGKILL');
+  clusterAgent(keys, 'cl-k', dir);
+  const r = await waitForResult(client, keys, 'cl-k', sent.command.id, 30_000);
+  expect(r).toMatchObject({ status: 'succeeded', output: { effect: sent.command.id } });
+  expect(effects(dir).get(sent.command.id)).toBe(1);
+  expect(await readResults(client, keys)).toHaveLength(1);
+});
