@@ -2,8 +2,9 @@
  * The batched telemetry producer used by agents and gateways.
  *
  * Entries are collected into batches by count, bytes and linger time and sent
- * as one pipelined call per partition: the idempotent-append script (default)
- * or plain XADDs. At most `maxInFlightBatches` batches are unacknowledged at
+ * as one scripted call per partition (the idempotent-append script by default),
+ * all in one pipeline on a standalone server and one pipeline per partition on
+ * a Cluster (a Cluster pipeline must stay within one slot). At most `maxInFlightBatches` batches are unacknowledged at
  * once, and at most `maxBufferedEntries` entries are held in memory in all:
  * past that `offer` returns false (back-pressure) and the caller decides what
  * happens to the entry (the agent journals it to disk, the gateway stops
@@ -14,7 +15,7 @@
  * batch is sent, so per-device order holds; idempotent appends make the retry
  * of a batch whose reply was lost harmless.
  */
-import type { ChainableCommander } from 'ioredis';
+import { type ChainableCommander, Cluster } from 'ioredis';
 import type { Clock } from '../clock.js';
 import { systemClock } from '../clock.js';
 import { type EncodedEnvelope, encodedSize } from '../envelope.js';
@@ -429,7 +430,12 @@ export class TelemetryProducer {
     this.deps.metrics?.held.set(this.held);
   }
 
-  /** Appends one batch: one pipeline per partition, each a single hash slot. */
+  /**
+   * Appends one batch: one script call per partition, each atomic on its own
+   * slot. A standalone server takes them all in one pipeline (one write, one
+   * read: a gateway's batch spans many partitions); a Cluster gets one
+   * pipeline per partition, since a pipeline must stay within one slot.
+   */
   private async appendBatch(entries: readonly EncodedEnvelope[]): Promise<BatchOutcome> {
     const groups = new Map<number, EncodedEnvelope[]>();
     for (const e of entries) {
@@ -438,8 +444,13 @@ export class TelemetryProducer {
       if (g) g.push(e);
       else groups.set(p, [e]);
     }
+    const parts = [...groups];
     const outcomes = await this.withTimeout(
-      Promise.all([...groups].map(([partition, group]) => this.appendPartition(partition, group))),
+      Promise.all(
+        this.client instanceof Cluster
+          ? parts.map((part) => this.appendPartitions([part]))
+          : [this.appendPartitions(parts)],
+      ),
     );
     return outcomes.reduce(
       (sum, o) => ({
@@ -451,15 +462,20 @@ export class TelemetryProducer {
     );
   }
 
-  private async appendPartition(partition: number, group: readonly EncodedEnvelope[]): Promise<BatchOutcome> {
+  private async appendPartitions(
+    parts: ReadonlyArray<readonly [number, readonly EncodedEnvelope[]]>,
+  ): Promise<BatchOutcome> {
     const o = this.options;
-    const stream = this.keys.telemetryStream(partition);
     const pipeline = this.client.pipeline() as ScriptPipeline;
-    // One scripted call per batch: far cheaper than one XADD command per entry, for both sides.
-    const batch = encodeBatch(group);
-    if (o.idempotent)
-      pipeline.appendTelemetry(stream, this.keys.telemetrySeqState(partition), o.maxGaps, batch);
-    else pipeline.appendTelemetryRaw(stream, o.maxGaps, batch);
+    for (const [partition, group] of parts) {
+      const stream = this.keys.telemetryStream(partition);
+      // One scripted call per partition: far cheaper than one XADD command per entry, for both sides.
+      const batch = encodeBatch(group);
+      if (o.idempotent)
+        pipeline.appendTelemetry(stream, this.keys.telemetrySeqState(partition), o.maxGaps, batch);
+      else pipeline.appendTelemetryRaw(stream, o.maxGaps, batch);
+    }
+    // WAIT counts the replicas that have every write this connection made before it.
     if (o.durability === 'replicated') pipeline.wait(o.replicas, o.replicaTimeoutMs);
     const replies = (await pipeline.exec()) ?? [];
     for (const [err] of replies) if (err) throw err;
@@ -467,11 +483,16 @@ export class TelemetryProducer {
       const acked = Number(replies[replies.length - 1]?.[1] ?? 0);
       if (acked < o.replicas) throw new ReplicationError(o.replicas, acked);
     }
-    if (o.idempotent) {
-      const [appended, duplicates, forgotten] = (replies[0]?.[1] ?? [0, 0, 0]) as [number, number, number];
-      return { appended, duplicates, forgotten };
+    const sum: BatchOutcome = { appended: 0, duplicates: 0, forgotten: 0 };
+    for (let i = 0; i < parts.length; i++) {
+      if (o.idempotent) {
+        const [appended, duplicates, forgotten] = (replies[i]?.[1] ?? [0, 0, 0]) as [number, number, number];
+        sum.appended += appended;
+        sum.duplicates += duplicates;
+        sum.forgotten += forgotten;
+      } else sum.appended += parts[i]![1].length;
     }
-    return { appended: group.length, duplicates: 0, forgotten: 0 };
+    return sum;
   }
 
   private withTimeout<T>(promise: Promise<T>): Promise<T> {
