@@ -5,6 +5,7 @@
 import { loadConfig } from '#shared/config/load.js';
 import { flagName } from '#shared/config/schema.js';
 import { silentLogger } from '#shared/log.js';
+import type { BrokerPorts } from '../../gateway/broker.js';
 import { ENV_PREFIX, type GatewayConfig, gatewaySchema } from '../../gateway/config.js';
 import { Gateway, type GatewayDeps } from '../../gateway/gateway.js';
 import { type AgentProcess, runScript } from './agent-process.js';
@@ -19,6 +20,8 @@ export interface RunningGateway {
   gateway: Gateway;
   /** mqtt://127.0.0.1:<port> of the broker-mode TCP listener (empty in bridge mode). */
   url: string;
+  /** Ports of the broker-mode listeners (TCP, TLS, WebSocket), undefined in bridge mode. */
+  ports: BrokerPorts | undefined;
   stop(): Promise<void>;
 }
 
@@ -31,6 +34,7 @@ export async function startGateway(
   return {
     gateway,
     url: ports ? `mqtt://127.0.0.1:${ports.tcp}` : '',
+    ports,
     stop: async () => {
       await gateway.stop();
     },

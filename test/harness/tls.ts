@@ -63,3 +63,41 @@ export function makeCertificates(commonName = '127.0.0.1'): TestCertificates {
   );
   return { dir, ca: p('ca.crt'), cert: p('server.crt'), key: p('server.key') };
 }
+
+/** A client certificate with subject CN=`commonName`, signed by the same test CA. */
+export function makeClientCertificate(
+  certs: TestCertificates,
+  commonName: string,
+): { cert: string; key: string } {
+  const p = (f: string) => join(certs.dir, f);
+  const run = (...args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
+  const base = `client-${commonName}`;
+  run(
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-subj',
+    `/CN=${commonName}`,
+    '-keyout',
+    p(`${base}.key`),
+    '-out',
+    p(`${base}.csr`),
+  );
+  run(
+    'x509',
+    '-req',
+    '-in',
+    p(`${base}.csr`),
+    '-CA',
+    certs.ca,
+    '-CAkey',
+    p('ca.key'),
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-out',
+    p(`${base}.crt`),
+  );
+  return { cert: p(`${base}.crt`), key: p(`${base}.key`) };
+}
