@@ -14,10 +14,12 @@
  * self time by function with `--summary`).
  */
 import { readFileSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import mqtt, { type MqttClient } from 'mqtt';
 import { flagName } from '#shared/config/schema.js';
+import { startMosquitto } from '../test/harness/mosquitto.js';
 import { freePort } from '../test/harness/ports.js';
 import { spawnTracked, waitExit, waitForPort } from '../test/harness/process.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
@@ -32,6 +34,8 @@ const { values } = parseArgs({
     set: { type: 'string', multiple: true, default: [] },
     'skip-saturate': { type: 'boolean', default: false },
     'skip-fixed': { type: 'boolean', default: false },
+    eld: { type: 'boolean', default: false },
+    mosquitto: { type: 'boolean', default: false },
   },
 });
 const SECONDS = Number(values.seconds);
@@ -100,7 +104,29 @@ async function fixedRate(clients: MqttClient[], ms: number): Promise<{ latencies
 const q = (sorted: number[], p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? Number.NaN;
 
+/** The floor of this load generator on this machine: the same phases against mosquitto (PUBACK at once). */
+async function mosquittoFloor(): Promise<void> {
+  const mosq = await startMosquitto();
+  try {
+    const clients = await Promise.all(
+      Array.from({ length: PUBLISHERS }, (_, i) =>
+        mqtt.connectAsync(mosq.url, { clientId: `prof-${i}`, reconnectPeriod: 0 }),
+      ),
+    );
+    await saturate(clients, 1000);
+    const { latencies } = await fixedRate(clients, SECONDS * 1000);
+    latencies.sort((a, b) => a - b);
+    process.stdout.write(
+      `mosquitto fixed ${RATE}/s: p50 ${q(latencies, 0.5).toFixed(2)} ms, p90 ${q(latencies, 0.9).toFixed(2)} ms, p99 ${q(latencies, 0.99).toFixed(2)} ms\n`,
+    );
+    await Promise.all(clients.map((c) => c.endAsync(true)));
+  } finally {
+    await mosq.stop();
+  }
+}
+
 async function main(): Promise<void> {
+  if (values.mosquitto) return mosquittoFloor();
   const redis = await startLocalRedis();
   const admin = new Redis(redis.url);
   const redisPid = Number(/process_id:(\d+)/.exec(await admin.info('server'))?.[1]);
@@ -117,6 +143,10 @@ async function main(): Promise<void> {
     overrides[kv.slice(0, at)] = kv.slice(at + 1);
   }
   const args = values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof']}`] : [];
+  // --eld: the gateway reports its event-loop delay of the fixed-rate phase when it exits.
+  if (values.eld) args.push('--import', './bench/_eld-preload.mjs');
+  // GW_NODE_ARGS='--trace-gc --max-semi-space-size=64': extra node flags for the gateway.
+  if (process.env.GW_NODE_ARGS) args.unshift(...process.env.GW_NODE_ARGS.split(' ').filter(Boolean));
   args.push('--import', 'tsx', 'gateway/cli.ts');
   for (const [key, value] of Object.entries(overrides)) args.push(`--${flagName(key)}`, String(value));
   const gw = spawnTracked(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
@@ -141,7 +171,13 @@ async function main(): Promise<void> {
     }
     if (!values['skip-fixed']) {
       const [g0, r0] = [cpuMs(pid), cpuMs(redisPid)];
+      gw.kill('SIGUSR2');
+      const own = monitorEventLoopDelay({ resolution: 1 });
+      own.enable();
       const { latencies, sent } = await fixedRate(clients, SECONDS * 1000);
+      own.disable();
+      out.fixed_loadgen_eld_p99_ms = own.percentile(99) / 1e6;
+      out.fixed_loadgen_eld_max_ms = own.max / 1e6;
       const [g1, r1] = [cpuMs(pid), cpuMs(redisPid)];
       latencies.sort((a, b) => a - b);
       out.fixed_offered_per_s = RATE;
