@@ -8,6 +8,7 @@
  *
  *   npx tsx bench/_gateway-profile.ts [--cpu-prof DIR] [--seconds 5] [--rate 10000]
  *                                      [--publishers 20] [--window 32] [--set key=value ...]
+ *                                      [--eld] [--root DIR] [--mosquitto]
  *
  * With --cpu-prof the gateway runs under `node --cpu-prof` and writes a
  * .cpuprofile into DIR when it exits (open it in Chrome DevTools, or sum
@@ -36,6 +37,7 @@ const { values } = parseArgs({
     'skip-fixed': { type: 'boolean', default: false },
     eld: { type: 'boolean', default: false },
     mosquitto: { type: 'boolean', default: false },
+    root: { type: 'string' },
   },
 });
 const SECONDS = Number(values.seconds);
@@ -144,12 +146,16 @@ async function main(): Promise<void> {
   }
   const args = values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof']}`] : [];
   // --eld: the gateway reports its event-loop delay of the fixed-rate phase when it exits.
-  if (values.eld) args.push('--import', './bench/_eld-preload.mjs');
+  if (values.eld) args.push('--import', new URL('./_eld-preload.mjs', import.meta.url).href);
   // GW_NODE_ARGS='--trace-gc --max-semi-space-size=64': extra node flags for the gateway.
   if (process.env.GW_NODE_ARGS) args.unshift(...process.env.GW_NODE_ARGS.split(' ').filter(Boolean));
   args.push('--import', 'tsx', 'gateway/cli.ts');
   for (const [key, value] of Object.entries(overrides)) args.push(`--${flagName(key)}`, String(value));
-  const gw = spawnTracked(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+  // --root DIR: the gateway of another checkout (e.g. `git archive <rev>`), to compare revisions in one session.
+  const gw = spawnTracked(process.execPath, args, {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    cwd: values.root,
+  });
   const pid = gw.pid!;
   try {
     await waitForPort(port);
