@@ -68,7 +68,7 @@ export class Agent {
       metrics: createProducerMetrics(this.registry),
       clock: this.clock,
       hooks: {
-        onFailed: (entries) => this.forward?.onFailed(entries) ?? false,
+        onFailed: (entries, error) => this.forward?.onFailed(entries, error) ?? false,
         onAcked: (entries) => this.forward?.onAcked(entries, 'live'),
       },
     });

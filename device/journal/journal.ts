@@ -17,6 +17,18 @@
  * it is full the `fullPolicy` decides: delete the oldest segment (its unsent
  * entries are counted as dropped) or refuse the new entry (counted as dropped).
  *
+ * "Dropped" means "never reaches Redis", so the drop counter equals what is
+ * missing from the stream. Two kinds of entries in a deleted segment may
+ * already be in Redis, or may still get there: entries handed to the replayer
+ * (in flight), and entries journaled as `uncertain` (from a batch that was
+ * sent but never answered: the connection closed or the append timed out
+ * after Redis may have executed it). Neither is counted when its segment goes.
+ * An in-flight entry is counted only if its batch fails and there is no room
+ * to hold it; an uncertain one is kept in memory (`held`, at most
+ * HELD_MAX_BYTES) and sent again first once Redis is back, where the
+ * idempotent append either takes it or refuses it as already there. Only what
+ * does not fit the held buffer is counted as dropped.
+ *
  * On open, every segment is scanned: a record whose checksum or length does
  * not hold (a write torn by a crash or power loss) ends its segment; the file
  * is truncated there and a warning says how many bytes were skipped. Records
@@ -41,7 +53,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { type Clock, systemClock } from '#shared/clock.js';
-import type { EncodedEnvelope } from '#shared/envelope.js';
+import { type EncodedEnvelope, encodedSize } from '#shared/envelope.js';
 import type { Logger } from '#shared/log.js';
 import type { JournalOptions } from './options.js';
 import { decodeRecord, encodeRecord, HEADER_BYTES, MAX_BODY } from './record.js';
@@ -50,6 +62,12 @@ const SEGMENT_RE = /^(\d{20})\.seg$/;
 const COMMITTED_FILE = 'committed';
 /** Bytes read from a segment at a time while replaying (a record is at most MAX_BODY). */
 const READ_CHUNK = 256 * 1024;
+/**
+ * Bytes of entries held in memory after their segment was deleted because
+ * they may already be in Redis (see the file comment). Beyond it the oldest
+ * are counted as dropped (an over-count only if they were in fact in Redis).
+ */
+export const HELD_MAX_BYTES = 1024 * 1024;
 
 interface Segment {
   readonly first: number;
@@ -162,6 +180,11 @@ export class Journal {
   private readPos: { first: number; byte: number; index: number } | undefined;
   private oldestTime: { index: number; time: number } | undefined;
   private closed = false;
+  /** Index ranges [from, to) journaled from batches whose outcome is unknown (may be in Redis). */
+  private uncertain: Array<[number, number]> = [];
+  /** Entries whose segment was deleted but which may be in Redis already: sent again first. */
+  private held: Array<{ entry: EncodedEnvelope; bytes: number }> = [];
+  private heldBytes = 0;
   private readonly clock: Clock;
   readonly totals = { written: 0, dropped: 0, torn: 0 };
 
@@ -251,14 +274,48 @@ export class Journal {
     return this.committedIndex;
   }
 
-  /** Entries not yet acknowledged (on disk and buffered). */
+  /** Entries not yet acknowledged (on disk, buffered, and held in memory). */
   get unsent(): number {
-    return this.nextIndex - this.committedIndex;
+    return this.nextIndex - this.committedIndex + this.held.length;
   }
 
-  /** Entries not yet handed to the replayer. */
+  /** Entries not yet handed to the replayer (held ones included). */
   get unread(): number {
-    return this.nextIndex - this.cursorIndex;
+    return this.nextIndex - this.cursorIndex + this.held.length;
+  }
+
+  /** Entries held in memory after their segment was deleted (they may be in Redis already). */
+  get heldCount(): number {
+    return this.held.length;
+  }
+
+  /**
+   * Hands out the held entries (they leave the journal's accounting): the
+   * caller sends them and gives back with `hold` what failed.
+   */
+  takeHeld(max: number): EncodedEnvelope[] {
+    const taken = this.held.splice(0, Math.max(0, max));
+    for (const h of taken) this.heldBytes -= h.bytes;
+    return taken.map((h) => h.entry);
+  }
+
+  /**
+   * Keeps entries in memory that may be in Redis already and must be sent
+   * again (a held batch or an in-flight batch of a deleted segment failed).
+   * Within HELD_MAX_BYTES; the oldest beyond it are counted as dropped.
+   */
+  hold(entries: readonly EncodedEnvelope[]): void {
+    for (const entry of entries) {
+      const bytes = encodedSize(entry);
+      this.held.push({ entry, bytes });
+      this.heldBytes += bytes;
+    }
+    let over = 0;
+    while (this.heldBytes > HELD_MAX_BYTES && this.held.length > 0) {
+      this.heldBytes -= this.held.shift()!.bytes;
+      over++;
+    }
+    if (over > 0) this.drop(over);
   }
 
   /** Bytes on disk plus bytes waiting to be written. */
@@ -296,7 +353,7 @@ export class Journal {
    * Appends entries (buffered; written within flushIntervalMs). Returns how
    * many were taken; the rest were refused by the drop-newest policy.
    */
-  append(entries: readonly EncodedEnvelope[]): number {
+  append(entries: readonly EncodedEnvelope[], opts: { uncertain?: boolean } = {}): number {
     if (this.closed) throw new TypeError('journal is closed');
     const o = this.options;
     let taken = 0;
@@ -323,6 +380,7 @@ export class Journal {
       if (this.bufferedBytes >= o.flushBytes) this.writeBuffered();
     }
     if (refused > 0) this.drop(refused);
+    if (opts.uncertain && taken > 0) this.markUncertain(this.nextIndex - taken, this.nextIndex);
     if (this.buffered.length > 0 && !this.flushTimer) {
       if (o.flushIntervalMs === 0) this.writeBuffered();
       else
@@ -395,14 +453,11 @@ export class Journal {
     if (this.committedIndex < this.cursorIndex) this.committedIndex = this.cursorIndex;
   }
 
-  /** Counts entries lost outside the journal's own accounting (in flight when their segment was dropped). */
-  countLost(n: number): void {
-    if (n > 0) this.drop(n);
-  }
-
   /** Writes what is buffered, fsyncs, persists the committed offset, closes files. */
   close(): void {
     if (this.closed) return;
+    // Held entries go back to disk so a restart sends them again (the idempotent append sorts them out).
+    if (this.held.length > 0) this.append(this.takeHeld(this.held.length));
     this.writeBuffered();
     if (this.fd !== undefined) {
       if (this.dirty) fsyncSync(this.fd);
@@ -501,8 +556,17 @@ export class Journal {
       }
       const seg = this.segments.shift()!;
       const end = seg.first + seg.count;
-      // Entries in flight (below the cursor) are not lost yet: the replayer counts them if their batch fails.
-      const lost = Math.max(0, end - Math.max(seg.first, this.cursorIndex));
+      // Entries in flight (below the cursor) are not lost yet: the replayer holds them if their batch fails.
+      const from = Math.max(seg.first, this.cursorIndex);
+      let lost = Math.max(0, end - from);
+      // Unread entries that may be in Redis already are kept in memory and sent again, not counted.
+      const maybeSent = this.uncertainIn(from, end);
+      if (maybeSent.size > 0) {
+        const kept = this.readSegmentEntries(seg).filter((_, i) => maybeSent.has(seg.first + i));
+        lost -= kept.length;
+        this.hold(kept);
+      }
+      this.uncertain = this.uncertain.filter(([, to]) => to > end);
       unlinkSync(seg.path);
       this.diskBytes -= seg.bytes;
       if (this.committedIndex < end) this.committedIndex = Math.min(end, this.nextIndex);
@@ -512,6 +576,23 @@ export class Journal {
       this.scheduleCommitWrite();
     }
     return true;
+  }
+
+  private markUncertain(from: number, to: number): void {
+    const last = this.uncertain[this.uncertain.length - 1];
+    if (last && last[1] === from) last[1] = to;
+    else this.uncertain.push([from, to]);
+  }
+
+  /** Indices in [from, to) journaled as uncertain. */
+  private uncertainIn(from: number, to: number): Set<number> {
+    const out = new Set<number>();
+    for (const [a, b] of this.uncertain) for (let i = Math.max(a, from); i < Math.min(b, to); i++) out.add(i);
+    return out;
+  }
+
+  private readSegmentEntries(seg: Segment): EncodedEnvelope[] {
+    return parseSegment(this.readBytes(seg.path, 0, seg.bytes)).entries;
   }
 
   private drop(n: number): void {
@@ -534,6 +615,7 @@ export class Journal {
       this.diskBytes -= seg.bytes;
       if (this.readPos?.first === seg.first) this.readPos = undefined;
     }
+    this.uncertain = this.uncertain.filter(([, to]) => to > this.committedIndex);
   }
 
   private scheduleCommitWrite(): void {

@@ -40,6 +40,8 @@ export class Replayer {
   private running = false;
   private loop: Promise<void> | undefined;
   private failed = new Set<EncodedEnvelope>();
+  /** Held entries taken from the journal and not yet settled (given back on stop). */
+  private sendingHeld: EncodedEnvelope[] = [];
   private failures = 0;
   private tokens = 0;
   private lastRefill = 0;
@@ -56,6 +58,13 @@ export class Replayer {
   /** True while a backlog is being replayed. */
   get isReplaying(): boolean {
     return this.episode !== undefined;
+  }
+
+  /** Held entries whose resend had not settled when the replayer stopped (for the journal to keep). */
+  takeUnsettled(): EncodedEnvelope[] {
+    const out = this.sendingHeld;
+    this.sendingHeld = [];
+    return out;
   }
 
   /** Hook for the replay producer's onFailed. */
@@ -104,6 +113,11 @@ export class Replayer {
           'journal replay started',
         );
       }
+      if (this.journal.heldCount > 0) {
+        await this.sendHeld(n);
+        if (this.journal.isClosed) return;
+        continue;
+      }
       const { first, entries } = this.journal.read(n);
       if (entries.length === 0) continue;
       this.failed.clear();
@@ -127,14 +141,43 @@ export class Replayer {
     }
   }
 
+  /**
+   * Sends entries the journal holds in memory (their segment was deleted while
+   * they may already have been in Redis): acknowledged means in Redis, either
+   * appended now or refused as already there. What fails is held again.
+   */
+  private async sendHeld(n: number): Promise<void> {
+    const entries = this.journal.takeHeld(n);
+    this.sendingHeld = entries;
+    this.failed.clear();
+    for (const e of entries) if (!this.deps.producer.offer(e)) this.failed.add(e);
+    await this.deps.producer.flush();
+    // Stopped meanwhile: stop() gave them back to the journal (takeUnsettled).
+    if (this.journal.isClosed || this.sendingHeld !== entries) return;
+    this.sendingHeld = [];
+    if (this.failed.size === 0) {
+      this.failures = 0;
+      this.replayedTotal += entries.length;
+      if (this.episode) this.episode.replayed += entries.length;
+      this.deps.onReplayed?.(entries.length);
+      this.logProgress();
+      return;
+    }
+    const acked = entries.length - this.failed.size;
+    if (acked > 0) {
+      this.replayedTotal += acked;
+      this.deps.onReplayed?.(acked);
+    }
+    this.journal.hold(entries.filter((e) => this.failed.has(e)));
+    this.failed.clear();
+    await this.sleep(reconnectDelay(this.failures++, 2000));
+  }
+
   private chunkFailed(first: number, entries: readonly EncodedEnvelope[]): void {
-    // Failed entries whose segment the drop-oldest policy deleted meanwhile are gone: count them.
+    // Failed entries whose segment the drop-oldest policy deleted meanwhile are not lost: they
+    // may be in Redis already, and the journal holds them in memory to send them again.
     const available = this.journal.firstAvailable;
-    let lost = 0;
-    entries.forEach((e, i) => {
-      if (first + i < available && this.failed.has(e)) lost++;
-    });
-    this.journal.countLost(lost);
+    this.journal.hold(entries.filter((e, i) => first + i < available && this.failed.has(e)));
     this.journal.rewind();
     this.failed.clear();
   }

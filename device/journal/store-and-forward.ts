@@ -16,6 +16,7 @@
  */
 import type { Clock } from '#shared/clock.js';
 import type { EncodedEnvelope } from '#shared/envelope.js';
+import { RedisUnavailableError } from '#shared/errors.js';
 import type { Keys } from '#shared/keys.js';
 import { EpisodeLog, type Logger } from '#shared/log.js';
 import { Counter, Gauge, type Registry } from '#shared/metrics.js';
@@ -199,10 +200,15 @@ export class StoreAndForward {
     return this.live.offer(entry) || this.toJournal([entry]);
   }
 
-  /** Hook of the live producer: a failed batch goes to the journal instead of a retry in memory. */
-  onFailed(entries: readonly EncodedEnvelope[]): boolean {
+  /**
+   * Hook of the live producer: a failed batch goes to the journal instead of a
+   * retry in memory. Unless it failed before it was sent (RedisUnavailableError),
+   * Redis may have executed it with the reply lost: the journal marks it
+   * uncertain, so a full budget holds it for a resend instead of counting it as dropped.
+   */
+  onFailed(entries: readonly EncodedEnvelope[], error?: Error): boolean {
     if (this.journal.isClosed) return false;
-    this.toJournal(entries);
+    this.toJournal(entries, !(error instanceof RedisUnavailableError));
     return true;
   }
 
@@ -220,6 +226,9 @@ export class StoreAndForward {
   async stop(left: readonly EncodedEnvelope[], maxWaitMs: number): Promise<{ unsent: number }> {
     await this.replayer.stop(maxWaitMs);
     await this.replayProducer.close(0);
+    // Held entries whose resend had not settled stay in the journal (written to disk on close).
+    const unsettled = this.replayer.takeUnsettled();
+    if (unsettled.length > 0) this.journal.hold(unsettled);
     if (left.length > 0) this.toJournal(left);
     const unsent = this.journal.unsent;
     this.journal.close();
@@ -244,8 +253,8 @@ export class StoreAndForward {
     return this.diverting;
   }
 
-  private toJournal(entries: readonly EncodedEnvelope[]): true {
-    const taken = this.journal.append(entries);
+  private toJournal(entries: readonly EncodedEnvelope[], uncertain = false): true {
+    const taken = this.journal.append(entries, { uncertain });
     if (taken > 0) {
       this.written.inc(taken);
       this.journalingLog.hit({ unsent: this.journal.unsent }, taken);
