@@ -6,6 +6,7 @@
  * against the sequence numbers the agent produced.
  */
 import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
+import { createServer, connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -84,6 +85,55 @@ async function setup(aof: 'always' | 'everysec' = 'everysec'): Promise<Setup> {
     streamSeqs: async () => {
       const stored = await readStream(client, keys.telemetryStreamFor(DEVICE));
       return stored.map((e) => e.seq);
+    },
+  };
+}
+
+/**
+ * A TCP proxy in front of Redis for the one failure a stopped server cannot
+ * stage on demand: Redis executes a batch and the reply never arrives.
+ * `pass` forwards both ways; `swallow` forwards commands but drops replies;
+ * `down` closes every connection and refuses new ones.
+ */
+async function startProxy(targetUrl: string) {
+  const target = new URL(targetUrl);
+  let mode: 'pass' | 'swallow' | 'down' = 'pass';
+  const open = new Set<Socket>();
+  const server = createServer((client) => {
+    if (mode === 'down') {
+      client.destroy();
+      return;
+    }
+    const upstream = netConnect(Number(target.port), target.hostname);
+    for (const sock of [client, upstream]) {
+      open.add(sock);
+      sock.on('error', () => {});
+      sock.on('close', () => {
+        open.delete(sock);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.on('data', (d) => upstream.write(d));
+    upstream.on('data', (d) => {
+      if (mode === 'pass') client.write(d);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  cleanups.push(
+    () =>
+      new Promise<void>((r) => {
+        for (const sock of open) sock.destroy();
+        server.close(() => r());
+      }),
+  );
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    set(next: typeof mode) {
+      mode = next;
+      if (next === 'down') for (const sock of open) sock.destroy();
     },
   };
 }
@@ -313,6 +363,44 @@ describe('store-and-forward', () => {
       expect(episodes.map((l) => l.level)).toEqual([40, 30]);
     });
   }
+
+  it('full budget, drop-oldest: a batch Redis executed but never answered is not counted as dropped', async () => {
+    const s = await setup();
+    const proxy = await startProxy(s.redis.url);
+    const run = await s.start({
+      'redis.url': proxy.url,
+      'journal.maxBytes': '32KiB',
+      'journal.segmentBytes': '8KiB',
+      'journal.replayRate': 100,
+    });
+    await waitFor(async () => (await s.streamSeqs()).length >= 50, 20_000, 'live entries');
+    // Batches reach Redis but their replies are lost, then the connection dies: the agent
+    // journals them as failed although they are in the stream.
+    proxy.set('swallow');
+    const swallowedFrom = Math.max(...(await s.streamSeqs())) + 1;
+    await waitFor(
+      async () => (await s.streamSeqs()).filter((n) => n >= swallowedFrom).length >= 5,
+      20_000,
+      'batches executed without a reply',
+    );
+    proxy.set('down');
+    // Long enough for drop-oldest to delete the segment holding those batches.
+    await waitMetric(run, 'agent_samples_dropped_total', (v) => v >= 150);
+    const inRedis = (await s.streamSeqs()).filter((n) => n >= swallowedFrom);
+    expect(inRedis.length).toBeGreaterThanOrEqual(5);
+    proxy.set('pass');
+    await waitDrained(run);
+    const text = await run.metrics();
+    const dropped = metric(text, 'agent_samples_dropped_total', 'journal_full');
+    const last = await stopAgent(run);
+    const seqs = await s.streamSeqs();
+    expect(seqs.length).toBe(new Set(seqs).size);
+    const present = new Set(seqs);
+    const missing = range(1, last).filter((n) => !present.has(n));
+    expect(missing.length).toBe(dropped);
+    expect(missing.length).toBeGreaterThan(0);
+    for (const n of inRedis) expect(missing).not.toContain(n);
+  });
 
   it('appends not acknowledged within producer.appendTimeout go to the journal and arrive exactly once', async () => {
     const s = await setup();
