@@ -356,8 +356,14 @@ describe('store-and-forward', () => {
       // The outage's backlog (a few entries taken while the agent first connected are journaled too).
       const backlog = overtaken(seqs).filter((n) => n > before);
       expect(backlog.length).toBeGreaterThan(50);
-      if (policy === 'drop-oldest') expect(Math.min(...backlog)).toBeGreaterThan(missing.at(-1)!);
-      else expect(Math.max(...backlog)).toBeLessThan(missing[0]!);
+      if (policy === 'drop-oldest') {
+        // Batches in flight when Redis went away (sent, outcome unknown) are held and sent again,
+        // not dropped (docs/store-and-forward.md): they may arrive late, older than the dropped
+        // ones. All the rest of the backlog is newer than every dropped entry.
+        const held = backlog.filter((n) => n < missing[0]!);
+        expect(held.length).toBeLessThanOrEqual(20);
+        expect(Math.min(...backlog.filter((n) => n > missing[0]!))).toBeGreaterThan(missing.at(-1)!);
+      } else expect(Math.max(...backlog)).toBeLessThan(missing[0]!);
       // Logged once per episode, not per entry, and the episode ended.
       const episodes = run.agent.logs().filter((l) => String(l.msg).startsWith('journal full'));
       expect(episodes.map((l) => l.level)).toEqual([40, 30]);
