@@ -4,11 +4,13 @@
  */
 import { loadConfig } from '#shared/config/load.js';
 import { flagName } from '#shared/config/schema.js';
+import { Keys } from '#shared/keys.js';
 import { silentLogger } from '#shared/log.js';
 import type { BrokerPorts } from '../../gateway/broker.js';
 import { ENV_PREFIX, type GatewayConfig, gatewaySchema } from '../../gateway/config.js';
 import { Gateway, type GatewayDeps } from '../../gateway/gateway.js';
 import { type AgentProcess, runScript } from './agent-process.js';
+import { randomPrefix } from './prefix.js';
 
 export function gatewayConfig(overrides: Record<string, unknown>): GatewayConfig {
   return loadConfig(gatewaySchema, ENV_PREFIX, {
@@ -45,4 +47,19 @@ export function startGatewayProcess(options: Record<string, string | number | bo
   const args: string[] = [];
   for (const [key, value] of Object.entries(options)) args.push(`--${flagName(key)}`, String(value));
   return runScript('gateway/cli.ts', args);
+}
+
+/** A gateway in process on `redisUrl` in a fresh random key prefix (4 partitions), with its Keys. */
+export async function startPrefixedGateway(
+  redisUrl: string,
+  extra: Record<string, unknown> = {},
+): Promise<RunningGateway & { keys: Keys }> {
+  const prefix = randomPrefix();
+  const gw = await startGateway({
+    'redis.url': redisUrl,
+    'redis.keyPrefix': prefix,
+    'redis.partitions': 4,
+    ...extra,
+  });
+  return { ...gw, keys: new Keys(prefix, 4) };
 }

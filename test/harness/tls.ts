@@ -1,6 +1,6 @@
-/** A throw-away CA and server certificate for TLS tests, made with openssl. */
+/** A throw-away CA, server and client certificates for TLS tests, made with openssl. */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -11,11 +11,52 @@ export interface TestCertificates {
   key: string;
 }
 
+const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
+
+/** Makes <dir>/<name>.key and <name>.crt for subject CN=`commonName`, signed by the CA in `dir`. */
+function issue(
+  dir: string,
+  name: string,
+  commonName: string,
+  extFile?: string,
+): { cert: string; key: string } {
+  const p = (f: string) => join(dir, f);
+  openssl(
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-subj',
+    `/CN=${commonName}`,
+    '-keyout',
+    p(`${name}.key`),
+    '-out',
+    p(`${name}.csr`),
+  );
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    p(`${name}.csr`),
+    '-CA',
+    p('ca.crt'),
+    '-CAkey',
+    p('ca.key'),
+    '-CAcreateserial',
+    '-days',
+    '2',
+    ...(extFile ? ['-extfile', extFile] : []),
+    '-out',
+    p(`${name}.crt`),
+  );
+  return { cert: p(`${name}.crt`), key: p(`${name}.key`) };
+}
+
+/** A CA and a server certificate valid for 127.0.0.1 and localhost. */
 export function makeCertificates(commonName = '127.0.0.1'): TestCertificates {
   const dir = mkdtempSync(join(tmpdir(), 'fleet-tls-'));
-  const p = (f: string) => join(dir, f);
-  const run = (...args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
-  run(
+  const ca = join(dir, 'ca.crt');
+  openssl(
     'req',
     '-x509',
     '-newkey',
@@ -26,42 +67,13 @@ export function makeCertificates(commonName = '127.0.0.1'): TestCertificates {
     '-subj',
     '/CN=fleet-test-ca',
     '-keyout',
-    p('ca.key'),
+    join(dir, 'ca.key'),
     '-out',
-    p('ca.crt'),
+    ca,
   );
-  run(
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-subj',
-    `/CN=${commonName}`,
-    '-keyout',
-    p('server.key'),
-    '-out',
-    p('server.csr'),
-  );
-  const ext = p('ext.cnf');
-  execFileSync('sh', ['-c', `printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > ${ext}`]);
-  run(
-    'x509',
-    '-req',
-    '-in',
-    p('server.csr'),
-    '-CA',
-    p('ca.crt'),
-    '-CAkey',
-    p('ca.key'),
-    '-CAcreateserial',
-    '-days',
-    '2',
-    '-extfile',
-    ext,
-    '-out',
-    p('server.crt'),
-  );
-  return { dir, ca: p('ca.crt'), cert: p('server.crt'), key: p('server.key') };
+  const ext = join(dir, 'ext.cnf');
+  writeFileSync(ext, 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+  return { dir, ca, ...issue(dir, 'server', commonName, ext) };
 }
 
 /** A client certificate with subject CN=`commonName`, signed by the same test CA. */
@@ -69,35 +81,5 @@ export function makeClientCertificate(
   certs: TestCertificates,
   commonName: string,
 ): { cert: string; key: string } {
-  const p = (f: string) => join(certs.dir, f);
-  const run = (...args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
-  const base = `client-${commonName}`;
-  run(
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-subj',
-    `/CN=${commonName}`,
-    '-keyout',
-    p(`${base}.key`),
-    '-out',
-    p(`${base}.csr`),
-  );
-  run(
-    'x509',
-    '-req',
-    '-in',
-    p(`${base}.csr`),
-    '-CA',
-    certs.ca,
-    '-CAkey',
-    p('ca.key'),
-    '-CAcreateserial',
-    '-days',
-    '2',
-    '-out',
-    p(`${base}.crt`),
-  );
-  return { cert: p(`${base}.crt`), key: p(`${base}.key`) };
+  return issue(certs.dir, `client-${commonName}`, commonName);
 }

@@ -14,7 +14,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Keys } from '#shared/keys.js';
 import { hashPassword } from '../../gateway/auth.js';
-import { type RunningGateway, startGateway } from '../harness/gateway.js';
+import { type RunningGateway, startGateway, startPrefixedGateway } from '../harness/gateway.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
 import { readAllTelemetry, readStream, waitFor } from '../harness/streams.js';
@@ -38,15 +38,9 @@ afterEach(async () => {
 });
 
 async function gateway(extra: Record<string, unknown> = {}): Promise<RunningGateway & { keys: Keys }> {
-  const prefix = randomPrefix();
-  const gw = await startGateway({
-    'redis.url': redis.url,
-    'redis.keyPrefix': prefix,
-    'redis.partitions': 4,
-    ...extra,
-  });
+  const gw = await startPrefixedGateway(redis.url, extra);
   cleanups.push(() => gw.stop());
-  return { ...gw, keys: new Keys(prefix, 4) };
+  return gw;
 }
 
 async function device(url: string, options: IClientOptions): Promise<MqttClient> {

@@ -7,9 +7,8 @@ import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
-import { Keys } from '#shared/keys.js';
-import { type RunningGateway, startGateway } from '../harness/gateway.js';
-import { randomPrefix } from '../harness/prefix.js';
+import type { Keys } from '#shared/keys.js';
+import { type RunningGateway, startPrefixedGateway } from '../harness/gateway.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
 import { readStream, waitFor } from '../harness/streams.js';
 import { makeCertificates, makeClientCertificate, type TestCertificates } from '../harness/tls.js';
@@ -32,16 +31,10 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
 });
 
-async function gateway(extra: Record<string, unknown>): Promise<RunningGateway & { keys: Keys }> {
-  const prefix = randomPrefix();
-  const gw = await startGateway({
-    'redis.url': redis.url,
-    'redis.keyPrefix': prefix,
-    'redis.partitions': 4,
-    ...extra,
-  });
+async function gateway(extra: Record<string, unknown> = {}): Promise<RunningGateway & { keys: Keys }> {
+  const gw = await startPrefixedGateway(redis.url, extra);
   cleanups.push(() => gw.stop());
-  return { ...gw, keys: new Keys(prefix, 4) };
+  return gw;
 }
 
 async function connect(url: string, options: mqtt.IClientOptions): Promise<MqttClient> {
