@@ -255,7 +255,7 @@ export class TelemetryProducer {
    * over, batches fail fast (and the journal, if any, takes them).
    */
   private connectionUsable(): boolean {
-    if (this.client.status === 'ready') {
+    if (this.client.status === 'ready' && this.nodesReady()) {
       this.notReadySince = undefined;
       return true;
     }
@@ -264,19 +264,42 @@ export class TelemetryProducer {
     const waited = now - this.notReadySince;
     if (waited >= this.options.appendTimeoutMs) return true;
     if (!this.readyWaiter) {
+      // Node connections of a cluster report no event of their own here: look again shortly.
+      const recheck = this.client.status === 'ready' ? 10 : this.options.appendTimeoutMs - waited;
       const onReady = () => {
         if (this.readyWaiter) this.clock.clearTimeout(this.readyWaiter);
         this.readyWaiter = undefined;
         this.pump();
       };
       this.client.once('ready', onReady);
-      this.readyWaiter = this.clock.setTimeout(() => {
-        this.client.off('ready', onReady);
-        this.readyWaiter = undefined;
-        this.pump();
-      }, this.options.appendTimeoutMs - waited);
+      this.readyWaiter = this.clock.setTimeout(
+        () => {
+          this.client.off('ready', onReady);
+          this.readyWaiter = undefined;
+          this.pump();
+        },
+        Math.min(recheck, this.options.appendTimeoutMs - waited),
+      );
     }
     return false;
+  }
+
+  /**
+   * A cluster client opens its node connections lazily. A batch sent while a
+   * node connection is still in its handshake waits in that connection's
+   * offline queue, and a batch sent just as it turns ready can be written
+   * before that queue is flushed, overtaking the earlier one. So batches go
+   * out only once every master's connection is ready (connecting idle ones).
+   */
+  private nodesReady(): boolean {
+    if (!(this.client instanceof Cluster)) return true;
+    let ready = true;
+    for (const node of this.client.nodes('master')) {
+      if (node.status === 'ready') continue;
+      ready = false;
+      if (node.status === 'wait') node.connect().catch(() => {});
+    }
+    return ready;
   }
 
   private pumpLoop(): void {
