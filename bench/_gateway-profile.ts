@@ -24,6 +24,7 @@ import { startMosquitto } from '../test/harness/mosquitto.js';
 import { freePort } from '../test/harness/ports.js';
 import { spawnTracked, waitExit, waitForPort } from '../test/harness/process.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
+import { nextSeq, payload, saturate } from './mqtt-load.js';
 
 const { values } = parseArgs({
   options: {
@@ -52,30 +53,6 @@ function cpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
-const seqs = new Map<number, number>();
-function payload(i: number): string {
-  const seq = (seqs.get(i) ?? 0) + 1;
-  seqs.set(i, seq);
-  const base = JSON.stringify({ seq, v: 21.5, t: Date.now(), pad: '' });
-  return JSON.stringify({ seq, v: 21.5, t: Date.now(), pad: 'x'.repeat(Math.max(0, 120 - base.length)) });
-}
-
-async function saturate(clients: MqttClient[], ms: number): Promise<number> {
-  let acked = 0;
-  let running = true;
-  const pump = (i: number) => {
-    if (!running) return;
-    clients[i]!.publish(`devices/prof-${i}/telemetry/load`, payload(i), { qos: 1 }, (err) => {
-      if (!err) acked++;
-      pump(i);
-    });
-  };
-  for (let i = 0; i < clients.length; i++) for (let w = 0; w < WINDOW; w++) pump(i);
-  await new Promise((r) => setTimeout(r, ms));
-  running = false;
-  return acked;
-}
-
 async function fixedRate(clients: MqttClient[], ms: number): Promise<{ latencies: number[]; sent: number }> {
   const latencies: number[] = [];
   let sent = 0;
@@ -88,8 +65,11 @@ async function fixedRate(clients: MqttClient[], ms: number): Promise<{ latencies
       for (let k = 0; k < n; k++) {
         const i = sent % clients.length;
         const t0 = performance.now();
-        clients[i]!.publish(`devices/prof-${i}/telemetry/load`, payload(i), { qos: 1 }, () =>
-          latencies.push(performance.now() - t0),
+        clients[i]!.publish(
+          `devices/prof-${i}/telemetry/load`,
+          payload(nextSeq(`prof-${i}`)),
+          { qos: 1 },
+          () => latencies.push(performance.now() - t0),
         );
         sent++;
       }
@@ -115,7 +95,7 @@ async function mosquittoFloor(): Promise<void> {
         mqtt.connectAsync(mosq.url, { clientId: `prof-${i}`, reconnectPeriod: 0 }),
       ),
     );
-    await saturate(clients, 1000);
+    await saturate(clients, 'prof', 1000, WINDOW);
     const { latencies } = await fixedRate(clients, SECONDS * 1000);
     latencies.sort((a, b) => a - b);
     process.stdout.write(
@@ -165,10 +145,10 @@ async function main(): Promise<void> {
       ),
     );
     const out: Record<string, number> = {};
-    await saturate(clients, 1000);
+    await saturate(clients, 'prof', 1000, WINDOW);
     if (!values['skip-saturate']) {
       const [g0, r0, t0] = [cpuMs(pid), cpuMs(redisPid), performance.now()];
-      const acked = await saturate(clients, SECONDS * 1000);
+      const acked = await saturate(clients, 'prof', SECONDS * 1000, WINDOW);
       const [g1, r1, t1] = [cpuMs(pid), cpuMs(redisPid), performance.now()];
       out.saturated_per_s = Math.round(acked / ((t1 - t0) / 1000));
       out.saturated_gateway_cpu_us_per_msg = ((g1 - g0) * 1000) / acked;

@@ -24,25 +24,13 @@ import { startMosquitto } from '../test/harness/mosquitto.js';
 import { freePort } from '../test/harness/ports.js';
 import { spawnTracked, waitExit, waitForPort } from '../test/harness/process.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
+import { nextSeq, payload, saturate } from './mqtt-load.js';
 
 const PUBLISHERS = 20;
 const WINDOW = 32;
 const SECONDS = 5;
 const WARMUP_MS = 1000;
 const FIXED_RATE = 10_000;
-
-/** Per-device sequence numbers, contiguous across the phases of a run (as a real device's are). */
-const sequences = new Map<string, number>();
-function nextSeq(device: string): number {
-  const n = (sequences.get(device) ?? 0) + 1;
-  sequences.set(device, n);
-  return n;
-}
-
-function payload(seq: number): string {
-  const base = JSON.stringify({ seq, v: 21.5, t: Date.now(), pad: '' });
-  return JSON.stringify({ seq, v: 21.5, t: Date.now(), pad: 'x'.repeat(Math.max(0, 120 - base.length)) });
-}
 
 async function connectPublishers(url: string, prefix: string): Promise<MqttClient[]> {
   return Promise.all(
@@ -52,34 +40,15 @@ async function connectPublishers(url: string, prefix: string): Promise<MqttClien
   );
 }
 
-/** Publishes as fast as the PUBACKs allow for `ms`; returns the acknowledged count. */
-async function saturate(clients: MqttClient[], prefix: string, ms: number): Promise<number> {
-  let acked = 0;
-  let running = true;
-  const pump = (i: number) => {
-    if (!running) return;
-    const c = clients[i]!;
-    const seq = nextSeq(`${prefix}-${i}`);
-    c.publish(`devices/${prefix}-${i}/telemetry/load`, payload(seq), { qos: 1 }, (err) => {
-      if (!err) acked++;
-      pump(i);
-    });
-  };
-  for (let i = 0; i < clients.length; i++) for (let w = 0; w < WINDOW; w++) pump(i);
-  await new Promise((r) => setTimeout(r, ms));
-  running = false;
-  return acked;
-}
-
 async function measureRate(
   clients: MqttClient[],
   prefix: string,
   count: () => Promise<number> | number,
 ): Promise<number> {
-  await saturate(clients, prefix, WARMUP_MS);
+  await saturate(clients, prefix, WARMUP_MS, WINDOW);
   const before = await count();
   const started = performance.now();
-  await saturate(clients, prefix, SECONDS * 1000);
+  await saturate(clients, prefix, SECONDS * 1000, WINDOW);
   const after = await count();
   return (after - before) / ((performance.now() - started) / 1000);
 }
@@ -121,9 +90,9 @@ async function gatewayBroker(redisUrl: string): Promise<{ rate: number; p50: num
     await waitForPort(port);
     const url = `mqtt://127.0.0.1:${port}`;
     const clients = await connectPublishers(url, 'gb');
-    await saturate(clients, 'gb', WARMUP_MS);
+    await saturate(clients, 'gb', WARMUP_MS, WINDOW);
     const started = performance.now();
-    const acked = await saturate(clients, 'gb', SECONDS * 1000);
+    const acked = await saturate(clients, 'gb', SECONDS * 1000, WINDOW);
     const measured = acked / ((performance.now() - started) / 1000);
     const latencies = await fixedRate(clients, 'gb');
     await closeAll(clients);
