@@ -77,3 +77,29 @@ export function effects(...dataDirs: string[]): Map<string, number> {
   }
   return counts;
 }
+
+/**
+ * The phase the device's command journal last recorded for a command
+ * (<dataDir>/commands.journal), or undefined. A test that kills an agent
+ * "after the handler" waits for `done`: the effect alone is written a moment
+ * before its record, and a kill in between rightly ends the command `unknown`.
+ */
+export function journalPhase(dataDir: string, commandId: string): string | undefined {
+  let text = '';
+  try {
+    text = readFileSync(join(dataDir, 'commands.journal'), 'utf8');
+  } catch {
+    return undefined;
+  }
+  let phase: string | undefined;
+  for (const line of text.split('\n')) {
+    if (!line.includes(commandId)) continue;
+    try {
+      const r = JSON.parse(line) as { i?: string; p?: string };
+      if (r.i === commandId) phase = r.p;
+    } catch {
+      // a line being written right now
+    }
+  }
+  return phase;
+}

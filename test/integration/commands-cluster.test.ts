@@ -11,6 +11,7 @@ import { Keys } from '#shared/keys.js';
 import type { AgentProcess } from '../harness/agent-process.js';
 import {
   effects,
+  journalPhase,
   readResults,
   resultsByCommand,
   startCommandAgent,
@@ -83,7 +84,8 @@ it('kill after the handler but before the ack: the recorded effect is reported o
   dirs.push(dir);
   const sent = await sendCommand(client, keys, 'cl-k', { name: 'test.effect', ttlMs: 60_000 });
   const a = clusterAgent(keys, 'cl-k', dir, { 'commands.testDelayAfterHandler': '10s' });
-  await waitFor(async () => effects(dir).get(sent.command.id) === 1, 30_000, 'effect');
+  await waitFor(async () => journalPhase(dir, sent.command.id) === 'done', 30_000, 'effect recorded');
+  expect(effects(dir).get(sent.command.id)).toBe(1);
   await a.kill('SIGKILL');
   clusterAgent(keys, 'cl-k', dir);
   const r = await waitForResult(client, keys, 'cl-k', sent.command.id, 30_000);

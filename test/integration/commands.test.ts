@@ -18,6 +18,7 @@ import { Keys } from '#shared/keys.js';
 import { type AgentProcess, runScript } from '../harness/agent-process.js';
 import {
   effects,
+  journalPhase,
   readResults,
   resultsByCommand,
   startCommandAgent,
@@ -219,7 +220,8 @@ describe('control commands', () => {
     const { keys, dir } = setup();
     const sent = await sendCommand(client, keys, 'dev-k2', { name: 'test.effect', ttlMs: 60_000 });
     const a = agent(keys, 'dev-k2', dir, { 'commands.testDelayAfterHandler': '10s' });
-    await waitFor(async () => effects(dir).get(sent.command.id) === 1, 20_000, 'effect');
+    await waitFor(async () => journalPhase(dir, sent.command.id) === 'done', 20_000, 'effect recorded');
+    expect(effects(dir).get(sent.command.id)).toBe(1);
     await a.kill('SIGKILL');
     expect(await pending(keys, 'dev-k2')).toBe(1);
     agent(keys, 'dev-k2', dir);
