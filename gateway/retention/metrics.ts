@@ -10,6 +10,7 @@ export interface RetentionMetrics {
   blocked: Gauge<'stream' | 'group'>;
   trimmed: Counter<'stream' | 'family' | 'reason'>;
   forcedLoss: Counter<'stream' | 'group'>;
+  commandStreams: Gauge;
   passes: Counter;
   passErrors: Counter;
   passSeconds: Histogram;
@@ -50,7 +51,7 @@ export function createRetentionMetrics(registry: Registry): RetentionMetrics {
     }),
     blocked: new Gauge({
       name: 'retention_blocked',
-      help: '1 while this group holds back a soft retention policy (it still needs entries the policy would trim)',
+      help: '1 while this group holds back a soft retention policy (it still needs entries the policy would trim); for the command streams, how many streams it holds back (group "*": streams with no group yet)',
       labelNames: ['stream', 'group'],
       registers,
     }),
@@ -64,6 +65,11 @@ export function createRetentionMetrics(registry: Registry): RetentionMetrics {
       name: 'retention_forced_loss_entries_total',
       help: 'Entries the hard memory cap removed before this group had processed them (lost to the group)',
       labelNames: ['stream', 'group'],
+      registers,
+    }),
+    commandStreams: new Gauge({
+      name: 'retention_command_streams',
+      help: 'Devices\' command streams found in the last complete scan cycle (their figures are summed under stream="<prefix>:{*}:commands")',
       registers,
     }),
     passes: new Counter({ name: 'retention_passes_total', help: 'Trim passes run', registers }),

@@ -17,6 +17,10 @@ const DEFAULTS: Record<StreamFamily, { maxAge: number; maxLen: number; maxBytes:
   presence: { maxAge: DAY, maxLen: 200_000, maxBytes: 32 * MiB, what: 'the presence stream' },
   rejected: { maxAge: 7 * DAY, maxLen: 100_000, maxBytes: 64 * MiB, what: 'the rejected-input stream' },
   deadletter: { maxAge: 30 * DAY, maxLen: 100_000, maxBytes: 64 * MiB, what: 'the dead-letter stream' },
+  // Per device. A command entry takes a few hundred bytes: 1000 entries stay well under the cap. The
+  // soft policies never trim a command its group has not read or acknowledged (the agent and the
+  // gateway acknowledge after the terminal result), nor any entry of a stream with no group yet.
+  commands: { maxAge: 7 * DAY, maxLen: 1000, maxBytes: MiB, what: "each device's command stream" },
 };
 
 function familySchema<F extends StreamFamily>(family: F) {
@@ -67,6 +71,13 @@ export const retentionSchema = {
   ...familySchema('presence'),
   ...familySchema('rejected'),
   ...familySchema('deadletter'),
+  ...familySchema('commands'),
+  // One stream per device: found by an incremental SCAN, so a pass costs the same however big the fleet.
+  'retention.commands.scanPerPass': opt.integer(
+    10_000,
+    "Keys a pass examines (SCAN COUNT, per Redis master) looking for devices' command streams; the scan goes on where the last pass stopped",
+    { min: 100, max: 1_000_000 },
+  ),
 } as const;
 
 export type RetentionConfig = ConfigOf<typeof retentionSchema>;
@@ -85,6 +96,7 @@ export interface RetentionOptions {
   readonly capHeadroom: number;
   readonly maxRemovePerCall: number;
   readonly memorySamples: number;
+  readonly commandsScanPerPass: number;
   readonly policies: Readonly<Record<StreamFamily, RetentionPolicy>>;
 }
 
@@ -107,6 +119,7 @@ export function retentionOptions(config: Partial<RetentionConfig> = {}): Retenti
     capHeadroom: get('retention.capHeadroom'),
     maxRemovePerCall: get('retention.maxRemovePerCall'),
     memorySamples: get('retention.memorySamples'),
+    commandsScanPerPass: get('retention.commands.scanPerPass'),
     policies,
   };
 }

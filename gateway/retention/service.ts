@@ -13,6 +13,14 @@
  * - several gateways may run retention on the same streams at the same time:
  *   no lease is needed, each call sees and changes the stream atomically and
  *   every removed entry is counted by the one call that removed it.
+ *
+ * The devices' command streams (family `commands`, one stream per device) are
+ * found by an incremental SCAN, about `retention.commands.scanPerPass` keys
+ * per pass, so a pass stays bounded however big the fleet is. A command
+ * stream with no consumer group yet (its agent or gateway has not started
+ * reading) is held back whole by the soft policies: none of its commands has
+ * been read. Their metrics are aggregated over the streams of the last
+ * complete scan cycle (a series per device would grow with the fleet).
  */
 import { type Clock, systemClock } from '#shared/clock.js';
 import type { Keys } from '#shared/keys.js';
@@ -20,7 +28,13 @@ import { EpisodeLog, type Logger } from '#shared/log.js';
 import type { Health, Registry } from '#shared/metrics.js';
 import type { RedisClient } from '#shared/redis/connect.js';
 import { scripts } from '#shared/redis/scripts.js';
-import { familyStreams, idTime, type StreamFamily } from '#shared/streams/inspect.js';
+import {
+  commandStreamPattern,
+  familyStreams,
+  idTime,
+  type StreamFamily,
+  StreamScanner,
+} from '#shared/streams/inspect.js';
 import { createRetentionMetrics, type RetentionMetrics } from './metrics.js';
 import { type RetentionOptions, validatePolicy } from './options.js';
 
@@ -73,6 +87,29 @@ export interface RetentionDeps {
 /** Safety bound on script calls per stream per pass (each removes up to retention.maxRemovePerCall). */
 const MAX_CALLS_PER_STREAM = 1000;
 
+/** Command streams trimmed at once (one script call each; bounds the requests in flight). */
+const COMMAND_STREAMS_IN_FLIGHT = 64;
+
+/**
+ * Group name under which the hard cap's removals from a stream that has no
+ * group at all are counted: all of them were unread. Not a valid group name
+ * clash in practice (the project's groups are named by words), and the same
+ * marker trimStream-1.lua returns as blockedBy for such a stream.
+ */
+export const NO_GROUP = '*';
+
+/** Figures of the command streams over one scan cycle, exported as one series per group. */
+interface CommandsView {
+  streams: number;
+  length: number;
+  memory: number;
+  groups: Map<string, { lag: number; pending: number; oldestPendingAge: number; blocked: number }>;
+}
+
+function emptyCommandsView(): CommandsView {
+  return { streams: 0, length: 0, memory: 0, groups: new Map() };
+}
+
 export class RetentionService {
   private readonly logger: Logger;
   private readonly metrics: RetentionMetrics | undefined;
@@ -82,6 +119,11 @@ export class RetentionService {
   private stopped = true;
   private lastPass: PassReport | undefined;
   private readonly blockedEpisodes = new Map<string, EpisodeLog>();
+  private readonly commandScanner: StreamScanner;
+  private readonly commandsLabel: string;
+  /** The cycle being scanned, and the last complete one (what the gauges show). */
+  private commandsCycle = emptyCommandsView();
+  private commandsView: CommandsView | undefined;
 
   constructor(
     private readonly client: RedisClient,
@@ -95,6 +137,8 @@ export class RetentionService {
     this.logger = deps.logger.child({ component: 'retention' });
     this.metrics = deps.metrics ?? (deps.registry ? createRetentionMetrics(deps.registry) : undefined);
     this.clock = deps.clock ?? systemClock;
+    this.commandsLabel = commandStreamPattern(keys);
+    this.commandScanner = new StreamScanner(client, this.commandsLabel, options.commandsScanPerPass);
   }
 
   readonly name = 'retention';
@@ -146,20 +190,35 @@ export class RetentionService {
     return this.lastPass;
   }
 
-  /** One pass over every stream of every family. */
+  /** One pass over every stream of the fixed families and the next slice of the command streams. */
   async runPass(): Promise<PassReport> {
     const started = this.clock.now();
     const errors: PassReport['errors'] = [];
-    const outcomes = await Promise.all(
-      familyStreams(this.keys).map(({ family, key }) =>
-        this.trimOne(family, key).catch((err: unknown) => {
-          errors.push({ key, error: err instanceof Error ? err.message : String(err) });
-          this.metrics?.passErrors.inc();
-          return undefined;
-        }),
-      ),
-    );
+    const trim = (family: StreamFamily, key: string) =>
+      this.trimOne(family, key).catch((err: unknown) => {
+        errors.push({ key, error: err instanceof Error ? err.message : String(err) });
+        this.metrics?.passErrors.inc();
+        return undefined;
+      });
+    const outcomes = await Promise.all(familyStreams(this.keys).map(({ family, key }) => trim(family, key)));
+    let cycleEnd = false;
+    try {
+      const scanned = await this.commandScanner.next();
+      cycleEnd = scanned.cycleEnd;
+      for (let i = 0; i < scanned.keys.length; i += COMMAND_STREAMS_IN_FLIGHT) {
+        const slice = scanned.keys.slice(i, i + COMMAND_STREAMS_IN_FLIGHT);
+        outcomes.push(...(await Promise.all(slice.map((key) => trim('commands', key)))));
+      }
+    } catch (err) {
+      errors.push({ key: this.commandsLabel, error: err instanceof Error ? err.message : String(err) });
+      this.metrics?.passErrors.inc();
+    }
     const streams = outcomes.filter((o): o is StreamOutcome => o !== undefined);
+    for (const s of streams) if (s.family === 'commands') this.addToCommandsCycle(s);
+    if (cycleEnd) {
+      this.commandsView = this.commandsCycle;
+      this.commandsCycle = emptyCommandsView();
+    }
     const report: PassReport = {
       streams,
       trimmed: streams.reduce((n, s) => n + s.removed.age + s.removed.length + s.removed.cap, 0),
@@ -190,8 +249,22 @@ export class RetentionService {
         this.options.maxRemovePerCall,
         this.deps.now?.() ?? 0,
         this.options.memorySamples,
+        // A command stream with no group yet: nobody has read its commands (see the script's header).
+        family === 'commands' ? 1 : 0,
       );
       const r = parseTrimReply(key, family, reply);
+      if (family === 'commands' && r.groups.length === 0 && r.removed.cap > 0) {
+        // The hard cap removed commands no one had read: count them, under NO_GROUP.
+        r.groups.push({
+          name: NO_GROUP,
+          lost: r.removed.cap,
+          pending: 0,
+          consumers: 0,
+          lag: r.lengthAfter,
+          lastDeliveredId: '0-0',
+          oldestPendingId: null,
+        });
+      }
       lengthBefore ??= r.lengthBefore;
       removed.age += r.removed.age;
       removed.length += r.removed.length;
@@ -227,19 +300,26 @@ export class RetentionService {
     m?.pending.reset();
     m?.oldestPendingAge.reset();
     m?.blocked.reset();
+    this.recordCommandsView();
     for (const s of report.streams) {
-      const labels = { stream: s.key, family: s.family };
-      m?.length.set(labels, s.lengthAfter);
-      m?.memory.set(labels, s.memoryBytes);
+      const commands = s.family === 'commands';
+      // Command streams are counted under the one pattern label (a series per device would grow with the fleet).
+      const labels = { stream: commands ? this.commandsLabel : s.key, family: s.family };
+      if (!commands) {
+        m?.length.set(labels, s.lengthAfter);
+        m?.memory.set(labels, s.memoryBytes);
+      }
       for (const [reason, n] of Object.entries(s.removed))
         if (n > 0) m?.trimmed.inc({ ...labels, reason }, n);
       for (const g of s.groups) {
-        const gl = { stream: s.key, group: g.name };
-        if (g.lag !== null) m?.lag.set(gl, g.lag);
-        m?.pending.set(gl, g.pending);
-        if (g.oldestPendingId)
-          m?.oldestPendingAge.set(gl, Math.max(0, s.now - idTime(g.oldestPendingId)) / 1000);
-        m?.blocked.set(gl, s.blockedBy === g.name ? 1 : 0);
+        const gl = { stream: labels.stream, group: g.name };
+        if (!commands) {
+          if (g.lag !== null) m?.lag.set(gl, g.lag);
+          m?.pending.set(gl, g.pending);
+          if (g.oldestPendingId)
+            m?.oldestPendingAge.set(gl, Math.max(0, s.now - idTime(g.oldestPendingId)) / 1000);
+          m?.blocked.set(gl, s.blockedBy === g.name ? 1 : 0);
+        }
         if (g.lost > 0) {
           m?.forcedLoss.inc(gl, g.lost);
           this.logger.error(
@@ -254,7 +334,48 @@ export class RetentionService {
           );
         }
       }
-      this.trackBlocked(s);
+      // A device that is offline holds its own command stream back: normal, not worth a log line per device.
+      if (!commands) this.trackBlocked(s);
+    }
+  }
+
+  private addToCommandsCycle(s: StreamOutcome): void {
+    const view = this.commandsCycle;
+    view.streams++;
+    view.length += s.lengthAfter;
+    view.memory += s.memoryBytes;
+    const names = new Set([...s.groups.map((g) => g.name), ...(s.blockedBy ? [s.blockedBy] : [])]);
+    for (const name of names) {
+      const g = s.groups.find((x) => x.name === name);
+      let sum = view.groups.get(name);
+      if (!sum) {
+        sum = { lag: 0, pending: 0, oldestPendingAge: 0, blocked: 0 };
+        view.groups.set(name, sum);
+      }
+      // NO_GROUP: every entry of the stream is unread.
+      sum.lag += g ? (g.lag ?? 0) : s.lengthAfter;
+      sum.pending += g?.pending ?? 0;
+      if (g?.oldestPendingId)
+        sum.oldestPendingAge = Math.max(sum.oldestPendingAge, s.now - idTime(g.oldestPendingId));
+      if (s.blockedBy === name) sum.blocked++;
+    }
+  }
+
+  /** The command streams' gauges: sums (maxima for ages) over the last complete scan cycle. */
+  private recordCommandsView(): void {
+    const m = this.metrics;
+    const view = this.commandsView;
+    if (!m || !view) return;
+    const labels = { stream: this.commandsLabel, family: 'commands' };
+    m.commandStreams.set(view.streams);
+    m.length.set(labels, view.length);
+    m.memory.set(labels, view.memory);
+    for (const [group, g] of view.groups) {
+      const gl = { stream: this.commandsLabel, group };
+      m.lag.set(gl, g.lag);
+      m.pending.set(gl, g.pending);
+      if (g.oldestPendingAge > 0) m.oldestPendingAge.set(gl, g.oldestPendingAge / 1000);
+      m.blocked.set(gl, g.blocked);
     }
   }
 

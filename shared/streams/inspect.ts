@@ -9,19 +9,36 @@
  * when Redis cannot tell (after deletions inside the group's unread range),
  * which is reported here as `null`.
  */
+import { Cluster, type Redis } from 'ioredis';
 import type { Keys } from '../keys.js';
 import type { RedisClient } from '../redis/connect.js';
 
-/** The stream families retention manages; each has its own policy. */
-export const STREAM_FAMILIES = ['telemetry', 'results', 'presence', 'rejected', 'deadletter'] as const;
+/**
+ * The stream families retention manages; each has its own policy. `commands`
+ * is every device's command stream (`iot:{<deviceId>}:commands`): one stream
+ * per device, found by SCAN (commandStreamPattern), not listed by familyStreams.
+ */
+export const STREAM_FAMILIES = [
+  'telemetry',
+  'results',
+  'presence',
+  'rejected',
+  'deadletter',
+  'commands',
+] as const;
 export type StreamFamily = (typeof STREAM_FAMILIES)[number];
+
+/** SCAN pattern of every device's command stream (device ids cannot contain braces: shared/keys.ts). */
+export function commandStreamPattern(keys: Keys): string {
+  return keys.commands('*');
+}
 
 export interface FamilyStream {
   readonly family: StreamFamily;
   readonly key: string;
 }
 
-/** Every stream of every family, telemetry partitions first. */
+/** Every stream of the fixed families, telemetry partitions first (command streams: StreamScanner). */
 export function familyStreams(keys: Keys): FamilyStream[] {
   return [
     ...keys.allTelemetryStreams().map((key) => ({ family: 'telemetry' as const, key })),
@@ -131,12 +148,17 @@ export async function inspectStream(
   };
 }
 
+/** The nodes that hold keys: every master of a cluster, or the one server. */
+function keyNodes(client: RedisClient): Redis[] {
+  return client instanceof Cluster ? client.nodes('master') : [client];
+}
+
 /**
  * Keys of streams matching a pattern (e.g. every device's command stream),
  * scanning every master of a cluster. Bounded by `limit`.
  */
 export async function scanStreams(client: RedisClient, match: string, limit: number): Promise<string[]> {
-  const nodes = 'nodes' in client && typeof client.nodes === 'function' ? client.nodes('master') : [client];
+  const nodes = keyNodes(client);
   const found: string[] = [];
   for (const node of nodes) {
     let cursor = '0';
@@ -150,4 +172,55 @@ export async function scanStreams(client: RedisClient, match: string, limit: num
     } while (cursor !== '0');
   }
   return found.sort();
+}
+
+/**
+ * An incremental SCAN over the streams matching a pattern, on every master,
+ * for work that must stay bounded per call however many keys exist (retention
+ * of the devices' command streams): each next() examines about `perCall` keys
+ * per node (SCAN COUNT) and continues where the previous call stopped; a
+ * cycle ends when every node's cursor is back at 0. SCAN guarantees that a key
+ * present for the whole cycle is returned at least once in it (it may be
+ * returned twice: callers must tolerate that).
+ */
+export class StreamScanner {
+  /** Cursor per node ("host:port"); a node not in the map starts at 0. */
+  private readonly cursors = new Map<string, string>();
+  private cycleDone = new Set<string>();
+
+  constructor(
+    private readonly client: RedisClient,
+    private readonly match: string,
+    private readonly perCall: number,
+  ) {}
+
+  /** The next batch of keys, and whether this call completed a cycle over every node. */
+  async next(): Promise<{ keys: string[]; cycleEnd: boolean }> {
+    const nodes = keyNodes(this.client);
+    const found = new Set<string>();
+    const names: string[] = [];
+    for (const node of nodes) {
+      const name = `${node.options.host ?? ''}:${node.options.port ?? ''}`;
+      names.push(name);
+      if (this.cycleDone.has(name)) continue;
+      let cursor = this.cursors.get(name) ?? '0';
+      let examined = 0;
+      // SCAN COUNT is a hint of how much of the keyspace one call walks; calls of at most 1000 keep each one short.
+      do {
+        const count = Math.min(1000, this.perCall - examined);
+        const [next, batch] = await node.scan(cursor, 'MATCH', this.match, 'COUNT', count, 'TYPE', 'stream');
+        cursor = next;
+        examined += count;
+        for (const k of batch) found.add(k);
+      } while (cursor !== '0' && examined < this.perCall);
+      this.cursors.set(name, cursor);
+      if (cursor === '0') this.cycleDone.add(name);
+    }
+    const cycleEnd = names.every((n) => this.cycleDone.has(n));
+    if (cycleEnd) {
+      this.cycleDone = new Set();
+      this.cursors.clear();
+    }
+    return { keys: [...found].sort(), cycleEnd };
+  }
 }

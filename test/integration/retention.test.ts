@@ -24,7 +24,7 @@ const HOUR = 3_600_000;
 /** Policies for the telemetry family only; every other family is left unlimited. */
 function options(overrides: Partial<RetentionConfig>) {
   const off: Partial<RetentionConfig> = {};
-  for (const f of ['telemetry', 'results', 'presence', 'rejected', 'deadletter'] as const) {
+  for (const f of ['telemetry', 'results', 'presence', 'rejected', 'deadletter', 'commands'] as const) {
     off[`retention.${f}.maxAge`] = 0;
     off[`retention.${f}.maxLen`] = 0;
     off[`retention.${f}.maxBytes`] = 0;
@@ -62,7 +62,7 @@ describe('retention [standalone]', () => {
     const metrics = createRetentionMetrics(registry);
     const make = (o: Partial<RetentionConfig>) =>
       new RetentionService(client, keys, options(o), { logger: silentLogger(), metrics });
-    return { keys, stream: keys.telemetryStream(0), service: make(overrides), registry, make };
+    return { keys, stream: keys.telemetryStream(0), service: make(overrides), registry, make, client };
   }
 
   /** Sequence part of explicit ids: increasing across calls, as ids must be, even after trims empty a stream. */
@@ -238,6 +238,105 @@ describe('retention [standalone]', () => {
     expect(capped.health().healthy).toBe(true);
   });
 
+  it("trims devices' command streams lag-aware: pending and unread commands stay", async () => {
+    const { keys, service, registry } = await setup({
+      'retention.commands.maxAge': HOUR,
+      'retention.commands.maxLen': 3,
+    });
+    const stream = keys.commands('pi-cmd');
+    const now = await serverTime(redis);
+    const old = await addAt(stream, now - 2 * HOUR, 8);
+    await redis.xgroup('CREATE', stream, 'agent', '0');
+    const delivered = await readGroup(stream, 'agent', 6);
+    // Commands 0-2 have their result (acknowledged); 3-5 are still running (pending); 6-7 are unread.
+    await redis.xack(stream, 'agent', ...delivered.slice(0, 3));
+
+    let report = await service.runPass();
+    expect(await ids(stream)).toEqual(old.slice(3));
+    let s = report.streams.find((x) => x.key === stream)!;
+    expect(s).toMatchObject({ family: 'commands', blockedBy: 'agent' });
+    expect(s.removed.age).toBe(3);
+    const label = { stream: keys.commands('*'), family: 'commands' };
+    expect(await counterValue(registry, 'retention_trimmed_entries_total', { ...label, reason: 'age' })).toBe(
+      3,
+    );
+    expect(await counterValue(registry, 'stream_length', label)).toBe(5);
+    expect(
+      await counterValue(registry, 'stream_group_pending', { stream: label.stream, group: 'agent' }),
+    ).toBe(3);
+    expect(await counterValue(registry, 'stream_group_lag', { stream: label.stream, group: 'agent' })).toBe(
+      2,
+    );
+    expect(await counterValue(registry, 'retention_blocked', { stream: label.stream, group: 'agent' })).toBe(
+      1,
+    );
+    expect(await counterValue(registry, 'retention_command_streams', {})).toBe(1);
+
+    await redis.xack(stream, 'agent', ...delivered.slice(3), ...(await readGroup(stream, 'agent', 10)));
+    report = await service.runPass();
+    s = report.streams.find((x) => x.key === stream)!;
+    expect(await ids(stream)).toEqual([]);
+    expect(s.blockedBy).toBeNull();
+    expect(report.lost).toBe(0);
+  });
+
+  it('a command stream with no group yet is held back whole by the soft policies; the cap counts its loss', async () => {
+    const { keys, service, registry, make } = await setup({
+      'retention.commands.maxAge': HOUR,
+      'retention.commands.maxLen': 2,
+    });
+    const stream = keys.commands('pi-offline');
+    const now = await serverTime(redis);
+    const all = await addAt(stream, now - 3 * HOUR, 2000, 'z'.repeat(100));
+
+    const report = await service.runPass();
+    expect(await redis.xlen(stream)).toBe(2000);
+    expect(report.streams.find((x) => x.key === stream)!.blockedBy).toBe('*');
+    expect(report.lost).toBe(0);
+
+    const memory = Number(await redis.memory('USAGE', stream, 'SAMPLES', 0));
+    const capped = make({ 'retention.commands.maxBytes': Math.max(64 * 1024, Math.floor(memory / 2)) });
+    const capReport = await capped.runPass();
+    const left = await ids(stream);
+    const removed = all.length - left.length;
+    expect(removed).toBeGreaterThan(0);
+    expect(left).toEqual(all.slice(removed));
+    expect(capReport.lost).toBe(removed);
+    expect(
+      await counterValue(registry, 'retention_forced_loss_entries_total', {
+        stream: keys.commands('*'),
+        group: '*',
+      }),
+    ).toBe(removed);
+    expect(capped.health().healthy).toBe(false);
+  });
+
+  it('finds command streams by an incremental SCAN: bounded per pass, every stream once per cycle', async () => {
+    const { keys, make, registry } = await setup({});
+    const devices = Array.from({ length: 150 }, (_, i) => `dev-${i}`);
+    const pipe = redis.pipeline();
+    const now = await serverTime(redis);
+    for (const d of devices) {
+      pipe.xadd(keys.commands(d), `${now - 2 * HOUR}-1`, 'p', 'old');
+      pipe.xadd(keys.commands(d), `${now - 1000}-1`, 'p', 'new');
+      pipe.xgroup('CREATE', keys.commands(d), 'agent', '$');
+      pipe.set(keys.commandLedger(d, 'x'), '1'); // other keys the scan walks past
+    }
+    for (const [err] of (await pipe.exec()) ?? []) if (err) throw err;
+    const service = make({ 'retention.commands.maxAge': HOUR, 'retention.commands.scanPerPass': 100 });
+
+    const first = await service.runPass();
+    const seen = new Set(first.streams.filter((x) => x.family === 'commands').map((x) => x.key));
+    // The whole database holds other tests' keys too: one pass walks only ~100 keys, not all of them.
+    expect(seen.size).toBeLessThan(devices.length);
+    for (let i = 0; i < 500 && (await counterValue(registry, 'retention_command_streams', {})) === 0; i++) {
+      for (const x of (await service.runPass()).streams) if (x.family === 'commands') seen.add(x.key);
+    }
+    expect(await counterValue(registry, 'retention_command_streams', {})).toBe(devices.length);
+    expect([...seen].sort()).toEqual(devices.map((d) => keys.commands(d)).sort());
+    for (const d of devices) expect(await redis.xlen(keys.commands(d))).toBe(1);
+  });
+
   it('two trimmers at once never remove an entry a group still needs', async () => {
     const {
       keys,
@@ -321,7 +420,18 @@ forEachTarget('retention pass over every family', (target) => {
       }
       await c.xgroup('CREATE', keys.telemetryStream(2), 'slow', '0');
       await c.xreadgroup('GROUP', 'slow', 'x', 'COUNT', 1, 'STREAMS', keys.telemetryStream(2), '>');
-      const o = options({ 'retention.telemetry.maxAge': HOUR, 'retention.deadletter.maxAge': 3 * HOUR });
+      // Command streams of devices in different slots (on a cluster, on different masters).
+      const commandStreams = ['pi-a', 'pi-b', 'pi-c', 'pi-d'].map((d) => keys.commands(d));
+      for (const s of commandStreams) {
+        await c.xadd(s, `${old}-1`, 'p', '1');
+        await c.xadd(s, `${now - 1000}-1`, 'p', '2');
+        await c.xgroup('CREATE', s, 'agent', '$');
+      }
+      const o = options({
+        'retention.telemetry.maxAge': HOUR,
+        'retention.deadletter.maxAge': 3 * HOUR,
+        'retention.commands.maxAge': HOUR,
+      });
       const report = await new RetentionService(client, keys, o, { logger: silentLogger() }).runPass();
       expect(report.errors).toEqual([]);
       const lengths = Object.fromEntries(await Promise.all(streams.map(async (s) => [s, await c.xlen(s)])));
@@ -335,6 +445,7 @@ forEachTarget('retention pass over every family', (target) => {
         [keys.rejected()]: 3,
         [keys.deadLetters()]: 3, // younger than its 3 h
       });
+      for (const s of commandStreams) expect(await c.xlen(s), s).toBe(1);
     } finally {
       client.disconnect();
     }

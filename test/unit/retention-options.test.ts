@@ -11,6 +11,7 @@ describe('retention options', () => {
   it('has a documented default policy for every family', () => {
     const o = retentionOptions();
     expect(Object.keys(o.policies).sort()).toEqual([
+      'commands',
       'deadletter',
       'presence',
       'rejected',
@@ -22,6 +23,9 @@ describe('retention options', () => {
       maxLen: 2_000_000,
       maxBytes: 256 * 1024 * 1024,
     });
+    // Commands: per device, small; kept a week unless a group still needs them.
+    expect(o.policies.commands).toEqual({ maxAge: 7 * 86_400_000, maxLen: 1000, maxBytes: 1024 * 1024 });
+    expect(o.commandsScanPerPass).toBe(10_000);
     for (const [key, spec] of Object.entries(retentionSchema)) expect(spec.doc, key).not.toBe('');
   });
 

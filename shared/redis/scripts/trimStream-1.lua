@@ -24,12 +24,17 @@ ARGV[5]  maxRemove: most entries the length policy and the cap remove in one cal
          (bounds the script's run time; the result says when more is due)
 ARGV[6]  nowMs: the time the age policy measures from (0 = the server's TIME)
 ARGV[7]  memory samples for MEMORY USAGE (0 = exact, slow on big streams)
+ARGV[8]  holdUngrouped: 1 = a stream with no consumer group at all is held
+         back whole by the soft policies (nobody has read any of its entries
+         yet: a device's command stream before its agent or gateway made the
+         group); only the hard cap trims it. Absent or 0 = no group, no floor.
 
 Result: { lenBefore, removedAge, removedLen, removedCap, lenAfter, memAfter,
           more, blockedBy, nowMs, groupCount,
           then per group: name, lost, pending, lag (-1 = unknown),
                           lastDeliveredId, oldestPendingId ('' = none), consumers }
-  blockedBy: name of the group whose floor held back a soft policy ('' = none)
+  blockedBy: name of the group whose floor held back a soft policy ('' = none;
+             '*' = no group at all, with holdUngrouped)
   more: 1 when the length policy or the cap still has entries to remove
 ]]
 
@@ -41,6 +46,7 @@ local capTarget = tonumber(ARGV[4])
 local maxRemove = tonumber(ARGV[5])
 local now = tonumber(ARGV[6])
 local samples = ARGV[7]
+local holdUngrouped = ARGV[8] == '1'
 
 if now == 0 then
   local t = redis.call('TIME')
@@ -105,6 +111,12 @@ local removedAge, removedLen, removedCap = 0, 0, 0
 local blockedBy = ''
 local more = 0
 
+-- No group yet and asked to hold: every entry is unread, so the soft policies stop at the head.
+if holdUngrouped and #groups == 0 and lenBefore > 0 then
+  local head = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+  floor, floorGroup = parse(head[1][1]), '*'
+end
+
 -- Soft policy 1: maximum age, by minimum id, never past the floor.
 if maxAge > 0 then
   local cut = { now - maxAge, 0 }
@@ -146,6 +158,11 @@ if maxLen > 0 then
         blockedBy = group.name
         more = 0
       end
+    end
+    if floorGroup == '*' then
+      excess = 0
+      blockedBy = '*'
+      more = 0
     end
     if excess > 0 then removedLen = redis.call('XTRIM', key, 'MAXLEN', len - excess) end
   end
