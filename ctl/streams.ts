@@ -6,6 +6,7 @@
  */
 import { UsageError } from '#shared/errors.js';
 import {
+  commandStreamPattern,
   familyStreams,
   inspectStream,
   type StreamInfo,
@@ -56,7 +57,7 @@ const streams: CtlCommand = async (ctx, args) => {
     throw new UsageError(`unexpected argument "${what}"`, USAGE);
   const list =
     what === 'commands'
-      ? (await scanStreams(ctx.client, `${ctx.keys.prefix}:{*}:commands`, 10_000)).map((key) => ({
+      ? (await scanStreams(ctx.client, commandStreamPattern(ctx.keys), 10_000)).map((key) => ({
           family: 'commands',
           key,
         }))

@@ -92,6 +92,39 @@ describe('ctl streams, device, dlq', () => {
     );
   });
 
+  it('ctl streams commands shows every command stream with its group lag and pending', async () => {
+    const keys = new Keys(randomPrefix(), 2);
+    const a = keys.commands('pi-a');
+    const b = keys.commands('pi-b');
+    for (let i = 0; i < 4; i++) await redis.xadd(a, '*', 'p', String(i));
+    await redis.xgroup('CREATE', a, 'agent', '0');
+    // One command read and not yet acknowledged (running), three not yet read.
+    await redis.xreadgroup('GROUP', 'agent', 'pi-a', 'COUNT', 1, 'STREAMS', a, '>');
+    await redis.xadd(b, '*', 'p', 'queued before the device ever read'); // no group yet
+    await redis.set(keys.commandLedger('pi-a', 'x'), '1'); // not a stream: not listed
+
+    const { code, out } = await ctl(keys, 'streams', 'commands', '--json');
+    expect(code).toBe(0);
+    const report = JSON.parse(out) as {
+      streams: Array<{ key: string; family: string; length: number; groups: unknown[] }>;
+    };
+    expect(report.streams.map((s) => [s.key, s.family, s.length])).toEqual([
+      [a, 'commands', 4],
+      [b, 'commands', 1],
+    ]);
+    expect(report.streams[0]!.groups).toEqual([
+      expect.objectContaining({ name: 'agent', consumers: 1, pending: 1, lag: 3 }),
+    ]);
+    expect(report.streams[1]!.groups).toEqual([]);
+
+    const table = await ctl(keys, 'streams', 'commands');
+    expect(table.code).toBe(0);
+    const esc = (k: string) => k.replace(/[{}]/g, '\\$&');
+    expect(table.out).toMatch(new RegExp(`${esc(a)}\\s+commands\\s+4\\s+.*agent\\s+1\\s+3\\s+1`));
+    expect(table.out).toMatch(new RegExp(`${esc(b)}\\s+commands\\s+1\\s`));
+    expect(table.out).toContain('2 streams, 5 entries');
+  });
+
   it('ctl device shows the projected state, last seen and recent telemetry', async () => {
     const keys = new Keys(randomPrefix(), 2);
     for (const [seq, type, v] of [
