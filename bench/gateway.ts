@@ -149,7 +149,7 @@ async function gatewayBridge(redisUrl: string): Promise<number> {
     'gateway.mode': 'bridge',
     'gateway.id': 'bench-bridge',
     'bridge.url': mosq.url,
-    'bridge.connections': 32,
+    'bridge.connections': Number(process.env.BRIDGE_CONN ?? 32),
     'redis.url': redisUrl,
     'redis.keyPrefix': 'benchr',
     'commands.enabled': false,

@@ -10,6 +10,9 @@
  * when the entry is in Redis, so one connection carries one message per
  * append round trip; `bridge.connections` connections in the same shared
  * subscription carry that many at once, and their messages share batches.
+ * Once every connected connection waits on an append, nothing more can arrive
+ * until one is acknowledged, so the batch is sent at once instead of after
+ * the producer's linger time (which would be pure latency per message).
  *
  * Sessions persist (clean: false, stable client ids): messages that arrive
  * while a gateway is down wait at the broker, and a message whose PUBACK was
@@ -22,6 +25,8 @@ import type { Ingestor, Templates } from './ingest.js';
 
 export class GatewayBridge {
   private readonly clients: MqttClient[] = [];
+  /** Messages handed to the ingestor and not yet acknowledged (at most one per connection). */
+  private busy = 0;
 
   constructor(
     private readonly config: GatewayConfig,
@@ -29,6 +34,8 @@ export class GatewayBridge {
     private readonly templates: Templates,
     private readonly ingestor: Ingestor,
     private readonly logger: Logger,
+    /** Asks the producer to send what it holds now (see the file comment). */
+    private readonly sendNow: () => void = () => {},
   ) {}
 
   /** Shared-subscription filters this gateway subscribes to. */
@@ -57,7 +64,12 @@ export class GatewayBridge {
       const client = mqtt.connect(c['bridge.url'], options);
       client.handleMessage = (packet, callback) => {
         const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
-        this.ingestor.handle({ topic: packet.topic, payload, identity: undefined }, () => callback());
+        this.busy++;
+        this.ingestor.handle({ topic: packet.topic, payload, identity: undefined }, () => {
+          this.busy--;
+          callback();
+        });
+        if (this.busy >= this.connectedCount()) this.sendNow();
       };
       client.on('error', (err) =>
         this.logger.warn({ connection: i, error: err.message }, 'bridge connection error'),
@@ -81,6 +93,12 @@ export class GatewayBridge {
       { url: c['bridge.url'], connections: this.clients.length, filters: this.filters() },
       'bridge subscribed',
     );
+  }
+
+  private connectedCount(): number {
+    let n = 0;
+    for (const c of this.clients) if (c.connected) n++;
+    return n;
   }
 
   /** Publishes to devices through the upstream broker (commands). */

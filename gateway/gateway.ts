@@ -170,7 +170,9 @@ export class Gateway {
         logger,
       });
     } else {
-      this.bridge = new GatewayBridge(config, this.gatewayId, this.templates, ingestor, logger);
+      this.bridge = new GatewayBridge(config, this.gatewayId, this.templates, ingestor, logger, () =>
+        this.producer.sendNow(),
+      );
     }
     const ctx = this.context();
     if (config['commands.enabled']) {

@@ -201,6 +201,17 @@ export class TelemetryProducer {
     return new Promise((resolve) => this.roomWaiters.push(resolve));
   }
 
+  /**
+   * Sends what is queued now instead of lingering: for a caller that knows no
+   * more entries can come until these are acknowledged (every bridge
+   * connection waits for its PUBACK), where lingering is pure latency.
+   */
+  sendNow(): void {
+    if (this.closed || this.queued === 0) return;
+    this.sendPartial = true;
+    this.pump();
+  }
+
   /** Sends everything held and resolves when it is acknowledged (or taken by onFailed). */
   flush(): Promise<void> {
     this.sendPartial = true;
