@@ -31,8 +31,14 @@
  *
  * On open, every segment is scanned: a record whose checksum or length does
  * not hold (a write torn by a crash or power loss) ends its segment; the file
- * is truncated there and a warning says how many bytes were skipped. Records
- * before it are intact and kept.
+ * is truncated there and a warning says how many bytes and entries were lost.
+ * Records before it are intact and kept. The entries cut off with it are
+ * counted once, when the file is cut (`onTorn`): in a segment followed by
+ * another one exactly (the next segment's name is the index after the last
+ * entry), in the last segment as the bad record plus the whole records found
+ * past it. A cut in the middle of the journal leaves a range of indices that
+ * no segment holds (`lost`); the cursor and the committed offset skip it, and
+ * it does not count as unsent.
  *
  * All file I/O is synchronous: batches are small, the writer and the reader
  * then never interleave half-done operations, and the order of records on disk
@@ -81,8 +87,12 @@ interface Segment {
 export interface JournalEvents {
   /** Entries lost to the full policy (drop-oldest: unsent entries of a deleted segment; drop-newest: refused). */
   onDropped?(count: number): void;
-  /** A torn or corrupt record was found on open and skipped. */
-  onTorn?(count: number): void;
+  /**
+   * Torn or corrupt records were found on open and cut off: `records` counts
+   * the bad record and the whole records after it in its segment, `unsent`
+   * those of them Redis had not acknowledged (lost: they never reach Redis).
+   */
+  onTorn?(records: number, unsent: number): void;
 }
 
 export interface ScannedEntry {
@@ -99,6 +109,26 @@ export interface ScanResult {
 
 function segmentName(first: number): string {
   return `${String(first).padStart(20, '0')}.seg`;
+}
+
+/**
+ * Whole records after a bad one at `from` (found by looking for the next
+ * offset where a record decodes, checksum included): what a cut of the last
+ * segment loses besides the bad record.
+ */
+function recordsAfter(buf: Buffer, from: number): number {
+  for (let o = from + 1; o + HEADER_BYTES <= buf.length; o++) {
+    if (decodeRecord(buf, o).kind !== 'record') continue;
+    let n = 0;
+    let r = decodeRecord(buf, o);
+    while (r.kind === 'record') {
+      n++;
+      o += r.size;
+      r = decodeRecord(buf, o);
+    }
+    return n + recordsAfter(buf, o);
+  }
+  return 0;
 }
 
 /** Decodes a segment's records; stops at the first torn or corrupt one. */
@@ -119,6 +149,17 @@ function parseSegment(buf: Buffer): {
     }
   }
   return { entries, validBytes: o, problem: undefined };
+}
+
+/** Cuts a file to `bytes` and makes that durable. */
+function truncateFile(path: string, bytes: number): void {
+  const fd = openSync(path, 'r+');
+  try {
+    ftruncateSync(fd, bytes);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function readCommitted(dir: string): number {
@@ -185,7 +226,14 @@ export class Journal {
   /** Entries whose segment was deleted but which may be in Redis already: sent again first. */
   private held: Array<{ entry: EncodedEnvelope; bytes: number }> = [];
   private heldBytes = 0;
+  /**
+   * Index ranges [from, to) above the committed offset that no segment holds:
+   * entries cut off with a corrupt record in the middle of the journal (counted
+   * when cut). Sorted; empty unless a segment other than the last was cut.
+   */
+  private lost: Array<[number, number]> = [];
   private readonly clock: Clock;
+  /** written: entries written to disk; dropped: lost to the full policy; torn: records cut off on open. */
   readonly totals = { written: 0, dropped: 0, torn: 0 };
 
   private constructor(
@@ -220,28 +268,35 @@ export class Journal {
 
   private load(): void {
     let torn = 0;
-    for (const s of listSegments(this.options.dir)) {
+    let tornUnsent = 0;
+    const cutHere = new Set<number>();
+    const found = listSegments(this.options.dir);
+    for (const [i, s] of found.entries()) {
       const buf = readFileSync(s.path);
       const parsed = parseSegment(buf);
       if (parsed.problem) {
-        // A crash mid-write leaves a partial last record; nothing before it is affected.
-        torn++;
+        // A crash mid-write leaves a partial last record; nothing before it is affected. Corruption
+        // elsewhere (bad storage) loses the rest of its segment: count what is lost, exactly when a
+        // segment follows (its name is the index after this one's last entry).
+        const cutFrom = s.first + parsed.entries.length;
+        const next = found[i + 1];
+        const cut = next ? Math.max(0, next.first - cutFrom) : 1 + recordsAfter(buf, parsed.validBytes);
+        const unsent = Math.max(0, cutFrom + cut - Math.max(cutFrom, this.committedIndex));
+        torn += cut;
+        tornUnsent += unsent;
+        cutHere.add(s.first);
         this.logger.warn(
           {
             file: s.path,
             skippedBytes: buf.length - parsed.validBytes,
             reason: parsed.problem,
             keptEntries: parsed.entries.length,
+            lostEntries: unsent,
+            cutRecords: cut,
           },
-          'journal: torn or corrupt record skipped (file truncated to its last whole record)',
+          `journal: torn or corrupt record skipped (file truncated to its last whole record; ${unsent} unsent entries lost)`,
         );
-        const fd = openSync(s.path, 'r+');
-        try {
-          ftruncateSync(fd, parsed.validBytes);
-          fsyncSync(fd);
-        } finally {
-          closeSync(fd);
-        }
+        truncateFile(s.path, parsed.validBytes);
       }
       const end = s.first + parsed.entries.length;
       if (end <= this.committedIndex || parsed.entries.length === 0) {
@@ -258,12 +313,30 @@ export class Journal {
       this.diskBytes += parsed.validBytes;
       this.nextIndex = Math.max(this.nextIndex, end);
     }
+    // Indices between two segments were cut off with a corrupt record (in this start, and counted
+    // above, or in an earlier one, and counted then): skipped, never waited for.
+    let earlier = 0;
+    for (let i = 1; i < this.segments.length; i++) {
+      const a = this.segments[i - 1]!;
+      const b = this.segments[i]!;
+      const end = a.first + a.count;
+      if (end < b.first) {
+        this.lost.push([end, b.first]);
+        if (!cutHere.has(a.first)) earlier += b.first - end;
+      }
+    }
+    if (earlier > 0)
+      this.logger.info(
+        { lostEntries: earlier },
+        'journal: skipping entries cut off by a corrupt record before the restart (counted then)',
+      );
     const first = this.segments[0];
     if (first && first.first > this.committedIndex) this.committedIndex = first.first;
+    this.committedIndex = this.skipLost(this.committedIndex);
     this.cursorIndex = this.committedIndex;
     if (torn > 0) {
       this.totals.torn += torn;
-      this.events.onTorn?.(torn);
+      this.events.onTorn?.(torn, tornUnsent);
     }
     const last = this.segments[this.segments.length - 1];
     if (last) this.fd = openSync(last.path, 'a');
@@ -276,12 +349,12 @@ export class Journal {
 
   /** Entries not yet acknowledged (on disk, buffered, and held in memory). */
   get unsent(): number {
-    return this.nextIndex - this.committedIndex + this.held.length;
+    return this.nextIndex - this.committedIndex - this.lostFrom(this.committedIndex) + this.held.length;
   }
 
   /** Entries not yet handed to the replayer (held ones included). */
   get unread(): number {
-    return this.nextIndex - this.cursorIndex + this.held.length;
+    return this.nextIndex - this.cursorIndex - this.lostFrom(this.cursorIndex) + this.held.length;
   }
 
   /** Entries held in memory after their segment was deleted (they may be in Redis already). */
@@ -366,7 +439,8 @@ export class Journal {
           continue;
         }
       }
-      const active = this.segments[this.segments.length - 1];
+      // The last segment is the active one only while it is open: after a roll the buffer starts a new one.
+      const active = this.fd === undefined ? undefined : this.segments[this.segments.length - 1];
       const activeBytes = (active?.bytes ?? 0) + this.bufferedBytes;
       if (activeBytes > 0 && activeBytes + rec.length > o.segmentBytes) {
         this.writeBuffered();
@@ -397,6 +471,9 @@ export class Journal {
    * cursor past them. They stay in the journal until `commit`.
    */
   read(max: number): { first: number; entries: EncodedEnvelope[] } {
+    // Entries are handed out contiguous from `first` (the caller commits first + length): a lost
+    // range is skipped here, and the loop below stops at one.
+    this.cursorIndex = this.skipLost(this.cursorIndex);
     const first = this.cursorIndex;
     const entries: EncodedEnvelope[] = [];
     if (this.closed || max <= 0 || this.cursorIndex >= this.nextIndex) return { first, entries };
@@ -427,11 +504,25 @@ export class Journal {
           this.cursorIndex++;
           this.readPos = { first: seg.first, byte: byte + r.size, index: this.cursorIndex };
         } else {
-          const lost = seg.first + seg.count - this.cursorIndex;
-          this.logger.error({ file: seg.path, lost }, 'journal: segment unreadable past this point');
-          this.cursorIndex = seg.first + seg.count;
+          // The file changed under us. Cut the segment here as on open: the rest is a lost range,
+          // counted once as torn (not as the full policy), and never read again after a rewind.
+          const end = seg.first + seg.count;
+          const lost = end - this.cursorIndex;
+          this.logger.error(
+            { file: seg.path, lostEntries: lost },
+            'journal: segment unreadable past this point',
+          );
+          if (seg === this.segments[this.segments.length - 1] && this.fd !== undefined) this.roll();
+          truncateFile(seg.path, byte);
+          this.diskBytes -= seg.bytes - byte;
+          seg.bytes = byte;
+          seg.count = this.cursorIndex - seg.first;
+          this.lost.push([this.cursorIndex, end]);
+          this.lost.sort((a, b) => a[0] - b[0]);
           this.readPos = undefined;
-          this.drop(lost);
+          this.totals.torn += lost;
+          this.events.onTorn?.(lost, lost);
+          break;
         }
       }
     }
@@ -441,7 +532,7 @@ export class Journal {
   /** Every entry below `upTo` was acknowledged: advance the committed offset, free whole segments. */
   commit(upTo: number): void {
     if (this.closed || upTo <= this.committedIndex) return;
-    this.committedIndex = Math.min(upTo, this.nextIndex);
+    this.committedIndex = this.skipLost(Math.min(upTo, this.nextIndex));
     if (this.cursorIndex < this.committedIndex) this.cursorIndex = this.committedIndex;
     this.freeCommitted();
     this.scheduleCommitWrite();
@@ -449,8 +540,9 @@ export class Journal {
 
   /** A handed-out batch failed: the next read starts again at the committed offset. */
   rewind(): void {
-    this.cursorIndex = Math.max(this.committedIndex, this.firstAvailable);
+    this.cursorIndex = this.skipLost(Math.max(this.committedIndex, this.firstAvailable));
     if (this.committedIndex < this.cursorIndex) this.committedIndex = this.cursorIndex;
+    this.pruneLost();
   }
 
   /** Writes what is buffered, fsyncs, persists the committed offset, closes files. */
@@ -569,8 +661,9 @@ export class Journal {
       this.uncertain = this.uncertain.filter(([, to]) => to > end);
       unlinkSync(seg.path);
       this.diskBytes -= seg.bytes;
-      if (this.committedIndex < end) this.committedIndex = Math.min(end, this.nextIndex);
-      if (this.cursorIndex < end) this.cursorIndex = end;
+      if (this.committedIndex < end) this.committedIndex = this.skipLost(Math.min(end, this.nextIndex));
+      if (this.cursorIndex < end) this.cursorIndex = this.skipLost(end);
+      this.pruneLost();
       if (this.readPos?.first === seg.first) this.readPos = undefined;
       if (lost > 0) this.drop(lost);
       this.scheduleCommitWrite();
@@ -616,6 +709,25 @@ export class Journal {
       if (this.readPos?.first === seg.first) this.readPos = undefined;
     }
     this.uncertain = this.uncertain.filter(([, to]) => to > this.committedIndex);
+    this.pruneLost();
+  }
+
+  /** `index`, or the end of the lost range it falls in (see `lost`). */
+  private skipLost(index: number): number {
+    for (const [from, to] of this.lost) if (index >= from && index < to) return to;
+    return index;
+  }
+
+  /** Lost indices at or above `index` (not entries: they count neither as unsent nor as unread). */
+  private lostFrom(index: number): number {
+    let n = 0;
+    for (const [from, to] of this.lost) n += Math.max(0, to - Math.max(from, index));
+    return n;
+  }
+
+  /** Forgets lost ranges below the committed offset. */
+  private pruneLost(): void {
+    if (this.lost.length > 0) this.lost = this.lost.filter(([, to]) => to > this.committedIndex);
   }
 
   private scheduleCommitWrite(): void {

@@ -119,7 +119,12 @@ export class Replayer {
         continue;
       }
       const { first, entries } = this.journal.read(n);
-      if (entries.length === 0) continue;
+      if (entries.length === 0) {
+        // Nothing readable although `unread` said otherwise: wait a turn of the event loop
+        // rather than spin (with replayRate=0 nothing else in this loop would yield).
+        await this.sleep(IDLE_POLL_MS);
+        continue;
+      }
       this.failed.clear();
       for (const e of entries) {
         // Cannot refuse: chunkMax is within the producer's maxBufferedEntries and it is idle here.

@@ -12,7 +12,8 @@
  *   journal is empty again, entries go live again.
  *
  * Nothing is lost silently: what the full journal cannot keep is counted in
- * agent_samples_dropped_total{reason="journal_full"} and logged once per episode.
+ * agent_samples_dropped_total{reason="journal_full"} and logged once per episode;
+ * entries cut off with a corrupt journal record in {reason="journal_corrupt"}.
  */
 import type { Clock } from '#shared/clock.js';
 import type { EncodedEnvelope } from '#shared/envelope.js';
@@ -100,7 +101,7 @@ export class StoreAndForward {
     });
     const torn = new Counter({
       name: 'journal_torn_records_total',
-      help: 'Torn or corrupt journal records skipped on open (a crash mid-write)',
+      help: 'Journal records cut off as torn or corrupt (the bad record and the whole records after it in its segment)',
       registers,
     });
     this.journal = Journal.open(options.journal, {
@@ -111,7 +112,11 @@ export class StoreAndForward {
           deps.dropped.inc({ reason: 'journal_full' }, n);
           this.fullLog.hit({ policy: options.journal.fullPolicy }, n);
         },
-        onTorn: (n) => torn.inc(n),
+        onTorn: (records, unsent) => {
+          torn.inc(records);
+          // Lost, not only skipped: they never reach Redis, so they count as dropped too.
+          if (unsent > 0) deps.dropped.inc({ reason: 'journal_corrupt' }, unsent);
+        },
       },
     });
     const journal = this.journal;

@@ -5,7 +5,16 @@
  * crash with appendfsync always. Every test checks the stream entry by entry
  * against the sequence numbers the agent produced.
  */
-import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeSync,
+} from 'node:fs';
 import { createServer, connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +22,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Keys } from '#shared/keys.js';
 import { redisSchema } from '#shared/redis/options.js';
 import { scanJournal } from '../../device/journal/journal.js';
+import { encodeRecord } from '../../device/journal/record.js';
 import { type AgentProcess, startAgentProcess } from '../harness/agent-process.js';
 import { freePort } from '../harness/ports.js';
 import { randomPrefix } from '../harness/prefix.js';
@@ -321,6 +331,54 @@ describe('store-and-forward', () => {
     ]);
     expect(sorted(seqs)).toEqual(sorted(expected));
     expect(seqs).not.toContain(tornSeq);
+  });
+
+  it('a corrupt record in the middle of a segment: the rest is delivered, the lost entries are counted (replayRate=0)', async () => {
+    // Bad storage, not a crash: a record in the middle of the first segment is clobbered, so that
+    // segment is cut there while the next ones still start where they did. The replay must skip
+    // the lost indices (not stall), count them as dropped, and with no rate limit not hang.
+    const s = await setup();
+    const opts = { 'journal.segmentBytes': '8KiB', 'journal.replayRate': 0 };
+    const first = await s.start(opts);
+    await outage(s, first, 300);
+    await stopAgent(first);
+    const dir = join(s.dir, 'journal');
+    const segs = readdirSync(dir)
+      .filter((f) => f.endsWith('.seg'))
+      .sort();
+    expect(segs.length).toBeGreaterThanOrEqual(3);
+    const scanned = scanJournal(dir).entries;
+    const firstSeg = Number(segs[0]!.slice(0, 20));
+    const secondSeg = Number(segs[1]!.slice(0, 20));
+    const inFirst = scanned.filter((e) => e.index < secondSeg);
+    const keep = Math.floor(inFirst.length / 2);
+    // Byte offset of record `keep` of the first segment: the sizes of the records before it.
+    const offset = inFirst.slice(0, keep).reduce((sum, e) => sum + encodeRecord(e.entry).length, 0);
+    const fd = openSync(join(dir, segs[0]!), 'r+');
+    writeSync(fd, Buffer.alloc(4, 0xff), 0, 4, offset);
+    closeSync(fd);
+    const lostSeqs = inFirst.slice(keep).map((e) => e.entry.seq);
+    expect(inFirst[0]!.index).toBeGreaterThanOrEqual(firstSeg);
+
+    await s.redis.start();
+    const beforeOutage = await s.streamSeqs();
+    const second = await s.start(opts);
+    const warning = second.agent.logs().find((l) => String(l.msg).includes('torn or corrupt record skipped'));
+    expect(warning).toMatchObject({ level: 40, lostEntries: lostSeqs.length });
+    await waitDrained(second);
+    const text = await second.metrics();
+    expect(metric(text, 'agent_samples_dropped_total', 'journal_corrupt')).toBe(lostSeqs.length);
+    expect(metric(text, 'journal_torn_records_total')).toBe(lostSeqs.length);
+    const last = await stopAgent(second);
+    const seqs = await s.streamSeqs();
+    expect(seqs.length).toBe(new Set(seqs).size);
+    const lost = new Set(lostSeqs);
+    const expected = new Set([
+      ...beforeOutage,
+      ...scanned.map((e) => e.entry.seq).filter((n) => !lost.has(n)),
+      ...range(startedSeq(second) + 1, last),
+    ]);
+    expect(sorted(seqs)).toEqual(sorted(expected));
   });
 
   for (const policy of ['drop-oldest', 'drop-newest'] as const) {

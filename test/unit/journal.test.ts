@@ -3,16 +3,30 @@
  * committed offset across restarts, torn tails, and both full policies with
  * exact drop counts.
  */
-import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { systemClock } from '#shared/clock.js';
 import { type EncodedEnvelope, encodeEnvelope } from '#shared/envelope.js';
+import { silentLogger } from '#shared/log.js';
+import type { TelemetryProducer } from '#shared/telemetry/producer.js';
 import { crc32 } from '../../device/journal/crc32.js';
 import { Journal, scanJournal } from '../../device/journal/journal.js';
 import { journalOptions } from '../../device/journal/options.js';
 import { decodeRecord, encodeRecord } from '../../device/journal/record.js';
+import { Replayer } from '../../device/journal/replayer.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -48,6 +62,13 @@ function open(dir: string, overrides: Record<string, unknown> = {}, events = {})
   );
   const log = capture();
   return { journal: Journal.open(journal, { logger: log.logger, events }), lines: log.lines };
+}
+
+/** Overwrites 4 bytes at `position` (a record's length field when it is a record boundary). */
+function clobber(path: string, position: number): void {
+  const fd = openSync(path, 'r+');
+  writeSync(fd, Buffer.alloc(4, 0xff), 0, 4, position);
+  closeSync(fd);
 }
 
 const seqs = (entries: readonly EncodedEnvelope[]) => entries.map((e) => e.seq);
@@ -172,6 +193,88 @@ describe('journal', () => {
     again.close();
   });
 
+  it('corruption in the middle of a segment: the lost entries are counted, the rest is read, the cursor never stalls', () => {
+    // 100 entries in 3 segments; 4 bytes clobbered at a record in the middle of the first. The
+    // first segment is cut there, the next one still starts where it did: the indices between
+    // are lost. They must be counted and skipped, not leave read() empty forever.
+    const dir = tempDir();
+    const first = open(dir, { 'journal.segmentBytes': 4096 }).journal;
+    first.append(range(1, 100).map((s) => entry(s)));
+    first.close();
+    const segs = readdirSync(dir)
+      .filter((f) => f.endsWith('.seg'))
+      .sort();
+    expect(segs).toHaveLength(3);
+    const secondFirst = Number(segs[1]!.slice(0, 20));
+    const recordBytes = encodeRecord(entry(1)).length;
+    const keep = Math.floor(secondFirst / 2);
+    clobber(join(dir, segs[0]!), keep * recordBytes);
+    let torn = 0;
+    let lost = 0;
+    const again = open(
+      dir,
+      {},
+      {
+        onTorn: (n: number, unsent: number) => {
+          torn += n;
+          lost += unsent;
+        },
+      },
+    );
+    const expected = [...range(1, keep), ...range(secondFirst + 1, 100)];
+    expect(lost).toBe(secondFirst - keep);
+    expect(torn).toBe(secondFirst - keep);
+    expect(again.journal.totals.torn).toBe(secondFirst - keep);
+    const warn = again.lines.find((l) => l.level === 40);
+    expect(warn).toMatchObject({ lostEntries: secondFirst - keep, keptEntries: keep });
+    expect(again.journal.unsent).toBe(expected.length);
+    // Read and commit as the replayer does, a chunk at a time: every read returns entries until none is left.
+    const got: number[] = [];
+    for (let i = 0; i < 20 && again.journal.unread > 0; i++) {
+      const chunk = again.journal.read(10);
+      expect(chunk.entries.length).toBeGreaterThan(0);
+      got.push(...seqs(chunk.entries));
+      again.journal.commit(chunk.first + chunk.entries.length);
+    }
+    expect(got).toEqual(expected);
+    expect(again.journal.unsent).toBe(0);
+    expect(again.journal.oldestUnsentTime()).toBeUndefined();
+    again.journal.close();
+    // A restart finds nothing left and counts nothing again.
+    let tornAfter = 0;
+    const third = open(dir, {}, { onTorn: (n: number) => (tornAfter += n) });
+    expect(third.journal.unsent).toBe(0);
+    expect(tornAfter).toBe(0);
+    third.journal.close();
+  });
+
+  it('corruption in the middle of a segment, restarted before replaying: the gap is skipped, counted once', () => {
+    const dir = tempDir();
+    const first = open(dir, { 'journal.segmentBytes': 4096 }).journal;
+    first.append(range(1, 100).map((s) => entry(s)));
+    first.close();
+    const segs = readdirSync(dir)
+      .filter((f) => f.endsWith('.seg'))
+      .sort();
+    const secondFirst = Number(segs[1]!.slice(0, 20));
+    const recordBytes = encodeRecord(entry(1)).length;
+    clobber(join(dir, segs[0]!), 5 * recordBytes);
+    let torn = 0;
+    open(dir, {}, { onTorn: (n: number) => (torn += n) }).journal.close();
+    expect(torn).toBe(secondFirst - 5);
+    const again = open(dir, {}, { onTorn: (n: number) => (torn += n) });
+    expect(torn).toBe(secondFirst - 5);
+    expect(again.journal.unsent).toBe(5 + 100 - secondFirst);
+    const a = again.journal.read(1000);
+    expect(seqs(a.entries)).toEqual(range(1, 5));
+    again.journal.commit(a.first + a.entries.length);
+    const b = again.journal.read(1000);
+    expect(seqs(b.entries)).toEqual(range(secondFirst + 1, 100));
+    again.journal.commit(b.first + b.entries.length);
+    expect(again.journal.unsent).toBe(0);
+    again.journal.close();
+  });
+
   for (const policy of ['drop-oldest', 'drop-newest'] as const) {
     it(`${policy}: stays within the budget and counts exactly what it lost`, () => {
       const dir = tempDir();
@@ -279,5 +382,41 @@ describe('journal', () => {
     expect(journal.heldCount).toBe(1);
     journal.close();
     expect(scanJournal(dir).entries.map((e) => e.entry.seq)).toContain(1);
+  });
+});
+
+describe('replayer', () => {
+  it('does not spin when the journal has unread entries it cannot hand out (replayRate=0)', async () => {
+    // A journal that reports a backlog but reads nothing (what a cut segment used to do). With
+    // no rate limit the loop once re-read at once, never yielding: the event loop hung. The
+    // stub throws past 1000 reads so that a regression fails here instead of hanging.
+    let reads = 0;
+    const journal = {
+      isClosed: false,
+      unread: 5,
+      unsent: 5,
+      heldCount: 0,
+      read() {
+        if (++reads > 1000) throw new Error('replayer spins on an empty read');
+        return { first: 0, entries: [] };
+      },
+    } as unknown as Journal;
+    const replayer = new Replayer(
+      journal,
+      { mode: 'beside-live', rate: 0 },
+      {
+        logger: silentLogger(),
+        clock: systemClock,
+        producer: {} as TelemetryProducer,
+        chunkMax: 100,
+        connected: () => true,
+        mayReplay: () => true,
+      },
+    );
+    replayer.start();
+    await new Promise((r) => setTimeout(r, 300));
+    await replayer.stop(1000);
+    expect(reads).toBeGreaterThan(0);
+    expect(reads).toBeLessThan(100);
   });
 });
