@@ -151,6 +151,9 @@ const sleep = (ms: number, signal: AbortSignal) =>
  * Tests only (commands.testHandlers): handlers whose side effect is a line
  * "<commandId>" appended (and fsynced) to <dataDir>/effects.log, so a test can
  * count from outside the process how many times each command took effect.
+ * Args: sleepBeforeMs / sleepAfterMs around the effect (cut short by the
+ * timeout's abort: a timed-out attempt still takes effect, as a real one may),
+ * slowAttempts (only the first N attempts sleep).
  */
 export function testHandlers(dataDir: string, timeoutMs: number): CommandHandler[] {
   const file = join(dataDir, 'effects.log');
@@ -163,13 +166,17 @@ export function testHandlers(dataDir: string, timeoutMs: number): CommandHandler
   const num = (args: CommandArgs, name: string) =>
     typeof args[name] === 'number' ? (args[name] as number) : 0;
   const run = async (args: CommandArgs, ctx: HandlerContext) => {
-    await sleep(num(args, 'sleepBeforeMs'), ctx.signal);
+    // `slowAttempts`: only the first N attempts sleep (a timeout that a retry gets past).
+    const slow = args.slowAttempts === undefined || ctx.attempt <= num(args, 'slowAttempts');
+    await sleep(slow ? num(args, 'sleepBeforeMs') : 0, ctx.signal);
     effect(ctx.commandId);
     await sleep(num(args, 'sleepAfterMs'), ctx.signal);
     return { effect: ctx.commandId };
   };
   return [
     { name: 'test.effect', idempotent: false, timeoutMs, run },
+    // The same, declared idempotent: an interrupted or timed-out attempt may be run again.
+    { name: 'test.idempotent', idempotent: true, timeoutMs, run },
     {
       name: 'test.fail',
       idempotent: false,

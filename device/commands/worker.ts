@@ -156,11 +156,14 @@ export class CommandWorker {
     readonly options: WorkerOptions,
     private readonly deps: { logger: Logger; metrics: CommandMetrics; clock?: Clock },
   ) {
-    if (options.claimIdleMs <= handlers.maxTimeoutMs) {
+    // A live consumer's entry stays idle for up to one attempt (the handler's timeout) plus the
+    // backoff before the XCLAIM that resets its idle time: claiming sooner would take it mid-run.
+    const busyMs = handlers.maxTimeoutMs + options.retryMaxDelayMs;
+    if (options.claimIdleMs <= busyMs) {
       throw new ConfigError(
         'commands.claimIdle',
         'config',
-        `(${options.claimIdleMs} ms) must exceed the longest handler timeout (${handlers.maxTimeoutMs} ms), or a live consumer's command could be claimed mid-run`,
+        `(${options.claimIdleMs} ms) must exceed the longest handler timeout plus commands.retryMaxDelay (${handlers.maxTimeoutMs} + ${options.retryMaxDelayMs} ms), or a live consumer's command could be claimed mid-run`,
       );
     }
     this.clock = deps.clock ?? systemClock;
@@ -238,7 +241,10 @@ export class CommandWorker {
         if (!this.running) break;
         failures++;
         this.redisDown.hit({ err: String(err) });
-        if (backlogCursor !== undefined) backlogCursor = '0';
+        // Read our own pending entries again from the start: the rest of a batch that an error cut
+        // short is pending for us, and reading only new ones ('>') would run newer commands first
+        // and leave those to XAUTOCLAIM (claimIdle later): per-device order would break.
+        backlogCursor = '0';
         await sleep(reconnectDelay(failures, 2000));
       }
     }
@@ -333,8 +339,18 @@ export class CommandWorker {
 
     // The device's own journal first: it knows what took effect even when Redis forgot.
     if (journaled?.p === 'done' && journaled.r) {
-      this.deps.metrics.duplicates.inc();
-      await this.conclude(entryId, fields, command, expireAt, JSON.parse(journaled.r) as string[]);
+      // Killed after the handler, before the ledger was told: fix the result there first (else it
+      // stays `running` for ledgerRetention, and a sender or another consumer reads it wrong).
+      const recorded = JSON.parse(journaled.r) as string[];
+      await this.finishEncoded(
+        entryId,
+        fields,
+        command,
+        expireAt,
+        decodeResult(recorded).status,
+        recorded,
+        true,
+      );
       return;
     }
 
@@ -353,13 +369,44 @@ export class CommandWorker {
       await this.conclude(entryId, fields, command, expireAt, JSON.parse(stored) as string[]);
       return;
     }
-    if (code === 'expired') {
-      await this.finish(entryId, fields, command, expireAt, {
-        ...base,
-        ...timing(),
-        status: 'expired',
-        message: `deadline ${new Date(command.deadline).toISOString()} passed before it ran; not executed`,
-      });
+    // An attempt was started before (a crash, or a consumer that was claimed from):
+    // the ledger says so, or this device's journal does (also when Redis lost the ledger).
+    const interrupted = code === 'running' || code === 'lapsed' || journaled?.p === 'start';
+    // The journal proves the last attempt threw before its effect: nothing took effect.
+    const harmless = journaled?.p === 'failed';
+    if (code === 'expired' || code === 'lapsed') {
+      const deadline = new Date(command.deadline).toISOString();
+      let result: CommandResult;
+      if (!interrupted && !harmless) {
+        result = {
+          ...base,
+          ...timing(),
+          status: 'expired',
+          message: `deadline ${deadline} passed before it ran; not executed`,
+        };
+      } else if (harmless) {
+        // Every attempt threw (no effect) and the deadline passed before the next: as when retrying.
+        result = {
+          ...base,
+          ...timing(),
+          attempts: Math.max(attempts, journaled.a),
+          status: 'failed',
+          errorClass: 'DeadlinePassed',
+          message: `an earlier attempt failed and deadline ${deadline} passed before it could be retried`,
+        };
+      } else {
+        // It started, so `expired` ("never ran") would be false; past the deadline it is not run
+        // again, idempotent or not. Whether it took effect is not known.
+        result = {
+          ...base,
+          ...timing(),
+          attempts: Math.max(attempts, journaled?.a ?? 0),
+          status: 'unknown',
+          errorClass: 'Interrupted',
+          message: `an earlier attempt was interrupted and deadline ${deadline} passed before it could be retried; it may or may not have taken effect and is not run again`,
+        };
+      }
+      await this.finish(entryId, fields, command, expireAt, result);
       return;
     }
     if (!handler) {
@@ -372,9 +419,7 @@ export class CommandWorker {
       });
       return;
     }
-    // An attempt was started before (a crash, or a consumer that was claimed from).
-    const interrupted = code === 'running' || journaled?.p === 'start';
-    if (interrupted && !handler.idempotent && journaled?.p !== 'failed') {
+    if (interrupted && !handler.idempotent && !harmless) {
       await this.finish(entryId, fields, command, expireAt, {
         ...base,
         ...timing(),
@@ -440,7 +485,8 @@ export class CommandWorker {
         await this.conclude(entryId, fields, command, expireAt, JSON.parse(stored) as string[]);
         return;
       }
-      if (code === 'expired') {
+      if (code === 'expired' || code === 'lapsed') {
+        // The attempts so far threw (no effect): the deadline passed while retrying.
         await this.finish(entryId, fields, command, expireAt, {
           ...base,
           ...timing(),
@@ -528,8 +574,11 @@ export class CommandWorker {
     expireAt: number,
     status: TerminalStatus,
     encoded: string[],
+    /** A redelivery of a command that had already ended: a duplicate whoever fixes the ledger. */
+    duplicate = false,
   ): Promise<void> {
     let stored = encoded;
+    if (duplicate) this.deps.metrics.duplicates.inc();
     if (command) {
       const [fixed, text] = await this.run.finishCommand(
         this.keys.commandLedger(this.options.deviceId, command.id),
@@ -539,7 +588,7 @@ export class CommandWorker {
         decodeResult(encoded).attempts,
       );
       if (text) stored = JSON.parse(text) as string[];
-      if (fixed !== 1) this.deps.metrics.duplicates.inc();
+      if (fixed !== 1 && !duplicate) this.deps.metrics.duplicates.inc();
     }
     await this.conclude(entryId, fields, command, expireAt, stored);
   }

@@ -4,7 +4,8 @@
  * at least once, takes effect at most once per command id, every command ends
  * in exactly one terminal result, expired commands never run.
  */
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { commandFields } from '#shared/commands/codec.js';
 import {
@@ -230,6 +231,121 @@ describe('control commands', () => {
     expect(effects(dir).get(sent.command.id)).toBe(1);
     await waitFor(async () => (await pending(keys, 'dev-k2')) === 0, 10_000, 'ack');
     expect((await readResults(client, keys)).length).toBe(1);
+    // The ledger holds the terminal result too (not `running` until it expires), so a later
+    // status query or wait is right.
+    const ledger = await commandStatus(client, keys, 'dev-k2', sent.command.id);
+    expect(ledger).toMatchObject({ status: 'succeeded', attempts: 1 });
+    expect(ledger.result).toEqual(r);
+    expect(await waitForResult(client, keys, 'dev-k2', sent.command.id, 5_000)).toEqual(r);
+  });
+
+  it('killed mid-handler and read again after its deadline: unknown (it ran), never expired, never run again', async () => {
+    const { keys } = setup();
+    const long = { 'commands.handlerTimeout': '30s', 'commands.claimIdle': '35s' };
+    // Non-idempotent; idempotent (not rerun past its deadline either); non-idempotent whose
+    // Redis ledger is then lost, so only the journal's `start` tells that it ran.
+    const cases = [
+      { device: 'dev-late-n', name: 'test.effect', dropLedger: false },
+      { device: 'dev-late-i', name: 'test.idempotent', dropLedger: false },
+      { device: 'dev-late-j', name: 'test.effect', dropLedger: true },
+    ].map((c) => ({ ...c, dir: tempDataDir() }));
+    dirs.push(...cases.map((c) => c.dir));
+    const first = cases.map((c) => agent(keys, c.device, c.dir, long));
+    await waitFor(async () => (await client.scard(keys.fleet())) === cases.length, 20_000, 'registration');
+    const sent: Awaited<ReturnType<typeof sendCommand>>[] = [];
+    for (const c of cases)
+      sent.push(
+        await sendCommand(client, keys, c.device, {
+          name: c.name,
+          ttlMs: 8000,
+          args: { sleepAfterMs: 25_000 },
+        }),
+      );
+    for (const [n, c] of cases.entries())
+      await waitFor(
+        async () => effects(c.dir).get(sent[n]!.command.id) === 1,
+        20_000,
+        `effect on ${c.device}`,
+      );
+    for (const a of first) await a.kill('SIGKILL');
+    for (const [n, c] of cases.entries())
+      if (c.dropLedger) await client.del(keys.commandLedger(c.device, sent[n]!.command.id));
+    const deadline = Math.max(...sent.map((s) => s.command.deadline));
+    await new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now() + 500)));
+    for (const c of cases) agent(keys, c.device, c.dir, long);
+    for (const [n, c] of cases.entries()) {
+      const r = await waitForResult(client, keys, c.device, sent[n]!.command.id, 20_000);
+      expect(r, c.device).toMatchObject({ status: 'unknown', errorClass: 'Interrupted', attempts: 1 });
+      expect(r.message).toContain('interrupted');
+      expect(effects(c.dir).get(sent[n]!.command.id), c.device).toBe(1);
+      await waitFor(async () => (await pending(keys, c.device)) === 0, 10_000, 'ack');
+    }
+  }, 90_000);
+
+  it('an unknown command name ends rejected (UnknownCommand) and the worker keeps going', async () => {
+    const { keys, dir } = setup();
+    agent(keys, 'dev-unk', dir);
+    const unknown = await sendCommand(client, keys, 'dev-unk', { name: 'no.such.command', ttlMs: 60_000 });
+    const next = await sendCommand(client, keys, 'dev-unk', { name: 'test.effect', ttlMs: 60_000 });
+    const r = await waitForResult(client, keys, 'dev-unk', unknown.command.id, 20_000);
+    expect(r).toMatchObject({ status: 'rejected', errorClass: 'UnknownCommand', attempts: 0 });
+    expect(r.message).toContain('no.such.command');
+    expect(r.deliveredAt).toBeGreaterThan(0);
+    expect((await waitForResult(client, keys, 'dev-unk', next.command.id, 20_000)).status).toBe('succeeded');
+    expect(effects(dir).get(next.command.id)).toBe(1);
+    await waitFor(async () => (await pending(keys, 'dev-unk')) === 0, 10_000, 'acks');
+  });
+
+  it('past its timeout, a non-idempotent handler ends unknown (not retried); an idempotent one is retried', async () => {
+    const { keys, dir } = setup();
+    agent(keys, 'dev-to', dir); // handler timeout 1.5 s
+    const once = await sendCommand(client, keys, 'dev-to', {
+      name: 'test.effect',
+      ttlMs: 60_000,
+      args: { sleepBeforeMs: 4000 },
+    });
+    const retried = await sendCommand(client, keys, 'dev-to', {
+      name: 'test.idempotent',
+      ttlMs: 60_000,
+      args: { sleepBeforeMs: 4000, slowAttempts: 1 },
+    });
+    const r1 = await waitForResult(client, keys, 'dev-to', once.command.id, 20_000);
+    expect(r1).toMatchObject({ status: 'unknown', errorClass: 'HandlerTimeoutError', attempts: 1 });
+    const r2 = await waitForResult(client, keys, 'dev-to', retried.command.id, 20_000);
+    expect(r2).toMatchObject({ status: 'succeeded', attempts: 2 });
+    // A timed-out attempt may still take effect (the test handler does, once aborted): the
+    // non-idempotent one took effect exactly once; the idempotent one ran again by its declaration.
+    expect(effects(dir).get(once.command.id)).toBe(1);
+    expect(effects(dir).get(retried.command.id)).toBe(2);
+    expect(await client.xlen(keys.deadLetters())).toBe(0);
+  });
+
+  it('after a Redis error in the middle of a batch, the rest of it runs before newer commands', async () => {
+    const { keys, dir } = setup();
+    const a = agent(keys, 'dev-ord', dir);
+    const warm = await sendCommand(client, keys, 'dev-ord', { name: 'ping', ttlMs: 60_000 });
+    await waitForResult(client, keys, 'dev-ord', warm.command.id, 20_000); // reading new entries now
+    const broken = buildCommand({ name: 'test.effect', ttlMs: 60_000 });
+    const rest = buildCommand({ name: 'test.effect', ttlMs: 60_000 });
+    // A ledger key of the wrong type: beginCommand fails with WRONGTYPE, a Redis error reply,
+    // on the first entry of the batch, leaving the second one unprocessed (and pending).
+    const ledger = keys.commandLedger('dev-ord', broken.id);
+    await client.set(ledger, 'not a hash');
+    const stream = keys.commands('dev-ord');
+    // One transaction: the blocked reader is served after it, with both entries in one batch.
+    await client
+      .multi()
+      .xadd(stream, '*', ...commandFields(broken))
+      .xadd(stream, '*', ...commandFields(rest))
+      .exec();
+    await a.waitForLog((l) => String(l.err).includes('WRONGTYPE'), 20_000);
+    const newer = await sendCommand(client, keys, 'dev-ord', { name: 'test.effect', ttlMs: 60_000 });
+    await new Promise((r) => setTimeout(r, 1000));
+    await client.del(ledger); // the error clears
+    for (const c of [broken, rest, newer.command])
+      expect((await waitForResult(client, keys, 'dev-ord', c.id, 20_000)).status).toBe('succeeded');
+    const order = readFileSync(join(dir, 'effects.log'), 'utf8').split('\n').filter(Boolean);
+    expect(order).toEqual([broken.id, rest.id, newer.command.id]);
   });
 
   it('a second agent process claims and finishes the pending commands of a killed one', async () => {

@@ -19,7 +19,10 @@ by consumer, r the terminal result (JSON array of result fields).
 
 Result: { code, attempts, deliveredAt, payload }
   code "done"      already terminal; payload = stored result fields (JSON)
-  code "expired"   past its deadline: never start it
+  code "expired"   past its deadline and never started: never start it
+  code "lapsed"    past its deadline, but an earlier attempt started and never
+                   finished: never start it again, and it is not `expired`
+                   (that says it never ran): it may have taken effect
   code "running"   an earlier attempt started and never finished
   code "started"   recorded as running; the caller may execute it now
   code "delivered" (mode deliver) recorded as received
@@ -42,7 +45,12 @@ if not td then
   redis.call('PEXPIREAT', key, ARGV[3])
 end
 local at = tonumber(redis.call('HGET', key, 'at') or '0')
-if tonumber(now) > tonumber(ARGV[2]) then return { 'expired', at, td, '' } end
+if tonumber(now) > tonumber(ARGV[2]) then
+  -- An attempt that started is checked before the deadline: a command killed
+  -- mid-run and read again after its deadline did run (docs/commands.md).
+  if st == 'running' then return { 'lapsed', at, td, '' } end
+  return { 'expired', at, td, '' }
+end
 local mode = ARGV[5]
 if mode == 'deliver' then return { 'delivered', at, td, '' } end
 if st == 'running' and mode ~= 'restart' then return { 'running', at, td, '' } end

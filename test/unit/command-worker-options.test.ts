@@ -1,0 +1,71 @@
+/**
+ * The command worker refuses, at start, a claim idle time that a live
+ * consumer's entry can reach: one attempt (the handler timeout) plus the
+ * retry backoff before its next XCLAIM.
+ */
+import { Redis } from 'ioredis';
+import { expect, it } from 'vitest';
+import { ConfigError } from '#shared/errors.js';
+import { Keys } from '#shared/keys.js';
+import { silentLogger } from '#shared/log.js';
+import { createRegistry } from '#shared/metrics.js';
+import { HandlerRegistry } from '../../device/commands/handlers.js';
+import type { CommandJournal } from '../../device/commands/journal.js';
+import { CommandWorker, createCommandMetrics, type WorkerOptions } from '../../device/commands/worker.js';
+
+const options: WorkerOptions = {
+  deviceId: 'dev-o',
+  tags: [],
+  consumer: 'dev-o',
+  group: 'agent',
+  blockTimeMs: 1000,
+  readCount: 8,
+  maxAttempts: 3,
+  retryBaseDelayMs: 100,
+  retryMaxDelayMs: 5000,
+  claimIdleMs: 12_000,
+  claimIntervalMs: 1000,
+  ledgerRetentionMs: 60_000,
+  resultsMaxLen: 0,
+  delayAfterHandlerMs: 0,
+};
+
+const make = (o: Partial<WorkerOptions>) => {
+  const client = new Redis({ lazyConnect: true });
+  const handlers = new HandlerRegistry().register({
+    name: 'slow',
+    idempotent: true,
+    timeoutMs: 10_000,
+    run: () => 1,
+  });
+  try {
+    return new CommandWorker(
+      client,
+      new Keys('t', 4),
+      handlers,
+      {} as CommandJournal,
+      { ...options, ...o },
+      {
+        logger: silentLogger(),
+        metrics: createCommandMetrics(createRegistry({}, false)),
+      },
+    );
+  } finally {
+    client.disconnect();
+  }
+};
+
+it('claimIdle must exceed the longest handler timeout plus retryMaxDelay, and the error says so', () => {
+  // 12 s > 10 s timeout, but the gap between XCLAIMs can be 10 s + 5 s of backoff.
+  let error: unknown;
+  try {
+    make({ claimIdleMs: 12_000 });
+  } catch (err) {
+    error = err;
+  }
+  expect(error).toBeInstanceOf(ConfigError);
+  expect((error as ConfigError).option).toBe('commands.claimIdle');
+  expect((error as Error).message).toContain('commands.retryMaxDelay');
+  expect(() => make({ claimIdleMs: 12_000, retryMaxDelayMs: 1000 })).not.toThrow();
+  expect(() => make({ claimIdleMs: 15_001 })).not.toThrow();
+});
