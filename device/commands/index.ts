@@ -47,7 +47,9 @@ export function createCommandWorker(
   if (config['commands.testHandlers']) {
     for (const h of testHandlers(config['device.dataDir'], timeout)) handlers.register(h);
   }
-  const journal = CommandJournal.open(join(config['device.dataDir'], 'commands.journal'), clock.now());
+  const journal = CommandJournal.open(join(config['device.dataDir'], 'commands.journal'), clock.now(), {
+    clock,
+  });
   return new CommandWorker(deps.client, deps.keys, handlers, journal, workerOptions(config), {
     logger: deps.logger,
     metrics: createCommandMetrics(deps.registry),

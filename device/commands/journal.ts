@@ -7,10 +7,16 @@
  *   - `failed` the last attempt threw before taking effect: it may be retried.
  * This holds even when the Redis ledger lost its state (a failover without AOF).
  *
- * Bounded: on open, records past their expiry (deadline + retention) are
- * dropped by rewriting the file (tmp + fsync + rename). A torn last line from
- * a crash mid-write is ignored: its record was never acted on, because the
- * side effect follows the fsync.
+ * Bounded, on open and while the agent runs: records past their expiry
+ * (deadline + retention) are forgotten, and the file is rewritten with only
+ * the latest record of each remembered command (tmp + fsync + rename + fsync
+ * of the directory, so the rename itself survives a power loss). A rewrite
+ * happens when the file holds more superseded bytes than
+ * max(compactBytes, its live bytes) — so its cost stays proportional to what
+ * was appended — and at least every compactInterval while records are
+ * appended, which is also when expired records leave memory. A torn last line
+ * from a crash mid-write is ignored: its record was never acted on, because
+ * the side effect follows the fsync.
  */
 import {
   closeSync,
@@ -23,6 +29,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { dirname } from 'node:path';
+import { type Clock, systemClock } from '#shared/clock.js';
 
 export type JournalPhase = 'start' | 'failed' | 'done';
 
@@ -39,19 +46,56 @@ export interface JournalRecord {
   r?: string;
 }
 
+export interface CommandJournalOptions {
+  /** Rewrite once superseded records take more than this many bytes (or more than the live ones). */
+  compactBytes: number;
+  /** Rewrite, forgetting expired records, at least this often while records are appended. */
+  compactIntervalMs: number;
+  clock: Pick<Clock, 'now'>;
+}
+
+export const DEFAULT_COMMAND_JOURNAL_OPTIONS: CommandJournalOptions = {
+  // A non-idempotent command writes two or three records of ~100-400 bytes: a rewrite per few thousand.
+  compactBytes: 1024 * 1024,
+  compactIntervalMs: 10 * 60_000,
+  clock: systemClock,
+};
+
+const line = (r: JournalRecord) => `${JSON.stringify(r)}\n`;
+
+/** fsync of the directory: makes a rename in it durable (rename(2) alone may be lost on power loss). */
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export class CommandJournal {
   private readonly latest = new Map<string, JournalRecord>();
-  private fd: number;
+  private readonly options: CommandJournalOptions;
+  private fd = -1;
+  /** Bytes in the file now, and in it right after the last rewrite (all live then). */
+  private bytes = 0;
+  private liveBytes = 0;
+  private nextCompactAt = 0;
+  /** Rewrites that failed (the journal went on appending to the old file; retried later). */
+  compactionFailures = 0;
 
   private constructor(
     private readonly file: string,
-    records: JournalRecord[],
+    records: Iterable<JournalRecord>,
+    now: number,
+    options: Partial<CommandJournalOptions>,
   ) {
+    this.options = { ...DEFAULT_COMMAND_JOURNAL_OPTIONS, ...options };
     for (const r of records) this.latest.set(r.i, r);
-    this.fd = openSync(file, 'a');
+    this.compact(now);
   }
 
-  static open(file: string, now: number): CommandJournal {
+  static open(file: string, now: number, options: Partial<CommandJournalOptions> = {}): CommandJournal {
     mkdirSync(dirname(file), { recursive: true });
     let text = '';
     try {
@@ -60,49 +104,83 @@ export class CommandJournal {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     const latest = new Map<string, JournalRecord>();
-    for (const line of text.split('\n')) {
-      if (!line) continue;
+    for (const l of text.split('\n')) {
+      if (!l) continue;
       try {
-        const r = JSON.parse(line) as JournalRecord;
+        const r = JSON.parse(l) as JournalRecord;
         if (typeof r.i === 'string' && typeof r.p === 'string') latest.set(r.i, r);
       } catch {
         // a torn last line: never acted on (see above)
       }
     }
-    const kept = [...latest.values()].filter((r) => r.x > now);
-    // Compact: keep only the latest record of commands not yet forgotten.
-    const tmp = `${file}.tmp`;
-    const fd = openSync(tmp, 'w');
-    try {
-      if (kept.length) writeSync(fd, `${kept.map((r) => JSON.stringify(r)).join('\n')}\n`);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, file);
-    return new CommandJournal(file, kept);
+    return new CommandJournal(file, latest.values(), now, options);
   }
 
   get(commandId: string): JournalRecord | undefined {
     return this.latest.get(commandId);
   }
 
+  /** Commands remembered (in memory). */
   get size(): number {
     return this.latest.size;
   }
 
+  /** Bytes in the journal file. */
+  get fileBytes(): number {
+    return this.bytes;
+  }
+
   /** Appends a record and waits for it to reach the disk (fdatasync) before returning. */
   append(record: JournalRecord): void {
-    writeSync(this.fd, `${JSON.stringify(record)}\n`);
+    const text = line(record);
+    writeSync(this.fd, text);
     fdatasyncSync(this.fd);
+    this.bytes += Buffer.byteLength(text);
     this.latest.set(record.i, record);
+    const now = this.options.clock.now();
+    const superseded = this.bytes - this.liveBytes;
+    if (superseded > Math.max(this.options.compactBytes, this.liveBytes) || now >= this.nextCompactAt) {
+      try {
+        this.compact(now);
+      } catch {
+        // The record above is already durable; a failed rewrite only postpones the bound.
+        this.compactionFailures++;
+        this.liveBytes = this.bytes;
+        this.nextCompactAt = now + this.options.compactIntervalMs;
+      }
+    }
   }
 
   close(): void {
-    closeSync(this.fd);
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
   }
 
   get path(): string {
     return this.file;
+  }
+
+  /** Forgets expired records and rewrites the file with the latest record of each remaining command. */
+  private compact(now: number): void {
+    for (const [id, r] of this.latest) if (r.x <= now) this.latest.delete(id);
+    let text = '';
+    for (const r of this.latest.values()) text += line(r);
+    const tmp = `${this.file}.tmp`;
+    const fd = openSync(tmp, 'w');
+    try {
+      if (text) writeSync(fd, text);
+      fsyncSync(fd);
+      renameSync(tmp, this.file);
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+    // The tmp descriptor now names the journal itself: appends continue on it, with no window
+    // in which a record could go to the replaced file.
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = fd;
+    this.bytes = this.liveBytes = Buffer.byteLength(text);
+    this.nextCompactAt = now + this.options.compactIntervalMs;
+    fsyncDir(dirname(this.file));
   }
 }
