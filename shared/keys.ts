@@ -150,6 +150,15 @@ export class Keys {
     return `${this.prefix}:commands:doorbell`;
   }
 
+  /**
+   * Lease of the gateway that sweeps command deadlines (gateway/commands.ts):
+   * one gateway at a time scans the fleet, so the work does not grow with the
+   * number of gateways. Only work is saved: every sweep step is safe twice.
+   */
+  commandSweepLease(): string {
+    return `${this.prefix}:commands:sweeper`;
+  }
+
   /** Counter of the sequence numbers a gateway reserved for a device that sends none (INCRBY blocks). */
   gatewaySequence(deviceId: string): string {
     return this.device(deviceId, 'gwseq');

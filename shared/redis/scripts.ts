@@ -21,6 +21,7 @@ export const SCRIPT_FILES = [
   'publishOnce-2.lua',
   'beginCommand-1.lua',
   'finishCommand-1.lua',
+  'expireQueuedCommand-1.lua',
 ] as const;
 
 type Client = Redis | Cluster;
@@ -87,6 +88,8 @@ export interface ScriptCommands {
   publishOnce(stream: string, marker: string, ...args: (string | number)[]): Promise<[number, string]>;
   beginCommand(ledger: string, ...args: (string | number)[]): Promise<[string, number, string, string]>;
   finishCommand(ledger: string, ...args: (string | number)[]): Promise<[number, string]>;
+  /** Ends a still-`queued` command past its deadline as `expired`: [1, result] or [0, status]. */
+  expireQueuedCommand(ledger: string, ...args: (string | number)[]): Promise<[number, string]>;
 }
 
 export function scripts(client: Client): ScriptCommands {

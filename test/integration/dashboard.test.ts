@@ -9,11 +9,8 @@
  *   it shows every device, loads nothing from anywhere but the gateway, and a
  *   command sent from its form reaches its terminal result on the page.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Redis } from 'ioredis';
-import { type BrowserContext, chromium } from 'playwright-core';
+import type { BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeEnvelope, envelopeFields } from '#shared/envelope.js';
 import { Keys } from '#shared/keys.js';
@@ -21,12 +18,12 @@ import { type Fleet, startFleet } from '../../firmware-sim/fleet.js';
 import { type DeviceView, FleetReader, type FleetView } from '../../gateway/dashboard/fleet.js';
 import type { Sample } from '../../gateway/dashboard/history.js';
 import { projectionFactories } from '../../gateway/projection/factory.js';
+import { type Browser, launchBrowser } from '../harness/browser.js';
 import { type RunningGateway, startGateway } from '../harness/gateway.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
 import { waitFor } from '../harness/streams.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const PARTITIONS = 4;
 const HISTORY = 12;
 
@@ -258,34 +255,15 @@ describe('JSON API', () => {
 });
 
 describe('in a real browser', () => {
+  let browser: Browser;
   let context: BrowserContext;
-  let profileDir: string;
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)`);
-    }
-    profileDir = mkdtempSync(join(tmpdir(), 'dash-chromium-'));
-    // A new, empty profile; playwright-core passes it as --user-data-dir.
-    context = await chromium.launchPersistentContext(profileDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1400, height: 1100 },
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchBrowser();
+    context = browser.context;
   });
   afterAll(async () => {
-    await context?.close();
-    if (profileDir) rmSync(profileDir, { recursive: true, force: true });
+    await browser?.close();
   });
 
   it('shows the fleet and carries a command from the form to its result', async () => {

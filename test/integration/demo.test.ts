@@ -11,6 +11,7 @@ import { createConnection } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import type { FleetView } from '../../gateway/dashboard/fleet.js';
+import { launchBrowser } from '../harness/browser.js';
 import { captureOutput, spawnTracked, waitExit } from '../harness/process.js';
 import { waitFor } from '../harness/streams.js';
 
@@ -123,6 +124,34 @@ it('runs the whole system, shows progress and command results, and stops cleanly
   // The dashboard serves the demo's fleet.
   const fleet = (await (await fetch(`${dashMatch![1]}api/fleet`)).json()) as FleetView;
   expect(fleet.devices.map((d) => d.kind).sort()).toEqual(['agent', 'agent', 'mqtt', 'mqtt']);
+  // And its page, in a real browser: the demo's devices, and a command from the form to its result.
+  const browser = await launchBrowser();
+  try {
+    const page = browser.context.pages()[0] ?? (await browser.context.newPage());
+    await page.goto(dashMatch![1]!);
+    for (const d of fleet.devices)
+      await page.locator(`#fleet tr[data-device="${d.id}"]`).waitFor({ timeout: 20_000 });
+    expect(await page.locator('#c-devices').textContent()).toBe('4');
+    for (const kind of ['agent', 'mqtt'] as const) {
+      const target = fleet.devices.find((d) => d.kind === kind)!.id;
+      await page.fill('#cmd-device', target);
+      await page.fill('#cmd-name', 'ping');
+      await page.fill('#cmd-args', '{}');
+      const [response] = await Promise.all([
+        page.waitForResponse((r) => r.url().endsWith('/api/commands') && r.request().method() === 'POST'),
+        page.click('#cmd-send'),
+      ]);
+      expect(response.status()).toBe(202);
+      const { commandId } = (await response.json()) as { commandId: string };
+      // The outcome line names this command's device (the one before it named another).
+      await expect
+        .poll(() => page.locator('#cmd-outcome').textContent(), { timeout: 20_000 })
+        .toMatch(new RegExp(`ping on ${target}: succeeded`));
+      await page.locator(`#results tr[data-command="${commandId}"]`).waitFor({ timeout: 10_000 });
+    }
+  } finally {
+    await browser.close();
+  }
 
   const started = childrenOf(demoPid);
   const described = new Map(started.map((pid) => [pid, commandOf(pid)]));
