@@ -2,11 +2,12 @@
  * The command path on a real local Redis Cluster: the ledger and command
  * stream live in the device's slot, the results stream and its publish marker
  * in another; a command sent twice still takes effect once, a crash after the
- * handler still reports the recorded effect, and each command has one result.
+ * handler still reports the recorded effect (and fixes it in the ledger), and
+ * each command has one result.
  */
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { buildCommand, sendCommand, waitForResult } from '#shared/commands/send.js';
+import { buildCommand, commandStatus, sendCommand, waitForResult } from '#shared/commands/send.js';
 import { Keys } from '#shared/keys.js';
 import type { AgentProcess } from '../harness/agent-process.js';
 import {
@@ -92,4 +93,8 @@ it('kill after the handler but before the ack: the recorded effect is reported o
   expect(r).toMatchObject({ status: 'succeeded', output: { effect: sent.command.id } });
   expect(effects(dir).get(sent.command.id)).toBe(1);
   expect(await readResults(client, keys)).toHaveLength(1);
+  // The ledger (device slot) holds the same terminal result, not `running`.
+  const ledger = await commandStatus(client, keys, 'cl-k', sent.command.id);
+  expect(ledger).toMatchObject({ status: 'succeeded', attempts: 1 });
+  expect(ledger.result).toEqual(r);
 });
