@@ -17,7 +17,17 @@
  * command ends `expired` (the device never acknowledged it) or `unknown` (it
  * did, and may have acted). A sweeper ends commands of devices no gateway
  * reads (offline, or served by a gateway that died) the same way, so no
- * command hangs while any gateway runs.
+ * command hangs while any gateway runs. It also ends `queued` commands of
+ * agents that never came back (every device with a command stream): only
+ * while the ledger is still `queued`, in one script step
+ * (expireQueuedCommand-1.lua), so it and the agent never both decide.
+ *
+ * A terminal ledger is never acknowledged (XACK, PUBACK) before its result is
+ * in the results stream: the publish is idempotent (publishOnce-2.lua, a
+ * marker per command), so it is simply run again wherever a terminal ledger
+ * is met (a redelivered entry, the sweep), and a result whose recording
+ * failed is retried before the device's PUBACK goes out. `failed` results are
+ * dead-lettered as the agent's are (shared/commands/deadletter.ts).
  *
  * When commands are read: a sender rings the doorbell (`iot:commands:doorbell`,
  * shared/commands/send.ts ringDoorbell) after queueing a command; every
@@ -31,10 +41,18 @@
  * Device protocol (JSON): command {id, name, args, deadline, issuedAt};
  * result {id, status: succeeded|failed|rejected, output?, errorClass?, message?}.
  */
-import { type Command, decodeCommand, decodeResult, resultFields } from '#shared/commands/codec.js';
+import {
+  type Command,
+  type CommandResult,
+  decodeCommand,
+  decodeResult,
+  isTerminal,
+  resultFields,
+} from '#shared/commands/codec.js';
+import { publishDeadLetter } from '#shared/commands/deadletter.js';
 import { DEFAULT_LEDGER_RETENTION_MS, duplicateClient, registerDevice } from '#shared/commands/send.js';
 import { Counter } from '#shared/metrics.js';
-import type { RedisClient } from '#shared/redis/connect.js';
+import { type RedisClient, reconnectDelay } from '#shared/redis/connect.js';
 import { scripts } from '#shared/redis/scripts.js';
 import type { GatewayContext, GatewayService } from './gateway.js';
 import type { Done } from './ingest.js';
@@ -46,11 +64,17 @@ const ORPHAN_GRACE_MS = 5000;
 const DOORBELL_BLOCK_MS = 5000;
 /** Entries a command-stream read takes at once; a device with more is read again at once. */
 const READ_COUNT = 32;
+/** Devices the sweep looks at per tick (SSCAN pages of the fleet): a large fleet is swept over several ticks. */
+const SWEEP_DEVICES_PER_TICK = 500;
+/** Entries of one device's command stream the sweep reads per tick. */
+const SWEEP_ENTRIES = 100;
 
 interface Held {
   readonly deviceId: string;
   readonly entryId: string;
   readonly command: Command;
+  /** The entry's fields as read, for a dead letter. */
+  readonly fields: string[];
   acked: boolean;
   timer: NodeJS.Timeout;
 }
@@ -88,7 +112,10 @@ export class CommandDelivery implements GatewayService {
   private readonly grouped = new Set<string>();
   private readonly registered = new Set<string>();
   private readonly recovered = new Set<string>();
+  /** Per device, where the sweep's next read of its command stream starts (bounded by the fleet). */
   private readonly sweepCursor = new Map<string, string>();
+  /** SSCAN cursor of the sweep over the fleet; '0' starts a new pass. */
+  private fleetCursor = '0';
   private pollTimer: NodeJS.Timeout | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private polling = false;
@@ -100,6 +127,7 @@ export class CommandDelivery implements GatewayService {
   private bell: RedisClient | undefined;
   private bellLoop: Promise<void> | undefined;
   private readonly results: Counter<'status'>;
+  private readonly deadLetters: Counter;
 
   constructor(
     private readonly ctx: GatewayContext,
@@ -110,6 +138,11 @@ export class CommandDelivery implements GatewayService {
       name: 'gateway_command_results_total',
       help: 'Terminal results of commands to MQTT devices, by status',
       labelNames: ['status'],
+      registers: [ctx.registry],
+    });
+    this.deadLetters = new Counter({
+      name: 'gateway_command_dead_letters_total',
+      help: 'Failed commands of MQTT devices written to the dead-letter stream',
       registers: [ctx.registry],
     });
   }
@@ -285,6 +318,10 @@ export class CommandDelivery implements GatewayService {
           state.again = false;
           await this.readOnce(deviceId);
         } while (state.again && this.running);
+      } catch (err) {
+        // An entry taken and not finished stays in our pending list: read that again next time.
+        this.recovered.delete(this.ctx.keys.commands(deviceId));
+        throw err;
       } finally {
         this.reads.delete(deviceId);
       }
@@ -342,8 +379,11 @@ export class CommandDelivery implements GatewayService {
     const key = CommandDelivery.key(deviceId, command.id);
     if (this.held.has(key)) return undefined;
     const now = c.clock.now();
-    const status = await c.client.hget(c.keys.commandLedger(deviceId, command.id), 'st');
-    if (status && ['succeeded', 'failed', 'rejected', 'expired', 'unknown'].includes(status)) {
+    const [status, stored] = await c.client.hmget(c.keys.commandLedger(deviceId, command.id), 'st', 'r');
+    if (status && isTerminal(status)) {
+      // Already ended, perhaps by a life of this gateway that died between the ledger and the
+      // results stream: publish it (once) before the entry is acknowledged.
+      if (stored) await this.conclude(deviceId, entryId, command, JSON.parse(stored) as string[], fields);
       await c.client.xack(c.keys.commands(deviceId), COMMAND_GROUP, entryId);
       return undefined;
     }
@@ -352,6 +392,7 @@ export class CommandDelivery implements GatewayService {
         deviceId,
         entryId,
         command,
+        fields,
         'expired',
         'deadline passed before the device could receive it',
         status === 'delivered',
@@ -362,6 +403,7 @@ export class CommandDelivery implements GatewayService {
       deviceId,
       entryId,
       command,
+      fields,
       acked: status === 'delivered',
       timer: c.clock.setTimeout(() => void this.onDeadline(key), command.deadline - now),
     };
@@ -471,14 +513,43 @@ export class CommandDelivery implements GatewayService {
         typeof reply.errorClass === 'string' ? reply.errorClass : status === 'failed' ? 'Error' : undefined,
       message: typeof reply.message === 'string' ? reply.message : undefined,
     };
-    this.finish(deviceId, h.entryId, h.command, status, extra.message, true, extra).then(
-      done,
-      (err: Error) => {
-        c.logger.warn({ deviceId, command: id, error: err.message }, 'could not record a command result');
-        // Not acknowledged: the device sends it again.
-        done();
-      },
-    );
+    // The PUBACK (done) only once the result is in the ledger and the results stream: until
+    // then the publish is retried (both steps are idempotent), holding this connection's reads
+    // as a slow append of telemetry does. Stopped meanwhile, it is never acknowledged, and the
+    // device sends it again to the next gateway (or this one restarted).
+    void this.settle(
+      () => this.finish(deviceId, h.entryId, h.command, h.fields, status, extra.message, true, extra),
+      { deviceId, command: id, what: 'a command result' },
+    ).then((recorded) => {
+      if (recorded) done();
+    });
+  }
+
+  /**
+   * Runs an idempotent finishing step until it succeeds, with capped, jittered
+   * backoff; false when the service stopped first. Never rejects.
+   */
+  private async settle(
+    step: () => Promise<void>,
+    about: { deviceId: string; command: string; what: string },
+  ): Promise<boolean> {
+    const c = this.ctx;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await step();
+        return true;
+      } catch (err) {
+        c.logger.warn(
+          { deviceId: about.deviceId, command: about.command, error: (err as Error).message, attempt },
+          `could not record ${about.what}; retrying`,
+        );
+        // The entry stays pending here: a restart reads it again and finishes it.
+        this.recovered.delete(c.keys.commands(about.deviceId));
+      }
+      if (!this.running) return false;
+      await new Promise<void>((r) => c.clock.setTimeout(r, reconnectDelay(attempt, 2000)));
+      if (!this.running) return false;
+    }
   }
 
   private async onDeadline(key: string): Promise<void> {
@@ -488,20 +559,27 @@ export class CommandDelivery implements GatewayService {
     const message = h.acked
       ? 'the device received the command but sent no result before its deadline'
       : 'the device did not receive the command before its deadline';
-    await this.finish(h.deviceId, h.entryId, h.command, status, message, h.acked).catch((err: Error) =>
-      this.ctx.logger.warn({ error: err.message }, 'could not record an expired command'),
+    await this.settle(
+      () => this.finish(h.deviceId, h.entryId, h.command, h.fields, status, message, h.acked),
+      { deviceId: h.deviceId, command: h.command.id, what: `an ${status} command` },
     );
   }
 
-  /** Fixes the terminal result in the ledger (first wins), publishes it once, then acknowledges the entry. */
+  /**
+   * Fixes the terminal result in the ledger (first wins), publishes it once,
+   * then acknowledges the entry (not when `ack` is false: the sweep, whose
+   * entry may be pending at another gateway). Safe to run again after a failure.
+   */
   private async finish(
     deviceId: string,
-    entryId: string | undefined,
+    entryId: string,
     command: Command,
+    fields: string[],
     status: 'succeeded' | 'failed' | 'rejected' | 'expired' | 'unknown',
     message: string | undefined,
     delivered: boolean,
     extra: { output?: unknown; errorClass?: string } = {},
+    ack = true,
   ): Promise<void> {
     const c = this.ctx;
     const key = CommandDelivery.key(deviceId, command.id);
@@ -526,8 +604,7 @@ export class CommandDelivery implements GatewayService {
       message,
       version: 1,
     });
-    const run = scripts(c.client);
-    const [, text] = await run.finishCommand(
+    const [, text] = await scripts(c.client).finishCommand(
       c.keys.commandLedger(deviceId, command.id),
       expireAt,
       status,
@@ -535,75 +612,201 @@ export class CommandDelivery implements GatewayService {
       delivered ? 1 : 0,
     );
     const stored = text ? (JSON.parse(text) as string[]) : encoded;
-    const [added] = await run.publishOnce(
-      c.keys.results(),
-      c.keys.publishedMarker(c.keys.results(), deviceId, command.id),
-      Math.max(1000, expireAt - now),
-      0,
-      ...stored,
-    );
-    if (added === 1) this.results.inc({ status: decodeResult(stored).status });
-    if (entryId) await c.client.xack(c.keys.commands(deviceId), COMMAND_GROUP, entryId);
+    await this.conclude(deviceId, entryId, command, stored, fields);
+    if (ack) await c.client.xack(c.keys.commands(deviceId), COMMAND_GROUP, entryId);
   }
 
   /**
-   * Ends commands nobody will deliver: past their deadline and still `queued`
-   * (the device never came to a gateway), or `delivered` and past the deadline
-   * by a grace period (the gateway that held them is gone).
+   * Publishes a command's fixed result, at most once each, to the dead-letter
+   * stream (when `failed`, as the agent does: docs/commands.md) and to the
+   * results stream. Run wherever a terminal ledger is met, before any XACK.
+   */
+  private async conclude(
+    deviceId: string,
+    entryId: string,
+    command: Command,
+    stored: string[],
+    fields: string[],
+  ): Promise<void> {
+    const c = this.ctx;
+    const run = scripts(c.client);
+    const ttlMs = Math.max(1000, command.deadline + this.options.retentionMs - c.clock.now());
+    let result: CommandResult;
+    try {
+      result = decodeResult(stored);
+    } catch {
+      c.logger.warn(
+        { deviceId, command: command.id },
+        'stored command result is unreadable; not republished',
+      );
+      return;
+    }
+    if (result.status === 'failed') {
+      const stream = c.keys.commands(deviceId);
+      const added = await publishDeadLetter(run, c.keys, {
+        deviceId,
+        stream,
+        entryId,
+        fields,
+        result,
+        key: command.id,
+        ttlMs,
+      });
+      if (added) this.deadLetters.inc();
+    }
+    const [added] = await run.publishOnce(
+      c.keys.results(),
+      c.keys.publishedMarker(c.keys.results(), deviceId, command.id),
+      ttlMs,
+      0,
+      ...stored,
+    );
+    if (added === 1) this.results.inc({ status: result.status });
+  }
+
+  /**
+   * Ends commands nobody will deliver, for every device with a command stream
+   * (the fleet set: agents and MQTT devices):
+   * - past their deadline and still `queued` (the device never came to a
+   *   gateway, or the agent never came back): `expired`, only while the
+   *   ledger is `queued`, in one script step (expireQueuedCommand-1.lua);
+   * - MQTT devices only: `delivered` and past the deadline by a grace period
+   *   (the gateway that held them is gone): `unknown`. An agent's delivered or
+   *   running command is the agent's to end;
+   * - terminal, whatever the device: the result is published (once) in case
+   *   the step between ledger and results stream failed.
+   * Bounded per tick (SWEEP_DEVICES_PER_TICK devices by SSCAN, SWEEP_ENTRIES
+   * entries each); one gateway at a time sweeps (a lease), and every step is
+   * safe if two do.
    */
   private async sweep(): Promise<void> {
     if (this.sweeping) return;
     this.sweeping = true;
     const c = this.ctx;
     try {
-      const devices = await c.client.smembers(c.keys.mqttDevices());
-      const now = c.clock.now();
-      for (const deviceId of devices) {
-        const cursor = this.sweepCursor.get(deviceId) ?? '-';
-        const entries = await c.client.xrange(c.keys.commands(deviceId), cursor, '+', 'COUNT', 100);
-        let settled = true;
-        for (const [entryId, fields] of entries) {
-          let command: Command | undefined;
-          try {
-            command = decodeCommand(fields);
-          } catch {
-            command = undefined;
-          }
-          const st = command ? await c.client.hget(c.keys.commandLedger(deviceId, command.id), 'st') : null;
-          const open = st === 'queued' || st === 'delivered' || st === 'running';
-          if (command && open && !this.held.has(CommandDelivery.key(deviceId, command.id))) {
-            if (st === 'queued' && command.deadline <= now) {
-              await this.finish(
-                deviceId,
-                undefined,
-                command,
-                'expired',
-                'the device did not come back before the deadline',
-                false,
-              );
-              continue;
-            }
-            if (st === 'delivered' && command.deadline + ORPHAN_GRACE_MS <= now) {
-              await this.finish(
-                deviceId,
-                undefined,
-                command,
-                'unknown',
-                'the gateway delivering it went away before a result',
-                true,
-              );
-              continue;
-            }
-          }
-          // The cursor moves past entries that are settled, so each sweep reads only the open tail.
-          if (open) settled = false;
-          if (settled) this.sweepCursor.set(deviceId, `(${entryId}`);
+      if (!(await this.holdSweepLease())) return;
+      let swept = 0;
+      do {
+        const [next, devices] = await c.client.sscan(
+          c.keys.fleet(),
+          this.fleetCursor,
+          'COUNT',
+          Math.min(100, SWEEP_DEVICES_PER_TICK),
+        );
+        this.fleetCursor = next;
+        if (devices.length === 0) continue;
+        const mqtt = await c.client.smismember(c.keys.mqttDevices(), ...devices);
+        for (const [i, deviceId] of devices.entries()) {
+          if (!this.running) return;
+          await this.sweepDevice(deviceId, mqtt[i] === 1);
         }
-      }
+        swept += devices.length;
+      } while (this.fleetCursor !== '0' && swept < SWEEP_DEVICES_PER_TICK && this.running);
     } catch (err) {
       c.logger.warn({ error: (err as Error).message }, 'command sweep failed; retrying');
     } finally {
       this.sweeping = false;
     }
+  }
+
+  /**
+   * SET NX with an expiry of a few sweep intervals, renewed by its holder. The
+   * renewal is not atomic with the check and need not be: the lease only keeps
+   * several gateways from doing the same work.
+   */
+  private async holdSweepLease(): Promise<boolean> {
+    const c = this.ctx;
+    const key = c.keys.commandSweepLease();
+    const ttl = Math.max(1000, 3 * this.options.sweepIntervalMs);
+    if ((await c.client.set(key, c.gatewayId, 'PX', ttl, 'NX')) === 'OK') return true;
+    if ((await c.client.get(key)) !== c.gatewayId) return false;
+    await c.client.pexpire(key, ttl);
+    return true;
+  }
+
+  private async sweepDevice(deviceId: string, mqtt: boolean): Promise<void> {
+    const c = this.ctx;
+    const cursor = this.sweepCursor.get(deviceId) ?? '-';
+    const entries = await c.client.xrange(c.keys.commands(deviceId), cursor, '+', 'COUNT', SWEEP_ENTRIES);
+    const now = c.clock.now();
+    let settled = true;
+    for (const [entryId, fields] of entries) {
+      let command: Command | undefined;
+      try {
+        command = decodeCommand(fields);
+      } catch {
+        // Malformed: its consumer rejects it (the agent) or acknowledges it (a gateway).
+        command = undefined;
+      }
+      const open = command ? await this.sweepEntry(deviceId, mqtt, entryId, fields, command, now) : false;
+      // The cursor moves past entries that are settled, so each sweep reads only the open tail.
+      if (open) settled = false;
+      if (settled) this.sweepCursor.set(deviceId, `(${entryId}`);
+    }
+  }
+
+  /** One entry of the sweep; true while the command is still open (someone may yet end it). */
+  private async sweepEntry(
+    deviceId: string,
+    mqtt: boolean,
+    entryId: string,
+    fields: string[],
+    command: Command,
+    now: number,
+  ): Promise<boolean> {
+    const c = this.ctx;
+    const ledger = c.keys.commandLedger(deviceId, command.id);
+    const [st, stored] = await c.client.hmget(ledger, 'st', 'r');
+    if (st && isTerminal(st)) {
+      if (stored) await this.conclude(deviceId, entryId, command, JSON.parse(stored) as string[], fields);
+      return false;
+    }
+    if (st !== 'queued' && st !== 'delivered' && st !== 'running') return false;
+    if (this.held.has(CommandDelivery.key(deviceId, command.id))) return true;
+    if (st === 'queued' && command.deadline <= now) {
+      const encoded = resultFields({
+        commandId: command.id,
+        deviceId,
+        status: 'expired',
+        name: command.name,
+        correlationId: command.correlationId,
+        entryId,
+        issuedAt: command.issuedAt,
+        finishedAt: now,
+        attempts: 0,
+        message: mqtt
+          ? 'the device did not come back before the deadline'
+          : 'the agent did not read the command before its deadline; not executed',
+        version: 1,
+      });
+      const [ended] = await scripts(c.client).expireQueuedCommand(
+        ledger,
+        now,
+        command.deadline,
+        command.deadline + this.options.retentionMs,
+        JSON.stringify(encoded),
+      );
+      if (ended === 1) {
+        await this.conclude(deviceId, entryId, command, encoded, fields);
+        return false;
+      }
+      // The device recorded it meanwhile (delivered or running: it decides), or it ended: next sweep.
+      return true;
+    }
+    if (mqtt && st === 'delivered' && command.deadline + ORPHAN_GRACE_MS <= now) {
+      await this.finish(
+        deviceId,
+        entryId,
+        command,
+        fields,
+        'unknown',
+        'the gateway delivering it went away before a result',
+        true,
+        {},
+        false,
+      );
+      return false;
+    }
+    return true;
   }
 }

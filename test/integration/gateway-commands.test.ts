@@ -5,6 +5,13 @@
  * receives the command and never answers (unknown). Every command ends in one
  * terminal result; none is delivered after its deadline.
  *
+ * Recording: a device's result the gateway could not record is not
+ * acknowledged (no PUBACK) until it is in the results stream; a terminal
+ * ledger whose result never reached the stream is published by the sweep.
+ * `failed` results are dead-lettered. Agents that never come back: their
+ * queued commands end `expired`, once, even with two gateways sweeping; a
+ * command an agent started is never ended by the sweep.
+ *
  * Doorbell: with the fallback poll far away (10 minutes), commands still reach
  * a connected device at once, on a standalone server and on a Cluster (the
  * doorbell path); with a doorbell entry lost (never rung, its stream deleted,
@@ -13,10 +20,11 @@
 import type { Redis } from 'ioredis';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
-import { encodeCommand } from '#shared/commands/codec.js';
-import { sendCommand, waitForResult } from '#shared/commands/send.js';
+import { encodeCommand, resultFields } from '#shared/commands/codec.js';
+import { registerDevice, sendCommand, waitForResult } from '#shared/commands/send.js';
 import { Keys } from '#shared/keys.js';
 import { scripts } from '#shared/redis/scripts.js';
+import { readResults, resultsByCommand } from '../harness/commands.js';
 import { type RunningGateway, startGateway } from '../harness/gateway.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
@@ -146,6 +154,176 @@ it('ends a command as unknown when the device received it and never answered', a
   const result = await waitForResult(client, keys, 'cmd-mute', sent.command.id, 20_000);
   expect(result.status).toBe('unknown');
   expect(received.map((c) => c.id)).toEqual([sent.command.id]);
+});
+
+/** A gateway of its own (own key prefix), for tests that break keys of their prefix. */
+async function ownGateway(extra: Record<string, unknown> = {}): Promise<{ gw: RunningGateway; keys: Keys }> {
+  const prefix = randomPrefix();
+  const own = await startGateway({
+    'redis.url': redis.url,
+    'redis.keyPrefix': prefix,
+    'redis.partitions': 4,
+    'commands.pollInterval': 50,
+    'commands.sweepInterval': 200,
+    ...extra,
+  });
+  return { gw: own, keys: new Keys(prefix, 4) };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+it('does not acknowledge a result it could not record, and records it once when Redis takes it', async () => {
+  const { gw: own, keys: k } = await ownGateway();
+  try {
+    const received: CommandMessage[] = [];
+    const d = await device('rec-1', false, received, own.url);
+    await waitFor(async () => (await client.sismember(k.mqttDevices(), 'rec-1')) === 1, 10_000, 'registered');
+    const sent = await sendCommand(client, k, 'rec-1', { name: 'ping', ttlMs: 60_000 });
+    await waitFor(async () => received.length === 1, 10_000, 'command received');
+    // The results stream refuses appends (wrong type): the ledger step works, the publish fails.
+    await client.set(k.results(), 'not a stream');
+    let acked = false;
+    const reply = d
+      .publishAsync('devices/rec-1/results', JSON.stringify({ id: sent.command.id, status: 'succeeded' }), {
+        qos: 1,
+      })
+      .then(() => {
+        acked = true;
+      });
+    await waitFor(
+      async () => (await client.hget(k.commandLedger('rec-1', sent.command.id), 'st')) === 'succeeded',
+      10_000,
+      'ledger terminal',
+    );
+    await sleep(1500);
+    expect(acked).toBe(false);
+    await client.del(k.results());
+    await reply;
+    const results = resultsByCommand(await readResults(client, k)).get(`rec-1/${sent.command.id}`) ?? [];
+    expect(results.map((r) => r.status)).toEqual(['succeeded']);
+  } finally {
+    await own.stop();
+  }
+});
+
+it('publishes the result of a terminal ledger that never reached the results stream', async () => {
+  const { gw: own, keys: k } = await ownGateway();
+  try {
+    await registerDevice(client, k, 'rec-2', []);
+    await client.sadd(k.mqttDevices(), 'rec-2');
+    const sent = await sendCommand(client, k, 'rec-2', { name: 'ping', ttlMs: 60_000 });
+    // As a gateway that died between finishCommand and publishOnce leaves it.
+    const fields = resultFields({
+      commandId: sent.command.id,
+      deviceId: 'rec-2',
+      status: 'succeeded',
+      finishedAt: Date.now(),
+      attempts: 1,
+      version: 1,
+    });
+    await scripts(client).finishCommand(
+      k.commandLedger('rec-2', sent.command.id),
+      Date.now() + 120_000,
+      'succeeded',
+      JSON.stringify(fields),
+      1,
+    );
+    const result = await waitForResult(client, k, 'rec-2', sent.command.id, 20_000);
+    expect(result.status).toBe('succeeded');
+    await waitFor(
+      async () =>
+        (resultsByCommand(await readResults(client, k)).get(`rec-2/${sent.command.id}`) ?? []).length > 0,
+      20_000,
+      'result published',
+    );
+    await sleep(1000);
+    expect(resultsByCommand(await readResults(client, k)).get(`rec-2/${sent.command.id}`)).toHaveLength(1);
+  } finally {
+    await own.stop();
+  }
+});
+
+it('dead-letters a command the device reports failed, as the agent does', async () => {
+  const received: CommandMessage[] = [];
+  const d = await device('cmd-fail', false, received);
+  await waitFor(
+    async () => (await client.sismember(keys.mqttDevices(), 'cmd-fail')) === 1,
+    10_000,
+    'registered',
+  );
+  const sent = await sendCommand(client, keys, 'cmd-fail', {
+    name: 'reboot',
+    args: { hard: true },
+    ttlMs: 20_000,
+  });
+  await waitFor(async () => received.length === 1, 10_000, 'command received');
+  await d.publishAsync(
+    'devices/cmd-fail/results',
+    JSON.stringify({ id: sent.command.id, status: 'failed', errorClass: 'FlashError', message: 'no flash' }),
+    { qos: 1 },
+  );
+  const result = await waitForResult(client, keys, 'cmd-fail', sent.command.id, 20_000);
+  expect(result).toMatchObject({ status: 'failed', errorClass: 'FlashError' });
+  const letters = await waitFor(
+    async () => {
+      const all = await client.xrange(keys.deadLetters(), '-', '+');
+      const mine = all.filter(([, f]) => f[f.indexOf('i') + 1] === sent.command.id);
+      return mine.length > 0 ? mine : undefined;
+    },
+    10_000,
+    'dead letter',
+  );
+  expect(letters).toHaveLength(1);
+  const f = new Map<string, string>();
+  const raw = letters[0]![1];
+  for (let i = 0; i < raw.length; i += 2) f.set(raw[i]!, raw[i + 1]!);
+  expect(f.get('d')).toBe('cmd-fail');
+  expect(f.get('src')).toBe(keys.commands('cmd-fail'));
+  expect(f.get('ec')).toBe('FlashError');
+  expect(f.get('m')).toBe('no flash');
+  expect(f.get('at')).toBe('1');
+  expect(f.get('e')).toBe(sent.entryId);
+  expect(JSON.parse(f.get('o')!)).toMatchObject({ n: 'reboot' });
+});
+
+it('ends a queued command of an agent that never comes back as expired, once, with two gateways sweeping', async () => {
+  const { gw: a, keys: k } = await ownGateway({ 'gateway.id': 'sweep-a' });
+  const b = await startGateway({
+    'redis.url': redis.url,
+    'redis.keyPrefix': k.prefix,
+    'redis.partitions': 4,
+    'gateway.id': 'sweep-b',
+    'commands.sweepInterval': 200,
+  });
+  try {
+    // An agent registers (as device/commands/worker.ts does) and is never seen again.
+    await registerDevice(client, k, 'agent-gone', []);
+    const sent = await sendCommand(client, k, 'agent-gone', { name: 'reboot', ttlMs: 500 });
+    const result = await waitForResult(client, k, 'agent-gone', sent.command.id, 20_000);
+    expect(result).toMatchObject({ status: 'expired', attempts: 0 });
+    // A started command past its deadline is the agent's to end: the sweep leaves it.
+    const busy = await sendCommand(client, k, 'agent-gone', { name: 'reboot', ttlMs: 400 });
+    const begun = await scripts(client).beginCommand(
+      k.commandLedger('agent-gone', busy.command.id),
+      Date.now(),
+      busy.command.deadline,
+      busy.command.deadline + 60_000,
+      'agent-gone',
+      'start',
+    );
+    expect(begun[0]).toBe('started');
+    await sleep(2000);
+    const all = resultsByCommand(await readResults(client, k));
+    expect(all.get(`agent-gone/${sent.command.id}`)?.map((r) => r.status)).toEqual(['expired']);
+    expect(all.get(`agent-gone/${busy.command.id}`)).toBeUndefined();
+    expect(await client.hget(k.commandLedger('agent-gone', busy.command.id), 'st')).toBe('running');
+    // The agent's stream is never read by gateways: nothing of theirs is pending there.
+    const groups = (await client.xinfo('GROUPS', k.commands('agent-gone'))) as unknown[];
+    expect(groups).toEqual([]);
+  } finally {
+    await b.stop();
+    await a.stop();
+  }
 });
 
 /** Fallback poll so far away that only the doorbell can explain a delivery within the test. */
