@@ -38,7 +38,7 @@ export const commandSchema = {
   ),
   'commands.claimIdle': opt.duration(
     30_000,
-    "Idle time after which another consumer's pending command is claimed; must exceed every handler timeout",
+    "Idle time after which another consumer's pending command is claimed; must exceed every handler timeout plus commands.retryMaxDelay",
     { min: 10 },
   ),
   'commands.claimInterval': opt.duration(5000, 'How often to look for pending commands of dead consumers', {

@@ -7,7 +7,8 @@
  *   1. decode; a malformed entry ends `rejected` with the reason;
  *   2. the local journal says it already took effect -> report that result;
  *   3. beginCommand-1.lua (the Redis ledger, atomic): already terminal ->
- *      republish and ack; past the deadline -> `expired`, never run; an
+ *      republish and ack; past the deadline -> never run: `expired` if no
+ *      attempt started, else `unknown` (it may have taken effect); an
  *      earlier attempt left running -> rerun only if the handler is idempotent
  *      or the journal shows that attempt failed before its effect, else `unknown`;
  *   4. journal `start` (fsync), run the handler with its timeout, journal `done`;
@@ -17,7 +18,9 @@
  *      (device slot), publishOnce-2.lua publishes it to the global results
  *      stream (its own slot) at most once, and only then XACK.
  * Pending entries of a consumer that died are claimed with XAUTOCLAIM after
- * commands.claimIdle, which must exceed every handler's timeout.
+ * commands.claimIdle, which must exceed every handler's timeout plus
+ * commands.retryMaxDelay. After any Redis error the worker re-reads its own
+ * pending entries from 0, so the rest of an interrupted batch keeps its order.
  */
 import type { Clock } from '#shared/clock.js';
 import { systemClock } from '#shared/clock.js';
