@@ -8,17 +8,29 @@
  * the dead letter (`<commandId>.replay-<deadLetterId>`), with the original
  * name, arguments, correlation id and time to live. The original id cannot be
  * reused: its ledger already holds its terminal result, and the first result
- * wins. The derived id is what makes replay safe: replaying the same dead
- * letter twice (or from two terminals at once) queues it once, because the
- * send is deduplicated by command id; the second replay reports the status
- * the first one reached.
+ * wins.
+ *
+ * Replaying the same dead letter twice (or from two terminals at once, or a
+ * month later) queues it once: replayCommand-3.lua queues the replay and
+ * writes a replay record (`iot:{dev}:replay:<deadLetterId>`) in one step, and
+ * a replay finding the record does nothing. The record, not the replay's
+ * ledger, is what makes this last: a ledger expires a day after its command's
+ * deadline, the record lives `dlq.replayRecordTtl` (60 days), longer than the
+ * dead letters themselves (30 days).
  */
 import { createHash } from 'node:crypto';
-import { type Command, decodeCommand, fieldMap } from '#shared/commands/codec.js';
-import { commandStatus, queueCommand } from '#shared/commands/send.js';
+import {
+  type Command,
+  decodeCommand,
+  decodeResult,
+  encodeCommand,
+  fieldMap,
+} from '#shared/commands/codec.js';
+import { commandStatus, DEFAULT_LEDGER_RETENTION_MS, ringDoorbell } from '#shared/commands/send.js';
 import { describeError, UsageError } from '#shared/errors.js';
-import type { Keys } from '#shared/keys.js';
+import { DEVICE_ID_PATTERN, type Keys } from '#shared/keys.js';
 import type { RedisClient } from '#shared/redis/connect.js';
+import { scripts } from '#shared/redis/scripts.js';
 import { idTime } from '#shared/streams/inspect.js';
 import { type CtlCommand, table } from './context.js';
 
@@ -28,6 +40,12 @@ const USAGE = `Usage:
 
 /** A replayed command never gets less time than this to run. */
 const MIN_REPLAY_TTL_MS = 60_000;
+
+/** Default lifetime of a replay record (ctl/config.ts `dlq.replayRecordTtl`). */
+const DEFAULT_REPLAY_RECORD_TTL_MS = 60 * 86_400_000;
+
+/** How many results entries a repeated replay reads looking for the replay's result once its ledger is gone. */
+const RESULT_SEARCH_LIMIT = 10_000;
 
 export interface DeadLetter {
   /** Id of the entry in the dead-letter stream. */
@@ -85,19 +103,32 @@ export interface ReplayOutcome {
   readonly commandId: string;
   readonly replayId?: string;
   readonly action: 'queued' | 'already-replayed' | 'skipped';
-  /** For already-replayed: the status the replay has reached; for skipped: why. */
+  /** What happened, for people: the entry queued; when it was replayed and with what result; why it was skipped. */
   readonly detail?: string;
+  /** already-replayed: when the replay was queued (ms). */
+  readonly replayedAt?: number;
+  /** already-replayed: the replay's status (ledger, else its entry in the results stream), or "unknown" when neither is kept any more. */
+  readonly status?: string;
+}
+
+export interface ReplayOptions {
+  now?: number;
+  /** How long the replay record is kept (ms). */
+  recordTtlMs?: number;
 }
 
 export async function replay(
   client: RedisClient,
   keys: Keys,
   dead: DeadLetter,
-  now: number = Date.now(),
+  options: ReplayOptions = {},
 ): Promise<ReplayOutcome> {
   const base = { deadLetter: dead.id, deviceId: dead.deviceId, commandId: dead.commandId };
   if (!dead.command || !dead.deviceId)
     return { ...base, action: 'skipped', detail: dead.problem ?? 'no device id' };
+  if (!DEVICE_ID_PATTERN.test(dead.deviceId))
+    return { ...base, action: 'skipped', detail: `device id "${dead.deviceId}" is not valid` };
+  const now = options.now ?? Date.now();
   const original = dead.command;
   const id = replayId(dead);
   const ttl = Math.max(MIN_REPLAY_TTL_MS, original.deadline - original.issuedAt);
@@ -108,10 +139,64 @@ export async function replay(
     deadline: now + ttl,
     correlationId: original.correlationId,
   };
-  const sent = await queueCommand(client, keys, dead.deviceId, command);
-  if (sent.duplicate)
-    return { ...base, replayId: id, action: 'already-replayed', detail: sent.existingStatus };
-  return { ...base, replayId: id, action: 'queued', detail: `entry ${sent.entryId}` };
+  const { fields } = encodeCommand(command);
+  const [code, replayedAs, entryId, at] = await scripts(client).replayCommand(
+    keys.commands(dead.deviceId),
+    keys.commandLedger(dead.deviceId, id),
+    keys.replayRecord(dead.deviceId, dead.id),
+    command.deadline + DEFAULT_LEDGER_RETENTION_MS,
+    now,
+    now + (options.recordTtlMs ?? DEFAULT_REPLAY_RECORD_TTL_MS),
+    id,
+    ...fields,
+  );
+  if (Number(code) === 1) {
+    await ringDoorbell(client, keys, dead.deviceId);
+    return { ...base, replayId: id, action: 'queued', detail: `entry ${entryId}` };
+  }
+  const replayedAt = Number(at);
+  const status = await replayStatus(client, keys, dead.deviceId, replayedAs, replayedAt);
+  const when = Number.isFinite(replayedAt) ? new Date(replayedAt).toISOString() : 'an unknown time';
+  return {
+    ...base,
+    replayId: replayedAs,
+    action: 'already-replayed',
+    replayedAt,
+    status,
+    detail: `already replayed at ${when}${entryId ? ` (entry ${entryId})` : ''}, result ${status}`,
+  };
+}
+
+/**
+ * The status a replay reached: from its ledger while it lasts, then from its
+ * entry in the results stream (read from the replay's time on, bounded), else
+ * "unknown" (both expired: the replay record still says it ran).
+ */
+async function replayStatus(
+  client: RedisClient,
+  keys: Keys,
+  deviceId: string,
+  id: string,
+  since: number,
+): Promise<string> {
+  const ledger = await commandStatus(client, keys, deviceId, id);
+  if (ledger.status !== 'none') return ledger.status;
+  let start = Number.isFinite(since) ? `${since}-0` : '-';
+  for (let read = 0; read < RESULT_SEARCH_LIMIT; ) {
+    const page = await client.xrange(keys.results(), start, '+', 'COUNT', 1000);
+    for (const [, f] of page) {
+      try {
+        const r = decodeResult(f);
+        if (r.deviceId === deviceId && r.commandId === id) return r.status;
+      } catch {
+        // a malformed result entry is not the one looked for
+      }
+    }
+    if (page.length < 1000) break;
+    read += page.length;
+    start = `(${page[page.length - 1]![0]}`;
+  }
+  return 'unknown';
 }
 
 async function readDeadLetters(client: RedisClient, keys: Keys, count: number): Promise<DeadLetter[]> {
@@ -129,10 +214,12 @@ const dlq: CtlCommand = async (ctx, args) => {
     const list = await readDeadLetters(client, keys, count);
     const rows = await Promise.all(
       list.map(async (d) => {
-        const status = d.command
-          ? (await commandStatus(client, keys, d.deviceId, replayId(d))).status
-          : 'cannot replay';
-        return { ...d, replayId: d.command ? replayId(d) : undefined, replayStatus: status };
+        if (!d.command) return { ...d, replayId: undefined, replayStatus: 'cannot replay' };
+        let status: string = (await commandStatus(client, keys, d.deviceId, replayId(d))).status;
+        // Its ledger expired: the replay record still tells that it was replayed.
+        if (status === 'none' && (await client.exists(keys.replayRecord(d.deviceId, d.id))))
+          status = 'replayed';
+        return { ...d, replayId: replayId(d), replayStatus: status };
       }),
     );
     if (ctx.json) {
@@ -173,7 +260,8 @@ const dlq: CtlCommand = async (ctx, args) => {
       list = page.map(([id, fields]) => decodeDeadLetter(id, fields));
     }
     const outcomes: ReplayOutcome[] = [];
-    for (const d of list) outcomes.push(await replay(client, keys, d));
+    const recordTtlMs = ctx.config['dlq.replayRecordTtl'];
+    for (const d of list) outcomes.push(await replay(client, keys, d, { recordTtlMs }));
     if (ctx.json) ctx.out(JSON.stringify({ replays: outcomes }));
     else {
       ctx.out(

@@ -97,6 +97,14 @@ export class Keys {
   }
 
   /**
+   * Record that a dead letter was replayed (ctl dlq replay): in the device's
+   * slot, so it is written in one script with the replay's entry and ledger.
+   */
+  replayRecord(deviceId: string, deadLetterId: string): string {
+    return this.device(deviceId, `replay:${deadLetterId}`);
+  }
+
+  /**
    * Publish-once marker of a command's entry in a shared stream (results, dead
    * letters). Its hash tag is the stream's whole name, so it lands in the same
    * slot as the stream itself ("{iot:results}:pub:..." hashes like "iot:results").

@@ -21,6 +21,7 @@ export const SCRIPT_FILES = [
   'publishOnce-2.lua',
   'beginCommand-1.lua',
   'finishCommand-1.lua',
+  'replayCommand-3.lua',
   'expireQueuedCommand-1.lua',
 ] as const;
 
@@ -88,6 +89,13 @@ export interface ScriptCommands {
   publishOnce(stream: string, marker: string, ...args: (string | number)[]): Promise<[number, string]>;
   beginCommand(ledger: string, ...args: (string | number)[]): Promise<[string, number, string, string]>;
   finishCommand(ledger: string, ...args: (string | number)[]): Promise<[number, string]>;
+  /** Queues a dead letter's replay once, with its durable record: [1|0, replayId, entryId, replayedAt]. */
+  replayCommand(
+    stream: string,
+    ledger: string,
+    record: string,
+    ...args: (string | number)[]
+  ): Promise<[number, string, string, string]>;
   /** Ends a still-`queued` command past its deadline as `expired`: [1, result] or [0, status]. */
   expireQueuedCommand(ledger: string, ...args: (string | number)[]): Promise<[number, string]>;
 }

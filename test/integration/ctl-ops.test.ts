@@ -7,7 +7,7 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { commandFields, fieldMap } from '#shared/commands/codec.js';
-import { buildCommand, waitForResult } from '#shared/commands/send.js';
+import { buildCommand, queueCommand, waitForResult } from '#shared/commands/send.js';
 import { encodeEnvelope, envelopeFields } from '#shared/envelope.js';
 import { Keys } from '#shared/keys.js';
 import { silentLogger } from '#shared/log.js';
@@ -15,7 +15,7 @@ import { createRedis, type RedisClient, waitReady } from '#shared/redis/connect.
 import { projectionOptions } from '../../gateway/projection/options.js';
 import { ProjectionService } from '../../gateway/projection/service.js';
 import { type AgentProcess, runScript } from '../harness/agent-process.js';
-import { effects, startCommandAgent, tempDataDir } from '../harness/commands.js';
+import { effects, readResults, startCommandAgent, tempDataDir } from '../harness/commands.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { waitExit } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
@@ -205,12 +205,70 @@ describe('ctl streams, device, dlq', () => {
     expect(result.status).toBe('succeeded');
     const third = await ctl(keys, 'dlq', 'replay', 'all', '--json');
     expect(JSON.parse(third.out)).toMatchObject({
-      replays: [{ action: 'already-replayed', detail: 'succeeded' }],
+      replays: [{ action: 'already-replayed', status: 'succeeded' }],
     });
 
+    // A day after the replay's deadline its ledger (and the agent's dedup of it) is gone, while the
+    // dead letter is kept for weeks: the replay record still says it ran, and nothing is queued.
+    await redis.del(keys.commandLedger('pi-dlq', outcome!.replayId));
+    const later = await ctl(keys, 'dlq', 'replay', 'all');
+    expect(later.code).toBe(0);
+    expect(later.out).toMatch(
+      /already replayed at \d{4}-\d\d-\d\dT[\d:.]+Z \(entry [\d-]+\), result succeeded/,
+    );
+    expect(later.out).toContain('0 queued, 1 already replayed');
+    const listed2 = JSON.parse((await ctl(keys, 'dlq', 'list', '--json')).out) as typeof list;
+    expect(listed2.deadLetters[0]!.replayStatus).toBe('replayed');
+    // Its result gone from the results stream too: still not queued again, its result unknown.
+    await redis.del(keys.results());
+    const latest = await ctl(keys, 'dlq', 'replay', deadId!, '--json');
+    expect(JSON.parse(latest.out)).toMatchObject({
+      replays: [{ action: 'already-replayed', status: 'unknown', replayId: outcome!.replayId }],
+    });
+    expect(await redis.pttl(keys.replayRecord('pi-dlq', deadId!))).toBeGreaterThan(59 * 86_400_000);
+
+    await new Promise((r) => setTimeout(r, 1500)); // what a wrongly queued replay would need to run
     const ran = effects(dir);
     expect(ran.get(outcome!.replayId)).toBe(1);
     expect(ran.get(original.id)).toBeUndefined();
     expect(await redis.xlen(keys.commands('pi-dlq'))).toBe(1);
+  });
+
+  it('ctl dlq replay re-runs, once, a command the real worker dead-lettered', async () => {
+    const keys = new Keys(randomPrefix(), 2);
+    const dir = tempDataDir();
+    dirs.push(dir);
+    // Every attempt outlasts the 1.5 s handler timeout: three attempts, then the worker dead-letters it.
+    const first = startCommandAgent(server.url, keys, 'pi-real', dir);
+    agents.push(first);
+    const original = buildCommand({ name: 'test.idempotent', ttlMs: 60_000, args: { sleepBeforeMs: 4000 } });
+    await queueCommand(client, keys, 'pi-real', original);
+    const failed = await waitForResult(client, keys, 'pi-real', original.id, 60_000);
+    expect(failed).toMatchObject({ status: 'failed', attempts: 3, errorClass: 'HandlerTimeoutError' });
+    const [dead] = await redis.xrange(keys.deadLetters(), '-', '+');
+    expect(fieldMap(dead![1]).get('i')).toBe(original.id);
+    await first.kill('SIGTERM');
+    await waitExit(first.child, 20_000);
+
+    // The operator gives the handler the time it needs, then replays: it runs once and succeeds.
+    agents.push(
+      startCommandAgent(server.url, keys, 'pi-real', dir, {
+        'commands.handlerTimeout': '10s',
+        'commands.claimIdle': '15s',
+      }),
+    );
+    const replayed = await ctl(keys, 'dlq', 'replay', 'all', '--json');
+    expect(replayed.code).toBe(0);
+    const [outcome] = (JSON.parse(replayed.out) as { replays: Array<{ action: string; replayId: string }> })
+      .replays;
+    expect(outcome).toMatchObject({ action: 'queued', replayId: `${original.id}.replay-${dead![0]}` });
+    const again = await ctl(keys, 'dlq', 'replay', 'all', '--json');
+    expect(JSON.parse(again.out)).toMatchObject({ replays: [{ action: 'already-replayed' }] });
+    const result = await waitForResult(client, keys, 'pi-real', outcome!.replayId, 60_000);
+    expect(result).toMatchObject({ status: 'succeeded', attempts: 1 });
+    expect(effects(dir).get(outcome!.replayId)).toBe(1);
+    const results = (await readResults(client, keys)).filter((r) => r.commandId === outcome!.replayId);
+    expect(results).toHaveLength(1);
+    expect(await redis.xlen(keys.deadLetters())).toBe(1);
   });
 });
