@@ -178,22 +178,34 @@ export class Agent {
     );
   }
 
-  /** Graceful stop: stop sampling, flush for up to agent.shutdownTimeout, persist the sequence. */
+  /**
+   * Graceful stop: stop sampling, flush for up to agent.shutdownTimeout, persist the sequence.
+   * Every entry taken is then acknowledged by Redis, in the journal (batches still in flight
+   * as uncertain: Redis may have executed them), or, without a journal, counted as dropped.
+   */
   async stop(): Promise<{ unsent: number }> {
     this.sampler.stop();
     await this.commands?.stop(this.config['agent.shutdownTimeout']);
     let left = await this.producer.close(this.config['agent.shutdownTimeout']);
+    // Taken now, before the journal closes and the connection goes: a batch that failed after
+    // that would find no journal, and a closed producer does not retry.
+    const inFlight = this.producer.abandonInFlight();
     if (this.forward) {
-      const { unsent } = await this.forward.stop(left, this.config['agent.shutdownTimeout']);
+      const { unsent } = await this.forward.stop(left, inFlight, this.config['agent.shutdownTimeout']);
       left = [];
-      this.logger.info({ journalUnsent: unsent }, 'journal closed');
-    }
+      this.logger.info({ journalUnsent: unsent, inFlightJournaled: inFlight.length }, 'journal closed');
+    } else left = [...inFlight, ...left];
     this.sequence.close();
     await this.metricsServer?.close();
     this.client.disconnect();
     this.dropLog.end();
-    if (left.length > 0)
-      this.logger.warn({ unsent: left.length }, 'stopped with entries not acknowledged by Redis');
+    if (left.length > 0) {
+      this.dropped.inc({ reason: 'shutdown' }, left.length);
+      this.logger.warn(
+        { unsent: left.length, inFlight: inFlight.length },
+        'stopped with entries not acknowledged by Redis (no journal: dropped; those in flight may be in Redis)',
+      );
+    }
     this.logger.info({ seq: this.sequence.current, ...this.producer.totals }, 'agent stopped');
     return { unsent: left.length };
   }

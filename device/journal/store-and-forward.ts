@@ -227,13 +227,22 @@ export class StoreAndForward {
     this.replayer.start();
   }
 
-  /** Stops replaying, journals what the live producer still held, writes and closes the journal. */
-  async stop(left: readonly EncodedEnvelope[], maxWaitMs: number): Promise<{ unsent: number }> {
+  /**
+   * Stops replaying, journals what the live producer still held (`left`: never
+   * sent; `inFlight`: sent with the outcome unknown, journaled as uncertain),
+   * writes and closes the journal.
+   */
+  async stop(
+    left: readonly EncodedEnvelope[],
+    inFlight: readonly EncodedEnvelope[],
+    maxWaitMs: number,
+  ): Promise<{ unsent: number }> {
     await this.replayer.stop(maxWaitMs);
     await this.replayProducer.close(0);
     // Held entries whose resend had not settled stay in the journal (written to disk on close).
     const unsettled = this.replayer.takeUnsettled();
     if (unsettled.length > 0) this.journal.hold(unsettled);
+    if (inFlight.length > 0) this.toJournal(inFlight, true);
     if (left.length > 0) this.toJournal(left);
     const unsent = this.journal.unsent;
     this.journal.close();

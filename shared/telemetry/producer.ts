@@ -125,6 +125,8 @@ export class TelemetryProducer {
   private queuedBytes = 0;
   private inFlightBatches = 0;
   private inFlightEntries = 0;
+  /** Batches sent and not yet settled, by id (see abandonInFlight). */
+  private readonly inFlight = new Map<number, Batch>();
   private retryBatches: Batch[] = [];
   private retryEntries = 0;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -221,8 +223,11 @@ export class TelemetryProducer {
   }
 
   /**
-   * Flushes for at most `timeoutMs`, then stops. Returns the entries still held
-   * (unsent), so a caller with a journal can keep them.
+   * Flushes for at most `timeoutMs`, then stops. Returns the entries still
+   * queued or awaiting a retry (not sent), so a caller with a journal can keep
+   * them. Batches still in flight settle later as usual (their hooks are
+   * called: a gateway still acknowledges what lands); a caller that would
+   * rather keep them itself takes them with `abandonInFlight`.
    */
   async close(timeoutMs: number): Promise<EncodedEnvelope[]> {
     let timer: NodeJS.Timeout | undefined;
@@ -241,6 +246,22 @@ export class TelemetryProducer {
     this.retryBatches = [];
     this.retryEntries = 0;
     return left;
+  }
+
+  /**
+   * After `close`: hands out the entries of the batches still in flight (sent,
+   * outcome unknown: Redis may have executed them), oldest first, and detaches
+   * them: whatever becomes of those batches later no longer reaches the hooks.
+   * For a caller that keeps them elsewhere (the agent journals them as
+   * uncertain, so a restart sends them again and the idempotent append refuses
+   * what had gone in), since after close a failed batch is never retried.
+   */
+  abandonInFlight(): EncodedEnvelope[] {
+    if (!this.closed) throw new TypeError('abandonInFlight() is for a closed producer');
+    const batches = [...this.inFlight.values()].sort((a, b) => a.id - b.id);
+    for (const b of batches) this.settle(b);
+    this.updateHeld();
+    return batches.flatMap((b) => b.entries);
   }
 
   private get queued(): number {
@@ -367,6 +388,7 @@ export class TelemetryProducer {
   private send(batch: Batch): void {
     this.inFlightBatches++;
     this.inFlightEntries += batch.entries.length;
+    this.inFlight.set(batch.id, batch);
     if (this.client.status !== 'ready') {
       // Not connected for longer than appendTimeout (see connectionUsable): fail at once
       // rather than hand the batch to a client that would queue it behind later ones.
@@ -379,8 +401,9 @@ export class TelemetryProducer {
     const started = performance.now();
     this.appendBatch(batch.entries).then(
       (outcome) => {
+        // Abandoned on close (abandonInFlight): the caller kept its entries; nothing more to do.
+        if (!this.settle(batch)) return;
         this.deps.metrics?.batchSeconds.observe((performance.now() - started) / 1000);
-        this.settle(batch);
         this.consecutiveFailures = 0;
         this.outage.end();
         this.record(outcome);
@@ -392,7 +415,7 @@ export class TelemetryProducer {
   }
 
   private failed(batch: Batch, err: Error): void {
-    this.settle(batch);
+    if (!this.settle(batch)) return;
     this.totals.failedBatches++;
     this.deps.metrics?.failedBatches.inc();
     this.outage.hit({ error: err.message });
@@ -401,9 +424,12 @@ export class TelemetryProducer {
     this.afterSettle();
   }
 
-  private settle(batch: Batch): void {
+  /** Takes a batch out of the in-flight window; false if it was abandoned before. */
+  private settle(batch: Batch): boolean {
+    if (!this.inFlight.delete(batch.id)) return false;
     this.inFlightBatches--;
     this.inFlightEntries -= batch.entries.length;
+    return true;
   }
 
   private record(outcome: BatchOutcome): void {

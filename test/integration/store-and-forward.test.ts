@@ -480,6 +480,37 @@ describe('store-and-forward', () => {
     expect(sorted(await s.streamSeqs())).toEqual(range(1, last));
   });
 
+  it('SIGTERM while Redis hangs (CLIENT PAUSE): batches in flight are journaled, a restart delivers every seq once', async () => {
+    // Writes hang while the agent stops: its flush times out with batches still in flight. They
+    // must not vanish when the journal closes and the connection goes: they are journaled as
+    // uncertain (Redis may run them once unpaused) and the idempotent append sorts them out.
+    const s = await setup();
+    const opts = {
+      'producer.appendTimeout': 20_000,
+      'producer.lingerMs': 100,
+      'agent.shutdownTimeout': 1000,
+    };
+    const first = await s.start(opts);
+    await waitFor(async () => (await s.streamSeqs()).length >= 50, 20_000, 'live entries');
+    const admin = s.redis.client();
+    cleanups.push(() => admin.disconnect());
+    await admin.call('CLIENT', 'PAUSE', '30000', 'WRITE');
+    // Long enough for the in-flight window to fill with batches that hang.
+    await new Promise((r) => setTimeout(r, 1500));
+    const stoppedAt = await stopAgent(first);
+    const closed = first.agent.logs().find((l) => l.msg === 'journal closed');
+    expect(Number(closed?.inFlightJournaled)).toBeGreaterThan(0);
+    await admin.call('CLIENT', 'UNPAUSE');
+
+    const second = await s.start(opts);
+    expect(startedSeq(second)).toBe(stoppedAt);
+    await waitDrained(second);
+    const last = await stopAgent(second);
+    const seqs = await s.streamSeqs();
+    expect(seqs.length).toBe(new Set(seqs).size);
+    expect(sorted(seqs)).toEqual(range(1, last));
+  });
+
   it('Redis killed and restarted (AOF, appendfsync always): every acknowledged entry is in the stream', async () => {
     const s = await setup('always');
     const run = await s.start();
