@@ -94,14 +94,14 @@ export const gatewaySchema = {
   // an XADD MAXLEN cap would trim past consumer groups without counting.
   'gateway.rejectedMaxLen': opt.integer(
     0,
-    'Approximate XADD MAXLEN cap of the rejected stream (0 = leave it to retention)',
+    'Approximate XADD MAXLEN cap of the rejected stream; UNCOUNTED: it drops entries past consumer groups with no metric (0 = off, leave it to retention)',
     {
       min: 0,
     },
   ),
   'gateway.presenceMaxLen': opt.integer(
     0,
-    'Approximate XADD MAXLEN cap of the presence stream (0 = leave it to retention)',
+    'Approximate XADD MAXLEN cap of the presence stream; UNCOUNTED: it drops entries past consumer groups with no metric (0 = off, leave it to retention)',
     {
       min: 0,
     },

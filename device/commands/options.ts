@@ -52,7 +52,7 @@ export const commandSchema = {
   // Off by default: the gateway's retention trims the results stream lag-aware and counts forced losses.
   'commands.resultsMaxLen': opt.integer(
     0,
-    'Approximate MAXLEN of the results stream (0 = leave it to retention)',
+    'Approximate XADD MAXLEN cap of the results stream; UNCOUNTED: it drops entries past consumer groups with no metric (0 = off, leave it to retention)',
     {
       min: 0,
     },

@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '#shared/config/load.js';
 import { ConfigError } from '#shared/errors.js';
+import { commandSchema } from '../../device/commands/options.js';
+import { gatewaySchema } from '../../gateway/config.js';
 import { retentionOptions, retentionSchema } from '../../gateway/retention/options.js';
 
 describe('retention options', () => {
@@ -52,5 +54,17 @@ describe('retention options', () => {
     expect(() => retentionOptions({ 'retention.presence.maxBytes': 1000 })).toThrow(
       /retention.presence.maxBytes.*at least 64KiB/,
     );
+  });
+
+  it("the writers' XADD MAXLEN caps are off by default and say they drop entries uncounted", () => {
+    // They trim past consumer groups with no counter (docs/retention.md): retention is the counted way.
+    for (const spec of [
+      commandSchema['commands.resultsMaxLen'],
+      gatewaySchema['gateway.rejectedMaxLen'],
+      gatewaySchema['gateway.presenceMaxLen'],
+    ]) {
+      expect(spec.default).toBe(0);
+      expect(spec.doc).toMatch(/UNCOUNTED/);
+    }
   });
 });
