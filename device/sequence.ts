@@ -3,13 +3,16 @@
  * idempotency key: a repeated number would be refused as a duplicate).
  *
  * Numbers are reserved in blocks: the file holds the highest number this
- * device may hand out before it writes the file again (fsync + rename, so a
- * crash never leaves a torn file). After a crash the agent resumes above the
+ * device may hand out before it writes the file again (fsync, rename and an
+ * fsync of the directory, so neither a crash nor a power loss leaves a torn
+ * file or brings back an older reservation). After a crash the agent resumes above the
  * reservation, leaving a gap of at most one block; after a clean shutdown the
  * exact last number is written and there is no gap.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { CorruptStateFileError } from '#shared/errors.js';
+import { writeFileDurably } from './journal/durable-file.js';
 
 export class PersistentSequence {
   private last: number;
@@ -26,15 +29,26 @@ export class PersistentSequence {
 
   static open(file: string, block: number): PersistentSequence {
     mkdirSync(dirname(file), { recursive: true });
-    let start = 0;
+    let text: string | undefined;
     try {
-      const text = readFileSync(file, 'utf8').trim();
-      const n = Number(text);
-      if (!Number.isSafeInteger(n) || n < 0)
-        throw new TypeError(`sequence file ${file} is corrupt: "${text}"`);
-      start = n;
+      text = readFileSync(file, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    let start = 0;
+    if (text !== undefined) {
+      // Number('') is 0: an empty file is as corrupt as garbage (starting again at 1 would repeat numbers).
+      const n = text.trim() === '' ? Number.NaN : Number(text.trim());
+      if (!Number.isSafeInteger(n) || n < 0)
+        throw new CorruptStateFileError(
+          file,
+          text,
+          'it must hold the highest sequence number this device may have used. Write into it a number ' +
+            'at least that high (the largest `s` of the device in its telemetry stream, plus ' +
+            'device.sequenceBlock to be safe) and start again. Do not delete it: numbers would start ' +
+            'again at 1 and new telemetry would be refused as duplicates',
+        );
+      start = n;
     }
     const seq = new PersistentSequence(file, block, start);
     seq.reserve(start + block);
@@ -63,14 +77,6 @@ export class PersistentSequence {
   }
 
   private write(value: number): void {
-    const tmp = `${this.file}.tmp`;
-    const fd = openSync(tmp, 'w');
-    try {
-      writeSync(fd, `${value}\n`);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, this.file);
+    writeFileDurably(this.file, `${value}\n`);
   }
 }

@@ -139,3 +139,15 @@ export class UsageError extends FleetError {
     super(`${detail}\n\n${usage}`);
   }
 }
+
+/** A state file the program keeps (such as the device's sequence reservation) does not hold a valid value. */
+export class CorruptStateFileError extends FleetError {
+  readonly code = 'STATE_FILE_CORRUPT';
+  constructor(
+    readonly file: string,
+    readonly content: string,
+    remedy: string,
+  ) {
+    super(`state file ${file} is corrupt (holds ${JSON.stringify(content.slice(0, 40))}): ${remedy}`);
+  }
+}

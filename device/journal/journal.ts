@@ -53,7 +53,6 @@ import {
   readdirSync,
   readFileSync,
   readSync,
-  renameSync,
   unlinkSync,
   writeSync,
 } from 'node:fs';
@@ -61,6 +60,7 @@ import { join } from 'node:path';
 import { type Clock, systemClock } from '#shared/clock.js';
 import { type EncodedEnvelope, encodedSize } from '#shared/envelope.js';
 import type { Logger } from '#shared/log.js';
+import { syncDirectory, writeFileDurably } from './durable-file.js';
 import type { JournalOptions } from './options.js';
 import { decodeRecord, encodeRecord, HEADER_BYTES, MAX_BODY } from './record.js';
 
@@ -625,16 +625,7 @@ export class Journal {
 
   /** Makes a created or deleted file name durable (fsync of the directory). */
   private syncDir(): void {
-    try {
-      const fd = openSync(this.options.dir, 'r');
-      try {
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-    } catch {
-      // Some platforms cannot fsync a directory; the data files are still fsynced.
-    }
+    syncDirectory(this.options.dir);
   }
 
   /** drop-oldest: deletes the oldest segment(s) until `need` more bytes fit. Returns false if impossible. */
@@ -742,19 +733,10 @@ export class Journal {
     }, this.options.commitIntervalMs);
   }
 
-  /** Persists the committed offset atomically (write, fsync, rename). */
+  /** Persists the committed offset atomically and durably (write, fsync, rename, fsync the directory). */
   private writeCommitted(): void {
     if (this.committedIndex === this.persistedCommitted) return;
-    const file = join(this.options.dir, COMMITTED_FILE);
-    const tmp = `${file}.tmp`;
-    const fd = openSync(tmp, 'w');
-    try {
-      writeSync(fd, `${this.committedIndex}\n`);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, file);
+    writeFileDurably(join(this.options.dir, COMMITTED_FILE), `${this.committedIndex}\n`);
     this.persistedCommitted = this.committedIndex;
   }
 
