@@ -6,8 +6,8 @@
  */
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { commandFields, fieldMap } from '#shared/commands/codec.js';
-import { buildCommand, queueCommand, waitForResult } from '#shared/commands/send.js';
+import { COMMAND_VERSION, commandFields, fieldMap, resultFields } from '#shared/commands/codec.js';
+import { buildCommand, queueCommand, sendCommand, waitForResult } from '#shared/commands/send.js';
 import { encodeEnvelope, envelopeFields } from '#shared/envelope.js';
 import { Keys } from '#shared/keys.js';
 import { silentLogger } from '#shared/log.js';
@@ -125,7 +125,7 @@ describe('ctl streams, device, dlq', () => {
     expect(table.out).toContain('2 streams, 5 entries');
   });
 
-  it('ctl device shows the projected state, last seen and recent telemetry', async () => {
+  it('ctl device shows the projected state, last seen, recent telemetry and commands', async () => {
     const keys = new Keys(randomPrefix(), 2);
     for (const [seq, type, v] of [
       [2, 'temp', 22],
@@ -139,13 +139,65 @@ describe('ctl streams, device, dlq', () => {
     await projection.ensureGroups();
     await projection.drain();
 
+    const older = await sendCommand(client, keys, 'pi-9', {
+      name: 'set-interval',
+      ttlMs: 60_000,
+      args: { s: 5 },
+    });
+    const newer = await sendCommand(client, keys, 'pi-9', { name: 'reboot', ttlMs: 60_000 });
+    // The older one ended (as the agent's finishCommand-1.lua records it): its ledger holds the result.
+    await redis.hset(
+      keys.commandLedger('pi-9', older.command.id),
+      'st',
+      'failed',
+      'at',
+      '3',
+      'r',
+      JSON.stringify(
+        resultFields({
+          commandId: older.command.id,
+          deviceId: 'pi-9',
+          correlationId: older.command.correlationId,
+          status: 'failed',
+          attempts: 3,
+          finishedAt: Date.now(),
+          errorClass: 'Error',
+          message: 'sensor busy',
+          version: COMMAND_VERSION,
+        }),
+      ),
+    );
+
     const { code, out } = await ctl(keys, 'device', 'pi-9', '--json');
     expect(code).toBe(0);
     const view = JSON.parse(out) as {
       lastSeen: number;
       state: { seq: number; readings: Record<string, { seq: number; payload: unknown }> };
       telemetry: Array<{ seq: number }>;
+      commands: Array<Record<string, unknown>>;
     };
+    // Newest first, each with its ledger's status (and the result of the finished one).
+    expect(view.commands).toEqual([
+      expect.objectContaining({
+        id: newer.command.id,
+        name: 'reboot',
+        status: 'queued',
+        entryId: newer.entryId,
+      }),
+      expect.objectContaining({
+        id: older.command.id,
+        name: 'set-interval',
+        status: 'failed',
+        attempts: 3,
+        result: expect.objectContaining({ status: 'failed', message: 'sensor busy' }),
+      }),
+    ]);
+    const shown = await ctl(keys, 'device', 'pi-9');
+    expect(shown.code).toBe(0);
+    expect(shown.out).toMatch(
+      new RegExp(`${older.command.id}\\s+set-interval\\s+\\S+\\s+failed\\s+3\\s+sensor busy`),
+    );
+    expect(shown.out).toMatch(new RegExp(`${newer.command.id}\\s+reboot\\s+\\S+\\s+queued`));
     expect(view.state.seq).toBe(3);
     expect(view.state.readings).toMatchObject({
       temp: { seq: 2, payload: 22 },
