@@ -52,7 +52,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
-  readSync,
+  statSync,
   unlinkSync,
   writeSync,
 } from 'node:fs';
@@ -62,12 +62,11 @@ import { type EncodedEnvelope, encodedSize } from '#shared/envelope.js';
 import type { Logger } from '#shared/log.js';
 import { syncDirectory, writeFileDurably } from './durable-file.js';
 import type { JournalOptions } from './options.js';
-import { decodeRecord, encodeRecord, HEADER_BYTES, MAX_BODY } from './record.js';
+import { encodeRecord } from './record.js';
+import { withSegmentReader } from './segment-reader.js';
 
 const SEGMENT_RE = /^(\d{20})\.seg$/;
 const COMMITTED_FILE = 'committed';
-/** Bytes read from a segment at a time while replaying (a record is at most MAX_BODY). */
-const READ_CHUNK = 256 * 1024;
 /**
  * Bytes of entries held in memory after their segment was deleted because
  * they may already be in Redis (see the file comment). Beyond it the oldest
@@ -111,44 +110,29 @@ function segmentName(first: number): string {
   return `${String(first).padStart(20, '0')}.seg`;
 }
 
-/**
- * Whole records after a bad one at `from` (found by looking for the next
- * offset where a record decodes, checksum included): what a cut of the last
- * segment loses besides the bad record.
- */
-function recordsAfter(buf: Buffer, from: number): number {
-  for (let o = from + 1; o + HEADER_BYTES <= buf.length; o++) {
-    if (decodeRecord(buf, o).kind !== 'record') continue;
-    let n = 0;
-    let r = decodeRecord(buf, o);
-    while (r.kind === 'record') {
-      n++;
-      o += r.size;
-      r = decodeRecord(buf, o);
-    }
-    return n + recordsAfter(buf, o);
-  }
-  return 0;
-}
-
-/** Decodes a segment's records; stops at the first torn or corrupt one. */
-function parseSegment(buf: Buffer): {
-  entries: EncodedEnvelope[];
+/** Scans a segment file's records (through a bounded window); stops at the first torn or corrupt one. */
+function scanSegment(
+  path: string,
+  each?: (entry: EncodedEnvelope, i: number) => void,
+): {
+  count: number;
   validBytes: number;
+  fileBytes: number;
   problem: string | undefined;
+  recordsAfter: number;
 } {
-  const entries: EncodedEnvelope[] = [];
-  let o = 0;
-  while (o < buf.length) {
-    const r = decodeRecord(buf, o);
-    if (r.kind === 'record') {
-      entries.push(r.entry);
-      o += r.size;
-    } else {
-      return { entries, validBytes: o, problem: r.kind === 'incomplete' ? 'torn record' : r.reason };
-    }
-  }
-  return { entries, validBytes: o, problem: undefined };
+  const fileBytes = statSync(path).size;
+  return withSegmentReader(path, fileBytes, (reader) => {
+    let count = 0;
+    const { end, problem } = reader.scan(0, (entry) => {
+      each?.(entry, count);
+      count++;
+      return true;
+    });
+    // Only a cut last segment needs them counted (see load); cheap next to the scan itself.
+    const recordsAfter = problem ? reader.recordsAfter(end) : 0;
+    return { count, validBytes: end, fileBytes, problem, recordsAfter };
+  });
 }
 
 /** Cuts a file to `bytes` and makes that durable. */
@@ -189,13 +173,11 @@ export function scanJournal(dir: string): ScanResult {
   const entries: ScannedEntry[] = [];
   const torn: ScanResult['torn'] = [];
   for (const s of listSegments(dir)) {
-    const buf = readFileSync(s.path);
-    const parsed = parseSegment(buf);
-    parsed.entries.forEach((entry, i) => {
+    const parsed = scanSegment(s.path, (entry, i) => {
       if (s.first + i >= committed) entries.push({ index: s.first + i, entry });
     });
     if (parsed.problem)
-      torn.push({ file: s.path, skippedBytes: buf.length - parsed.validBytes, reason: parsed.problem });
+      torn.push({ file: s.path, skippedBytes: parsed.fileBytes - parsed.validBytes, reason: parsed.problem });
   }
   return { committed, entries, torn };
 }
@@ -272,15 +254,14 @@ export class Journal {
     const cutHere = new Set<number>();
     const found = listSegments(this.options.dir);
     for (const [i, s] of found.entries()) {
-      const buf = readFileSync(s.path);
-      const parsed = parseSegment(buf);
+      const parsed = scanSegment(s.path);
       if (parsed.problem) {
         // A crash mid-write leaves a partial last record; nothing before it is affected. Corruption
         // elsewhere (bad storage) loses the rest of its segment: count what is lost, exactly when a
         // segment follows (its name is the index after this one's last entry).
-        const cutFrom = s.first + parsed.entries.length;
+        const cutFrom = s.first + parsed.count;
         const next = found[i + 1];
-        const cut = next ? Math.max(0, next.first - cutFrom) : 1 + recordsAfter(buf, parsed.validBytes);
+        const cut = next ? Math.max(0, next.first - cutFrom) : 1 + parsed.recordsAfter;
         const unsent = Math.max(0, cutFrom + cut - Math.max(cutFrom, this.committedIndex));
         torn += cut;
         tornUnsent += unsent;
@@ -288,9 +269,9 @@ export class Journal {
         this.logger.warn(
           {
             file: s.path,
-            skippedBytes: buf.length - parsed.validBytes,
+            skippedBytes: parsed.fileBytes - parsed.validBytes,
             reason: parsed.problem,
-            keptEntries: parsed.entries.length,
+            keptEntries: parsed.count,
             lostEntries: unsent,
             cutRecords: cut,
           },
@@ -298,8 +279,8 @@ export class Journal {
         );
         truncateFile(s.path, parsed.validBytes);
       }
-      const end = s.first + parsed.entries.length;
-      if (end <= this.committedIndex || parsed.entries.length === 0) {
+      const end = s.first + parsed.count;
+      if (end <= this.committedIndex || parsed.count === 0) {
         // Acknowledged before a crash that came between commit and delete, or empty.
         unlinkSync(s.path);
         continue;
@@ -307,7 +288,7 @@ export class Journal {
       this.segments.push({
         first: s.first,
         path: s.path,
-        count: parsed.entries.length,
+        count: parsed.count,
         bytes: parsed.validBytes,
       });
       this.diskBytes += parsed.validBytes;
@@ -482,48 +463,35 @@ export class Journal {
       const pos = this.seek(this.cursorIndex);
       if (!pos) break;
       const { seg, byte } = pos;
-      const buf = this.readBytes(seg.path, byte, Math.min(seg.bytes - byte, READ_CHUNK));
-      let o = 0;
-      let progressed = false;
-      while (entries.length < max && o < buf.length) {
-        const r = decodeRecord(buf, o);
-        if (r.kind !== 'record') break;
-        entries.push(r.entry);
-        o += r.size;
-        this.cursorIndex++;
-        progressed = true;
-      }
-      this.readPos = { first: seg.first, byte: byte + o, index: this.cursorIndex };
-      if (!progressed) {
-        // Validated on open and written by us since: only a record larger than
-        // READ_CHUNK, or the file changed under us. Read the rest whole, or give up on it.
-        const rest = this.readBytes(seg.path, byte, seg.bytes - byte);
-        const r = decodeRecord(rest, 0);
-        if (r.kind === 'record') {
-          entries.push(r.entry);
+      const { end, problem } = withSegmentReader(seg.path, seg.bytes, (reader) =>
+        reader.scan(byte, (entry) => {
+          entries.push(entry);
           this.cursorIndex++;
-          this.readPos = { first: seg.first, byte: byte + r.size, index: this.cursorIndex };
-        } else {
-          // The file changed under us. Cut the segment here as on open: the rest is a lost range,
-          // counted once as torn (not as the full policy), and never read again after a rewind.
-          const end = seg.first + seg.count;
-          const lost = end - this.cursorIndex;
-          this.logger.error(
-            { file: seg.path, lostEntries: lost },
-            'journal: segment unreadable past this point',
-          );
-          if (seg === this.segments[this.segments.length - 1] && this.fd !== undefined) this.roll();
-          truncateFile(seg.path, byte);
-          this.diskBytes -= seg.bytes - byte;
-          seg.bytes = byte;
-          seg.count = this.cursorIndex - seg.first;
-          this.lost.push([this.cursorIndex, end]);
-          this.lost.sort((a, b) => a[0] - b[0]);
-          this.readPos = undefined;
-          this.totals.torn += lost;
-          this.events.onTorn?.(lost, lost);
-          break;
-        }
+          return entries.length < max;
+        }),
+      );
+      this.readPos = { first: seg.first, byte: end, index: this.cursorIndex };
+      if (problem) {
+        // Validated on open and written by us since: the file changed under us. Cut the segment
+        // here as on open: the rest is a lost range, counted once as torn (not as the full
+        // policy), and never read again after a rewind.
+        const segEnd = seg.first + seg.count;
+        const lost = segEnd - this.cursorIndex;
+        this.logger.error(
+          { file: seg.path, lostEntries: lost, reason: problem },
+          'journal: segment unreadable past this point',
+        );
+        if (seg === this.segments[this.segments.length - 1] && this.fd !== undefined) this.roll();
+        truncateFile(seg.path, end);
+        this.diskBytes -= seg.bytes - end;
+        seg.bytes = end;
+        seg.count = this.cursorIndex - seg.first;
+        this.lost.push([this.cursorIndex, segEnd]);
+        this.lost.sort((x, y) => x[0] - y[0]);
+        this.readPos = undefined;
+        this.totals.torn += lost;
+        this.events.onTorn?.(lost, lost);
+        break;
       }
     }
     return { first, entries };
@@ -645,7 +613,7 @@ export class Journal {
       // Unread entries that may be in Redis already are kept in memory and sent again, not counted.
       const maybeSent = this.uncertainIn(from, end);
       if (maybeSent.size > 0) {
-        const kept = this.readSegmentEntries(seg).filter((_, i) => maybeSent.has(seg.first + i));
+        const kept = this.readSegmentEntries(seg, maybeSent);
         lost -= kept.length;
         this.hold(kept);
       }
@@ -675,8 +643,18 @@ export class Journal {
     return out;
   }
 
-  private readSegmentEntries(seg: Segment): EncodedEnvelope[] {
-    return parseSegment(this.readBytes(seg.path, 0, seg.bytes)).entries;
+  /** The entries of `seg` whose index is in `wanted` (read through a bounded window). */
+  private readSegmentEntries(seg: Segment, wanted: ReadonlySet<number>): EncodedEnvelope[] {
+    const out: EncodedEnvelope[] = [];
+    let index = seg.first;
+    withSegmentReader(seg.path, seg.bytes, (reader) =>
+      reader.scan(0, (entry) => {
+        if (wanted.has(index)) out.push(entry);
+        index++;
+        return true;
+      }),
+    );
+    return out;
   }
 
   private drop(n: number): void {
@@ -747,13 +725,13 @@ export class Journal {
     if (this.readPos && this.readPos.first === seg.first && this.readPos.index === index) {
       return { seg, byte: this.readPos.byte };
     }
-    // Walk the records from the start of the segment (after a rewind or a restart).
-    const buf = this.readBytes(seg.path, 0, seg.bytes);
+    // Walk the records from the start of the segment (after a rewind or a restart), a window at a time.
+    let i = seg.first;
     let o = 0;
-    for (let i = seg.first; i < index; i++) {
-      const r = decodeRecord(buf, o);
-      if (r.kind !== 'record') return undefined;
-      o += r.size;
+    if (index > seg.first) {
+      const walked = withSegmentReader(seg.path, seg.bytes, (reader) => reader.scan(0, () => ++i < index));
+      if (walked.problem || i < index) return undefined;
+      o = walked.end;
     }
     if (remember) this.readPos = { first: seg.first, byte: o, index };
     return { seg, byte: o };
@@ -762,29 +740,7 @@ export class Journal {
   private readAt(index: number): EncodedEnvelope | undefined {
     const pos = this.seek(index, false);
     if (!pos) return undefined;
-    const header = this.readBytes(pos.seg.path, pos.byte, HEADER_BYTES);
-    if (header.length < HEADER_BYTES) return undefined;
-    const length = Math.min(
-      HEADER_BYTES + Math.min(header.readUInt32LE(0), MAX_BODY),
-      pos.seg.bytes - pos.byte,
-    );
-    const r = decodeRecord(this.readBytes(pos.seg.path, pos.byte, length), 0);
+    const r = withSegmentReader(pos.seg.path, pos.seg.bytes, (reader) => reader.decode(pos.byte));
     return r.kind === 'record' ? r.entry : undefined;
-  }
-
-  private readBytes(path: string, position: number, length: number): Buffer {
-    const buf = Buffer.allocUnsafe(length);
-    const fd = openSync(path, 'r');
-    try {
-      let got = 0;
-      while (got < length) {
-        const n = readSync(fd, buf, got, length - got, position + got);
-        if (n === 0) break;
-        got += n;
-      }
-      return got === length ? buf : buf.subarray(0, got);
-    } finally {
-      closeSync(fd);
-    }
   }
 }

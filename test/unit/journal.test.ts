@@ -17,7 +17,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { systemClock } from '#shared/clock.js';
 import { type EncodedEnvelope, encodeEnvelope } from '#shared/envelope.js';
 import { silentLogger } from '#shared/log.js';
@@ -26,6 +26,32 @@ import { crc32 } from '../../device/journal/crc32.js';
 import { Journal, scanJournal } from '../../device/journal/journal.js';
 import { journalOptions } from '../../device/journal/options.js';
 import { decodeRecord, encodeRecord } from '../../device/journal/record.js';
+import { MAX_WINDOW } from '../../device/journal/segment-reader.js';
+
+/** The largest single read of a journal file, and every whole-file read of a segment (memory bound). */
+const reads = { largest: 0, wholeSegments: 0 };
+vi.mock('node:fs', async (importOriginal) => {
+  const fs = await importOriginal<typeof import('node:fs')>();
+  const wrapped = {
+    ...fs,
+    readSync: ((
+      fd: number,
+      buffer: NodeJS.ArrayBufferView,
+      offset: number,
+      length: number,
+      position: number,
+    ) => {
+      reads.largest = Math.max(reads.largest, length);
+      return fs.readSync(fd, buffer, offset, length, position);
+    }) as typeof fs.readSync,
+    readFileSync: ((path: Parameters<typeof fs.readFileSync>[0], options?: never) => {
+      if (String(path).endsWith('.seg')) reads.wholeSegments++;
+      return fs.readFileSync(path, options);
+    }) as typeof fs.readFileSync,
+  };
+  return { ...wrapped, default: wrapped };
+});
+
 import { Replayer } from '../../device/journal/replayer.js';
 
 const dirs: string[] = [];
@@ -273,6 +299,31 @@ describe('journal', () => {
     again.journal.commit(b.first + b.entries.length);
     expect(again.journal.unsent).toBe(0);
     again.journal.close();
+  });
+
+  it('reads a large segment through a bounded window, never whole (open, read, rewind, oldest time)', () => {
+    const dir = tempDir();
+    const big = { 'journal.segmentBytes': '16MiB', 'journal.maxBytes': '64MiB' };
+    const first = open(dir, big).journal;
+    for (let s = 1; s <= 6000; s += 500) first.append(range(s, s + 499).map((n) => entry(n, 1000)));
+    expect(first.segmentCount).toBe(1);
+    expect(first.bytes).toBeGreaterThan(6 * 1024 * 1024);
+    first.close();
+    reads.largest = 0;
+    reads.wholeSegments = 0;
+    const again = open(dir, big).journal;
+    expect(again.unsent).toBe(6000);
+    const a = again.read(3000);
+    expect(seqs(a.entries)).toEqual(range(1, 3000));
+    again.commit(a.first + 2000);
+    // A failed batch: the cursor goes back into the middle of the segment (a walk from its start).
+    again.rewind();
+    expect(again.oldestUnsentTime()).toBe(entry(2001).time);
+    expect(seqs(again.read(10_000).entries)).toEqual(range(2001, 6000));
+    again.close();
+    expect(reads.wholeSegments).toBe(0);
+    expect(reads.largest).toBeGreaterThan(0);
+    expect(reads.largest).toBeLessThanOrEqual(MAX_WINDOW);
   });
 
   for (const policy of ['drop-oldest', 'drop-newest'] as const) {
