@@ -59,6 +59,7 @@ export class GatewayBroker implements DeviceReach {
   private readonly ackListeners: Array<(deviceId: string, topic: string, payload: Buffer) => void> = [];
   private servers: Array<NetServer | HttpServer> = [];
   private wss: WebSocketServer | undefined;
+  private serversClosed: Promise<unknown> | undefined;
   ports: BrokerPorts = { tcp: 0, tls: undefined, ws: undefined };
 
   constructor(
@@ -84,7 +85,8 @@ export class GatewayBroker implements DeviceReach {
     this.aedes.on('client', (client) => {
       const identity = this.identities.get(client);
       if (identity === undefined) return;
-      this.deps.records.presence(identity, 'connected', undefined, () => {});
+      // No callback: nobody waits for it, so it is bounded (gateway.maxPendingEvents) instead.
+      this.deps.records.presence(identity, 'connected', undefined);
       this.connections.set(identity, (this.connections.get(identity) ?? 0) + 1);
       this.onlineSet.add(identity);
       for (const l of this.changeListeners) l(identity, true);
@@ -98,12 +100,14 @@ export class GatewayBroker implements DeviceReach {
       const identity = this.identities.get(client);
       if (identity === undefined) return;
       const clean = (client as ClientInternals)._disconnected === true;
-      this.deps.records.presence(identity, clean ? 'disconnected' : 'lost', undefined, () => {});
+      this.deps.records.presence(identity, clean ? 'disconnected' : 'lost', undefined);
       const left = (this.connections.get(identity) ?? 1) - 1;
       if (left > 0) this.connections.set(identity, left);
       else {
         this.connections.delete(identity);
         this.onlineSet.delete(identity);
+        // Memory stays bounded by connected devices (gateway/sequencer.ts).
+        this.deps.ingestor.forget(identity);
         for (const l of this.changeListeners) l(identity, false);
       }
     });
@@ -181,15 +185,24 @@ export class GatewayBroker implements DeviceReach {
     });
   }
 
-  async close(): Promise<void> {
+  /**
+   * Stops accepting connections; open ones stay, so PUBACKs of what the
+   * gateway still flushes reach their devices. A server's close() calls back
+   * only once its last connection ends: close() waits for that.
+   */
+  stopAccepting(): void {
+    if (this.serversClosed) return;
     this.wss?.close();
-    // A server's close() calls back only once its last connection ends: stop accepting first,
-    // then let aedes close the device connections, then wait for the servers.
-    const closed = Promise.all(
+    this.serversClosed = Promise.all(
       this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
     );
+  }
+
+  async close(): Promise<void> {
+    this.stopAccepting();
+    // Then let aedes close the device connections, then wait for the servers.
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
-    await closed;
+    await this.serversClosed;
   }
 
   private authenticate(

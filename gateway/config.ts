@@ -85,6 +85,11 @@ export const gatewaySchema = {
       max: 1024 * 1024,
     },
   ),
+  'gateway.maxPendingEvents': opt.integer(
+    10_000,
+    'Connect/disconnect presence events waiting for Redis at most; more (an outage with a reconnect storm) are dropped and counted',
+    { min: 1 },
+  ),
   'gateway.sequenceBlock': opt.integer(
     1000,
     'Gateway-assigned sequence numbers reserved per Redis round trip (a crash leaves at most this gap)',

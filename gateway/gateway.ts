@@ -86,6 +86,7 @@ export class Gateway {
   readonly gatewayId: string;
   readonly templates: Templates;
   readonly records: RecordWriter;
+  readonly sequencer: GatewaySequencer;
   broker: GatewayBroker | undefined;
   bridge: GatewayBridge | undefined;
   /** The web dashboard (dashboard.port >= 0); its URL is known after start. */
@@ -118,9 +119,14 @@ export class Gateway {
       this.client,
       this.keys,
       this.gatewayId,
-      { rejectedMaxLen: config['gateway.rejectedMaxLen'], presenceMaxLen: config['gateway.presenceMaxLen'] },
+      {
+        rejectedMaxLen: config['gateway.rejectedMaxLen'],
+        presenceMaxLen: config['gateway.presenceMaxLen'],
+        maxPendingEvents: config['gateway.maxPendingEvents'],
+      },
       this.clock,
       logger,
+      this.registry,
     );
     const metrics = createIngestMetrics(this.registry);
     let ingestor: Ingestor | undefined;
@@ -130,17 +136,18 @@ export class Gateway {
       clock: this.clock,
       hooks: { onAcked: (entries, outcome) => ingestor?.onAcked(entries, outcome) },
     });
+    this.sequencer = new GatewaySequencer(
+      this.client,
+      this.keys,
+      config['gateway.sequenceBlock'],
+      this.clock,
+      logger,
+    );
     ingestor = new Ingestor(
       { maxPayloadBytes: config['gateway.maxPayloadBytes'], defaultType: config['topics.defaultType'] },
       {
         producer: this.producer,
-        sequencer: new GatewaySequencer(
-          this.client,
-          this.keys,
-          config['gateway.sequenceBlock'],
-          this.clock,
-          logger,
-        ),
+        sequencer: this.sequencer,
         records: this.records,
         templates: this.templates,
         acl: new TopicAcl(config['topics.telemetry']),
@@ -263,7 +270,14 @@ export class Gateway {
     return ports;
   }
 
-  /** Graceful stop: services, then the MQTT side's intake, then a flush of what is held (whose PUBACKs go out). */
+  /**
+   * Graceful stop: services; then the intake (no new connections, and a
+   * publish arriving from here on is dropped unacknowledged); then a flush of
+   * what is held, whose PUBACKs go out on the still-open connections; only
+   * then the producer is closed, late callbacks are cut off (a sequence
+   * reservation answered now drops its entry, it does not offer it to a
+   * closed producer), and the MQTT side and Redis are closed.
+   */
   async stop(): Promise<{ unsent: number }> {
     for (const s of [...this.services].reverse()) {
       await s
@@ -273,9 +287,21 @@ export class Gateway {
         );
     }
     if (this.lastSeenTimer) this.clock.clearInterval(this.lastSeenTimer);
+    this.ingestor.stopIntake();
+    this.broker?.stopAccepting();
     const left = await this.producer.close(this.config['gateway.shutdownTimeout']);
-    await this.broker?.close();
-    await this.bridge?.close();
+    this.ingestor.detach();
+    this.sequencer.close();
+    this.records.close();
+    // The last PUBACKs were written corked (mqtt-packet writeToStream uncorks on process.nextTick):
+    // let them reach the sockets before the connections are destroyed.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    await this.broker
+      ?.close()
+      .catch((err: Error) => this.logger.warn({ error: err.message }, 'broker close'));
+    await this.bridge
+      ?.close()
+      .catch((err: Error) => this.logger.warn({ error: err.message }, 'bridge close'));
     await this.metricsServer?.close();
     this.client.disconnect();
     this.logger.info({ unsent: left.length, ...this.producer.totals }, 'gateway stopped');

@@ -10,6 +10,12 @@
  * producer refuses (buffer full) wait here, bounded by the number of
  * connections times the packets of one socket read, and are offered again as
  * batches are acknowledged.
+ *
+ * Stopping (gateway.ts stop): stopIntake() first, so a publish that arrives
+ * while the producer flushes is dropped unacknowledged (the device sends it
+ * again, to this gateway restarted or another); detach() once the producer
+ * is closed, so a late callback (a sequence reservation answered after the
+ * close) drops its entry instead of offering it to a closed producer.
  */
 import type { Clock } from '#shared/clock.js';
 import { type EncodedEnvelope, encodeEnvelope } from '#shared/envelope.js';
@@ -92,6 +98,10 @@ export class Ingestor {
   /** Devices seen since start (bounded by the fleet); `onDevice` hears of each once. */
   private readonly known = new Set<string>();
   onDevice: ((deviceId: string) => void) | undefined;
+  /** False once stopping: new publishes are dropped, never acknowledged. */
+  private intake = true;
+  /** False once the producer is closed: nothing more is offered to it. */
+  private attached = true;
 
   constructor(
     private readonly options: IngestOptions,
@@ -110,6 +120,23 @@ export class Ingestor {
     this.drainWaiting();
   }
 
+  /** Stops taking publishes; what is pending still completes (its PUBACKs go out as the producer flushes). */
+  stopIntake(): void {
+    this.intake = false;
+  }
+
+  /** The producer is closed: entries still on their way to it are dropped, unacknowledged. */
+  detach(): void {
+    this.intake = false;
+    this.attached = false;
+    this.waiting = [];
+  }
+
+  /** The device's last connection ended: its sequence block may go. */
+  forget(deviceId: string): void {
+    this.deps.sequencer.forget(deviceId);
+  }
+
   setResultHandler(handler: ResultHandler | undefined): void {
     this.resultHandler = handler;
   }
@@ -120,6 +147,8 @@ export class Ingestor {
   }
 
   handle(pub: IncomingPublish, done: Done): void {
+    // Stopping: not acknowledged, so not promised; the device sends it again.
+    if (!this.intake) return;
     this.deps.metrics.received.inc();
     const { templates, acl } = this.deps;
     const { topic, payload, identity } = pub;
@@ -203,6 +232,7 @@ export class Ingestor {
   }
 
   private offer(entry: EncodedEnvelope, done: Done): void {
+    if (!this.attached) return;
     // Behind entries already waiting, so a device's order holds.
     if (this.waiting.length === 0 && this.deps.producer.offer(entry)) {
       this.pendingAcks.set(entry, done);
@@ -212,6 +242,7 @@ export class Ingestor {
   }
 
   private drainWaiting(): void {
+    if (!this.attached) return;
     let i = 0;
     while (i < this.waiting.length) {
       const [entry, done] = this.waiting[i]!;

@@ -4,6 +4,14 @@
  * only then calls back, so a QoS 1 publish that was rejected is acknowledged
  * only once its rejection is recorded: nothing is dropped silently.
  *
+ * Memory: a record with a callback holds a device's PUBACK, so its
+ * connection reads nothing more meanwhile (bounded by connections). Events
+ * nobody waits for (connects and disconnects) have no such brake: at most
+ * `maxPendingEvents` of them are outstanding (in flight or waiting to retry);
+ * beyond that, during an outage with a reconnect storm, new ones are dropped,
+ * counted (`gateway_presence_dropped_total`) and logged once per episode.
+ * After close(), nothing is retried or written.
+ *
  * Rejected entry fields: r reason, topic, d device (as authenticated or as
  * named by the topic; empty when unknown), t gateway time (ms), g gateway id,
  * n payload length, p the first bytes of the payload (UTF-8, lossy).
@@ -14,7 +22,8 @@
  */
 import type { Clock } from '#shared/clock.js';
 import type { Keys } from '#shared/keys.js';
-import type { Logger } from '#shared/log.js';
+import { EpisodeLog, type Logger } from '#shared/log.js';
+import { Counter, type Registry } from '#shared/metrics.js';
 import { type RedisClient, reconnectDelay } from '#shared/redis/connect.js';
 
 /** Bytes of a rejected payload kept for diagnosis: enough to see what it was, bounded. */
@@ -38,15 +47,49 @@ export interface Rejection {
 
 export type PresenceEvent = 'connected' | 'disconnected' | 'lost' | 'will' | 'status';
 
+export interface RecordLimits {
+  rejectedMaxLen: number;
+  presenceMaxLen: number;
+  /** Presence events with no waiting device (connects, disconnects) outstanding at once; more are dropped. */
+  maxPendingEvents: number;
+}
+
 export class RecordWriter {
+  /** Events without a callback in flight or waiting to retry. */
+  private pendingEvents = 0;
+  private closed = false;
+  private readonly retries = new Set<NodeJS.Timeout>();
+  private readonly dropped: Counter;
+  private readonly dropping: EpisodeLog;
+
   constructor(
     private readonly client: RedisClient,
     private readonly keys: Keys,
     private readonly gatewayId: string,
-    private readonly limits: { rejectedMaxLen: number; presenceMaxLen: number },
+    private readonly limits: RecordLimits,
     private readonly clock: Clock,
     private readonly logger: Logger,
-  ) {}
+    registry: Registry,
+  ) {
+    this.dropped = new Counter({
+      name: 'gateway_presence_dropped_total',
+      help: 'Connect/disconnect presence events dropped: gateway.maxPendingEvents were already waiting for Redis',
+      registers: [registry],
+    });
+    this.dropping = new EpisodeLog(logger, 'presence events dropped: Redis is not taking them fast enough');
+  }
+
+  /** Presence events outstanding (in flight or waiting to retry) that no device waits for. */
+  get pending(): number {
+    return this.pendingEvents;
+  }
+
+  /** Stops retrying and writing; callbacks of records still outstanding are never called. */
+  close(): void {
+    this.closed = true;
+    for (const t of this.retries) this.clock.clearTimeout(t);
+    this.retries.clear();
+  }
 
   reject(r: Rejection, done: () => void): void {
     const fields = [
@@ -68,11 +111,30 @@ export class RecordWriter {
     this.append(this.keys.rejected(), this.limits.rejectedMaxLen, fields, done, 0);
   }
 
-  presence(deviceId: string, event: PresenceEvent, payload: Buffer | undefined, done: () => void): void {
+  /**
+   * A presence event. With `done` (a will or status message whose PUBACK
+   * waits), retried until written; without (connects, disconnects), bounded
+   * by `maxPendingEvents` and dropped, counted, beyond it.
+   */
+  presence(deviceId: string, event: PresenceEvent, payload: Buffer | undefined, done?: () => void): void {
+    if (this.closed) return;
+    let callback = done;
+    if (!callback) {
+      if (this.pendingEvents >= this.limits.maxPendingEvents) {
+        this.dropped.inc();
+        this.dropping.hit({ pending: this.pendingEvents, deviceId, event });
+        return;
+      }
+      this.pendingEvents++;
+      callback = () => {
+        this.pendingEvents--;
+        if (this.pendingEvents === 0) this.dropping.end();
+      };
+    }
     const now = this.clock.now();
     const fields = ['d', deviceId, 'e', event, 't', String(now), 'g', this.gatewayId];
     if (payload) fields.push('p', payload.subarray(0, REJECTED_PREVIEW_BYTES).toString('utf8'));
-    this.append(this.keys.presence(), this.limits.presenceMaxLen, fields, done, 0, [deviceId, now]);
+    this.append(this.keys.presence(), this.limits.presenceMaxLen, fields, callback, 0, [deviceId, now]);
   }
 
   /** Last-seen times of many devices in one HSET. */
@@ -98,12 +160,22 @@ export class RecordWriter {
         : this.client.xadd(stream, '*', ...fields),
       lastSeen ? this.client.hset(this.keys.lastSeen(), lastSeen[0], lastSeen[1]) : null,
     ]);
-    run.then(done, (err: Error) => {
-      this.logger.warn({ stream, error: err.message, attempt }, 'record append failed; retrying');
-      this.clock.setTimeout(
-        () => this.append(stream, maxLen, fields, done, attempt + 1, lastSeen),
-        reconnectDelay(attempt, 2000),
-      );
-    });
+    run.then(
+      () => {
+        if (!this.closed) done();
+      },
+      (err: Error) => {
+        if (this.closed) return;
+        this.logger.warn({ stream, error: err.message, attempt }, 'record append failed; retrying');
+        const timer = this.clock.setTimeout(
+          () => {
+            this.retries.delete(timer);
+            this.append(stream, maxLen, fields, done, attempt + 1, lastSeen);
+          },
+          reconnectDelay(attempt, 2000),
+        );
+        this.retries.add(timer);
+      },
+    );
   }
 }
