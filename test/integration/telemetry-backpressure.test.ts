@@ -2,19 +2,30 @@
  * Bounded memory under a slow Redis (ARCHITECTURE.md, guarantee 6): with
  * Redis paused (CLIENT PAUSE WRITE, on every master of a cluster) the producer
  * never holds more than its configured bound, refuses (and counts) the rest,
- * and once Redis is back publishes every entry it accepted, exactly once.
+ * says so (one warning per episode, telemetry_backpressure_refused_total,
+ * telemetry_producer_held_entries), and once Redis is back publishes every
+ * entry it accepted, exactly once.
  */
 import { Cluster, type Redis } from 'ioredis';
+import { pino } from 'pino';
 import { expect, it } from 'vitest';
 import { type EncodedEnvelope, encodeEnvelope } from '#shared/envelope.js';
 import { Keys } from '#shared/keys.js';
-import { silentLogger } from '#shared/log.js';
+import { createRegistry, type Registry } from '#shared/metrics.js';
 import { createRedis, waitReady } from '#shared/redis/connect.js';
-import { TelemetryProducer } from '#shared/telemetry/producer.js';
+import { createProducerMetrics, TelemetryProducer } from '#shared/telemetry/producer.js';
 import { producerOptions } from '#shared/telemetry/producer-options.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { readStream } from '../harness/streams.js';
 import { forEachTarget } from '../harness/targets.js';
+
+/** The value of one metric in the registry's text format. */
+async function metric(registry: Registry, name: string): Promise<number> {
+  const line = (await registry.metrics())
+    .split('\n')
+    .find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+  return Number(line?.slice(line.lastIndexOf(' ') + 1));
+}
 
 forEachTarget('back-pressure', (target) => {
   /** The servers to pause: the one server, or every master of the cluster. */
@@ -28,6 +39,9 @@ forEachTarget('back-pressure', (target) => {
     const client = createRedis(target().config, { failFast: true });
     await waitReady(client, 'test', 5000);
     const bound = 300;
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'info' }, { write: (l: string) => lines.push(JSON.parse(l)) });
+    const registry = createRegistry({}, false);
     const producer = new TelemetryProducer(
       client,
       keys,
@@ -39,7 +53,7 @@ forEachTarget('back-pressure', (target) => {
         appendTimeoutMs: 500, // the pause outlasts it: batches time out and are retried
         retryMaxDelayMs: 200,
       },
-      { logger: silentLogger() },
+      { logger, metrics: createProducerMetrics(registry) },
     );
     const stream = keys.telemetryStreamFor('dev-paused');
     await Promise.all(servers().map((s) => s.client('PAUSE', 2500, 'WRITE')));
@@ -65,12 +79,29 @@ forEachTarget('back-pressure', (target) => {
     expect(producer.totals.refused).toBe(refused);
     expect(producer.isBackpressured).toBe(true);
     expect(producer.totals.failedBatches).toBeGreaterThan(0); // timed out while paused: retried later
+    // The agent says so: in its metrics, and in one warning for the episode (not one per entry).
+    expect(await metric(registry, 'telemetry_backpressure_refused_total')).toBe(refused);
+    expect(await metric(registry, 'telemetry_producer_held_entries')).toBeLessThanOrEqual(bound);
+    expect(await metric(registry, 'telemetry_producer_held_entries')).toBeGreaterThan(0);
+    const episode = (l: Record<string, unknown>) => l.episode === 'producer back-pressure (buffer full)';
+    expect(lines.filter(episode)).toEqual([
+      expect.objectContaining({
+        level: 40,
+        msg: 'producer back-pressure (buffer full): started',
+        limit: bound,
+      }),
+    ]);
 
     await Promise.all(servers().map((s) => s.client('UNPAUSE')));
     await producer.flush();
     const stored = await readStream(target().client, stream);
     expect(stored.map((e) => e.seq)).toEqual(accepted.map((e) => e.seq));
     expect(producer.isBackpressured).toBe(false);
+    expect(lines.filter(episode).map((l) => [l.level, l.count])).toEqual([
+      [40, undefined],
+      [30, refused],
+    ]);
+    expect(await metric(registry, 'telemetry_producer_held_entries')).toBe(0);
 
     // And publishing resumes for new entries.
     const next = encodeEnvelope({
