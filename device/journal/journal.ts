@@ -303,7 +303,9 @@ export class Journal {
       const end = a.first + a.count;
       if (end < b.first) {
         this.lost.push([end, b.first]);
-        if (!cutHere.has(a.first)) earlier += b.first - end;
+        // Cut now: the segment before the gap, or one inside it that was cut empty and deleted.
+        const now = [...cutHere].some((f) => f >= a.first && f < b.first);
+        if (!now) earlier += b.first - end;
       }
     }
     if (earlier > 0)
