@@ -22,6 +22,7 @@ import { type AddressInfo, createServer as createNetServer, type Server as NetSe
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
 import { createWebSocketStream, WebSocketServer } from 'ws';
+import { ConfigError } from '#shared/errors.js';
 import type { Logger } from '#shared/log.js';
 import { type TopicAcl, verifyPassword } from './auth.js';
 import type { DeviceReach } from './commands.js';
@@ -49,6 +50,52 @@ export interface BrokerPorts {
 
 type ClientInternals = Client & { will?: PublishPacket | null; _disconnected?: boolean };
 
+/** Whether a listen address is reachable from this host only. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host
+    .trim()
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127\./.test(h) || /^::ffff:127\./.test(h);
+}
+
+/**
+ * Whether devices without credentials may connect, naming themselves. Refuses
+ * to start when the broker is reachable from other hosts with no way for
+ * devices to prove who they are (any client could publish as any device),
+ * unless that was asked for explicitly.
+ */
+export function anonymousAllowed(config: GatewayConfig, logger: Logger): boolean {
+  const mode = config['auth.allowAnonymous'];
+  const host = config['broker.host'];
+  const loopback = isLoopbackHost(host);
+  const credentials = config['auth.credentialsFile'] !== undefined;
+  const certificates = config['broker.tlsPort'] >= 0 && config['broker.tlsCaFile'] !== undefined;
+  if (mode === 'false') {
+    if (!credentials && !certificates)
+      logger.warn(
+        'auth.allowAnonymous=false and neither auth.credentialsFile nor broker.tlsCaFile is set: no device can connect',
+      );
+    return false;
+  }
+  if (mode === 'true') {
+    if (!loopback && !credentials)
+      logger.warn(
+        { host },
+        'anonymous devices accepted on a non-loopback address: any client can publish as any device (auth.allowAnonymous=true)',
+      );
+    return true;
+  }
+  if (loopback) return true;
+  if (!credentials && !certificates)
+    throw new ConfigError(
+      'auth.allowAnonymous',
+      'value "loopback"',
+      `refuses anonymous devices on ${host}, which other hosts can reach, and no device credentials are configured: any client could publish as any device. Set auth.credentialsFile to a file of device id -> scrypt hash (make each with \`gateway hash-password\`), or broker.tlsPort with broker.tlsCaFile for client certificates, or auth.allowAnonymous=true on a trusted network`,
+    );
+  return false;
+}
+
 export class GatewayBroker implements DeviceReach {
   readonly aedes: Aedes;
   private readonly identities = new WeakMap<Client, string>();
@@ -61,11 +108,14 @@ export class GatewayBroker implements DeviceReach {
   private wss: WebSocketServer | undefined;
   private serversClosed: Promise<unknown> | undefined;
   ports: BrokerPorts = { tcp: 0, tls: undefined, ws: undefined };
+  /** Devices without credentials may connect (see anonymousAllowed). */
+  private readonly anonymous: boolean;
 
   constructor(
     private readonly config: GatewayConfig,
     private readonly deps: BrokerDeps,
   ) {
+    this.anonymous = anonymousAllowed(config, deps.logger);
     this.aedes = new Aedes({
       id: config['gateway.id'] || undefined,
       authenticate: (client, username, password, done) => this.authenticate(client, username, password, done),
@@ -246,7 +296,7 @@ export class GatewayBroker implements DeviceReach {
       );
       return;
     }
-    if (!this.config['auth.allowAnonymous']) {
+    if (!this.anonymous) {
       fail(5, 'anonymous devices are not allowed');
       return;
     }

@@ -39,9 +39,12 @@ export const gatewaySchema = {
   'auth.credentialsFile': opt.optionalString(
     'JSON or YAML map of device id -> scrypt password hash (see `gateway hash-password`); when set, devices must log in',
   ),
-  'auth.allowAnonymous': opt.boolean(
-    true,
-    'Without credentials, accept devices and take their MQTT client id as their device id',
+  // Anonymous devices name themselves, so any client could publish as any device: by default only
+  // while nothing but this host can reach the broker (gateway/broker.ts anonymousAllowed).
+  'auth.allowAnonymous': opt.enum(
+    ['loopback', 'true', 'false'],
+    'loopback',
+    'Without credentials, accept devices named by their user name or client id: loopback = only while broker.host is a loopback address (else the gateway refuses to start), true = on any address (trusted networks only), false = never',
   ),
 
   // Bridge mode.

@@ -77,7 +77,12 @@ export function coerce(key: string, spec: OptionSpec, raw: unknown, source: stri
       if (raw === 'false' || raw === '0' || raw === 'no') return false;
       return fail('true or false');
     case 'enum':
-      if (typeof raw === 'string' && spec.values.includes(raw)) return raw;
+      // A YAML `true`/`false` (or a number) names the value spelled the same way.
+      if (
+        (typeof raw === 'string' || typeof raw === 'boolean' || typeof raw === 'number') &&
+        spec.values.includes(String(raw))
+      )
+        return String(raw);
       return fail(`one of ${spec.values.join(', ')}`);
     case 'list':
       if (Array.isArray(raw) && raw.every((v) => typeof v === 'string' || typeof v === 'number'))

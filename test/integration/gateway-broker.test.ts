@@ -13,8 +13,15 @@ import type { Redis } from 'ioredis';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Keys } from '#shared/keys.js';
+import { silentLogger } from '#shared/log.js';
 import { hashPassword } from '../../gateway/auth.js';
-import { type RunningGateway, startGateway, startPrefixedGateway } from '../harness/gateway.js';
+import { anonymousAllowed, isLoopbackHost } from '../../gateway/broker.js';
+import {
+  gatewayConfig,
+  type RunningGateway,
+  startGateway,
+  startPrefixedGateway,
+} from '../harness/gateway.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
 import { readAllTelemetry, readStream, waitFor } from '../harness/streams.js';
@@ -298,5 +305,52 @@ describe('gateway broker mode', () => {
     );
     const seen = await client.hgetall(gw.keys.lastSeen());
     expect(Object.keys(seen).sort()).toEqual(['dev-p1', 'dev-p2']);
+  });
+});
+
+describe('anonymous devices (they name themselves, so they could pose as any device)', () => {
+  it('are accepted by default only while the broker binds a loopback address', async () => {
+    const logger = silentLogger();
+    const cfg = (o: Record<string, unknown>) => gatewayConfig({ 'auth.allowAnonymous': 'loopback', ...o });
+    expect(['127.0.0.1', 'localhost', '::1', '[::1]', '127.0.0.53'].every(isLoopbackHost)).toBe(true);
+    expect(['0.0.0.0', '::', '', '10.0.0.5', 'gateway'].some(isLoopbackHost)).toBe(false);
+    expect(anonymousAllowed(cfg({ 'broker.host': '127.0.0.1' }), logger)).toBe(true);
+    expect(() => anonymousAllowed(cfg({ 'broker.host': '0.0.0.0' }), logger)).toThrow(
+      /auth\.credentialsFile.*hash-password.*auth\.allowAnonymous=true/,
+    );
+    // With a way for devices to prove who they are, it starts, and only those devices get in.
+    expect(
+      anonymousAllowed(cfg({ 'broker.host': '0.0.0.0', 'auth.credentialsFile': '/x.json' }), logger),
+    ).toBe(false);
+    // Asked for explicitly: anywhere. Refused explicitly: nowhere.
+    expect(anonymousAllowed(cfg({ 'broker.host': '0.0.0.0', 'auth.allowAnonymous': 'true' }), logger)).toBe(
+      true,
+    );
+    expect(anonymousAllowed(cfg({ 'broker.host': '127.0.0.1', 'auth.allowAnonymous': false }), logger)).toBe(
+      false,
+    );
+  });
+
+  it('the gateway refuses to start on 0.0.0.0 without credentials, saying what to set', async () => {
+    const failed = await run(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'gateway/cli.ts',
+        '--broker-host',
+        '0.0.0.0',
+        '--broker-port',
+        '0',
+        '--redis-url',
+        redis.url,
+      ],
+      { cwd: new URL('../../', import.meta.url).pathname, timeout: 60_000 },
+    ).then(
+      () => undefined,
+      (err: { code?: number; stderr?: string }) => err,
+    );
+    expect(failed?.code).not.toBe(0);
+    expect(failed?.stderr).toMatch(/auth\.credentialsFile/);
   });
 });

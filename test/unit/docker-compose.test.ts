@@ -67,7 +67,16 @@ describe('docker-compose.yml', () => {
     const gw = services.gateway!.command!;
     expect(flag(services.fleet!.command!, 'mqtt-url')).toBe(`mqtt://gateway:${flag(gw, 'broker-port')}`);
     expect(flag(gw, 'broker-host')).toBe('0.0.0.0');
-    expect(services.gateway!.ports).toContain(`${flag(gw, 'broker-port')}:${flag(gw, 'broker-port')}`);
+    // Bound on all interfaces in its container, devices must prove who they are, or (anonymous,
+    // for the simulated fleet) the port is published on the host's loopback only.
+    const port = flag(gw, 'broker-port');
+    if (flag(gw, 'auth-credentials-file') === undefined) {
+      expect(flag(gw, 'auth-allow-anonymous')).toBe('true');
+      expect(services.gateway!.ports).toContain(`127.0.0.1:${port}:${port}`);
+      expect(services.gateway!.ports).not.toContain(`${port}:${port}`);
+    } else {
+      expect(services.gateway!.ports).toContain(`${port}:${port}`);
+    }
   });
 
   it('Prometheus scrapes exactly the metrics ports the services listen on', () => {
