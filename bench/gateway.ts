@@ -19,6 +19,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import mqtt, { type MqttClient } from 'mqtt';
+import { Keys } from '#shared/keys.js';
+import { gatewaySchema } from '../gateway/config.js';
 import { startGatewayProcess } from '../test/harness/gateway.js';
 import { startMosquitto } from '../test/harness/mosquitto.js';
 import { freePort } from '../test/harness/ports.js';
@@ -69,8 +71,9 @@ async function counter(
   return { count: () => n, close: () => sub.endAsync(true) };
 }
 
+/** Entries in every telemetry partition of a prefix: key names from the one key module, and the partition count the gateway processes here run with (their default). */
 async function telemetryCount(redis: Redis, prefix: string): Promise<number> {
-  const streams = Array.from({ length: 16 }, (_, p) => `${prefix}:telemetry:{p${p}}`);
+  const streams = new Keys(prefix, gatewaySchema['redis.partitions'].default).allTelemetryStreams();
   const lens = await Promise.all(streams.map((s) => redis.xlen(s)));
   return lens.reduce((a, b) => a + b, 0);
 }
