@@ -3,8 +3,9 @@
  * the sender, at 1, 100 and 1,000 commands/s (open loop: sends are scheduled
  * at the rate, not after the previous reply), for:
  *   commands   sendCommand -> the agent (a child process) -> ledger, result
- *              published once, ack -> the sender's ResultWatcher; `ping` is
- *              idempotent, so it is not journaled
+ *              published once, ack (one script call on this standalone
+ *              server: concludeCommand-6.lua) -> the sender's ResultWatcher;
+ *              `ping` is idempotent, so it is not journaled
  *   journaled  the same with a non-idempotent handler (two fsyncs of the
  *              local journal and one of its side-effect file per command)
  *   floor      a bare XADD -> XREADGROUP -> XADD ping-pong with no dedup,

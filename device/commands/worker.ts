@@ -14,14 +14,19 @@
  *   4. journal `start` (fsync), run the handler with its timeout, journal `done`;
  *      transient errors retry with exponential backoff and jitter, and after
  *      commands.maxAttempts the command is dead-lettered and ends `failed`;
- *   5. finishCommand-1.lua fixes the one terminal result in the ledger
- *      (device slot), publishOnce-2.lua publishes it to the global results
- *      stream (its own slot) at most once, and only then XACK.
+ *   5. the one terminal result is fixed in the ledger (first one wins),
+ *      published to the global results stream at most once (and, when
+ *      failed, dead-lettered once), and only then acked. On a standalone
+ *      server that is one script call, concludeCommand-6.lua (one round trip
+ *      after the handler); on a Cluster the ledger (device slot) and the
+ *      streams (their own slots) cannot share a script, so finishCommand-1.lua,
+ *      publishOnce-2.lua and XACK run one after another.
  * Pending entries of a consumer that died are claimed with XAUTOCLAIM after
  * commands.claimIdle, which must exceed every handler's timeout plus
  * commands.retryMaxDelay. After any Redis error the worker re-reads its own
  * pending entries from 0, so the rest of an interrupted batch keeps its order.
  */
+import { Cluster } from 'ioredis';
 import type { Clock } from '#shared/clock.js';
 import { systemClock } from '#shared/clock.js';
 import {
@@ -143,6 +148,8 @@ export class CommandWorker {
   private readonly reader: RedisClient;
   private readonly run: ScriptCommands;
   private readonly stream: string;
+  /** Standalone server: a command ends in one script call (its keys may span slots). */
+  private readonly oneScript: boolean;
   private running = false;
   private loop: Promise<void> | undefined;
   private nextClaimAt = 0;
@@ -172,6 +179,7 @@ export class CommandWorker {
     this.clock = deps.clock ?? systemClock;
     this.stream = keys.commands(options.deviceId);
     this.run = scripts(client);
+    this.oneScript = !(client instanceof Cluster);
     this.reader = duplicateClient(client);
     this.reader.on('error', () => {
       // the read loop reports outages once per episode
@@ -369,7 +377,7 @@ export class CommandWorker {
 
     if (code === 'done') {
       this.deps.metrics.duplicates.inc();
-      await this.conclude(entryId, fields, command, expireAt, JSON.parse(stored) as string[]);
+      await this.republish(entryId, fields, command, expireAt, stored);
       return;
     }
     // An attempt was started before (a crash, or a consumer that was claimed from):
@@ -485,7 +493,7 @@ export class CommandWorker {
       await this.client.call('XCLAIM', this.stream, o.group, o.consumer, 0, entryId, 'JUSTID');
       [code, attempts, deliveredAt, stored] = await begin('restart');
       if (code === 'done') {
-        await this.conclude(entryId, fields, command, expireAt, JSON.parse(stored) as string[]);
+        await this.republish(entryId, fields, command, expireAt, stored);
         return;
       }
       if (code === 'expired' || code === 'lapsed') {
@@ -580,23 +588,136 @@ export class CommandWorker {
     /** A redelivery of a command that had already ended: a duplicate whoever fixes the ledger. */
     duplicate = false,
   ): Promise<void> {
-    let stored = encoded;
     if (duplicate) this.deps.metrics.duplicates.inc();
-    if (command) {
-      const [fixed, text] = await this.run.finishCommand(
-        this.keys.commandLedger(this.options.deviceId, command.id),
-        expireAt,
-        status,
-        JSON.stringify(encoded),
-        decodeResult(encoded).attempts,
-      );
-      if (text) stored = JSON.parse(text) as string[];
-      if (fixed !== 1 && !duplicate) this.deps.metrics.duplicates.inc();
+    if (!command) {
+      // No readable id, so no ledger: publish once under the entry id and ack.
+      await this.conclude(entryId, fields, undefined, expireAt, encoded);
+      return;
     }
-    await this.conclude(entryId, fields, command, expireAt, stored);
+    const text = JSON.stringify(encoded);
+    if (this.oneScript) {
+      await this.settle(entryId, fields, command, expireAt, status, text, encoded, !duplicate);
+      return;
+    }
+    const [fixed, stored] = await this.run.finishCommand(
+      this.keys.commandLedger(this.options.deviceId, command.id),
+      expireAt,
+      status,
+      text,
+      decodeResult(encoded).attempts,
+    );
+    if (fixed !== 1 && !duplicate) this.deps.metrics.duplicates.inc();
+    await this.conclude(
+      entryId,
+      fields,
+      command,
+      expireAt,
+      stored ? (JSON.parse(stored) as string[]) : encoded,
+    );
   }
 
-  /** Publishes a fixed result (and dead letter) at most once each, then acknowledges the entry. */
+  /** Publishes the result the ledger already holds (`stored`, its JSON) and acks. */
+  private async republish(
+    entryId: string,
+    fields: string[],
+    command: Command,
+    expireAt: number,
+    stored: string,
+  ): Promise<void> {
+    const encoded = JSON.parse(stored) as string[];
+    if (!this.oneScript) return this.conclude(entryId, fields, command, expireAt, encoded);
+    // The ledger is terminal with this very copy, so the script's finish is a no-op and it goes
+    // straight to publishing (one round trip instead of two or three).
+    await this.settle(
+      entryId,
+      fields,
+      command,
+      expireAt,
+      decodeResult(encoded).status,
+      stored,
+      encoded,
+      false,
+    );
+  }
+
+  /**
+   * Standalone: concludeCommand-6.lua fixes, dead-letters, publishes and acks in one call. If the
+   * ledger holds a different result (fixed first elsewhere), that one wins and is concluded with the
+   * step-by-step path, which builds its dead letter from the original entry when it is `failed`.
+   */
+  private async settle(
+    entryId: string,
+    fields: string[],
+    command: Command,
+    expireAt: number,
+    status: TerminalStatus,
+    text: string,
+    encoded: string[],
+    countDuplicate: boolean,
+  ): Promise<void> {
+    const o = this.options;
+    const result = decodeResult(encoded);
+    // The dead letter's fields are built (and sent) only for a failed result.
+    const dead = status === 'failed' ? this.deadLetterFields(entryId, fields, result) : [];
+    const [fixed, concluded, stored, resultAdded, deadAdded] = await this.run.concludeCommand(
+      this.keys.commandLedger(o.deviceId, command.id),
+      this.keys.results(),
+      this.keys.publishedMarker(this.keys.results(), o.deviceId, command.id),
+      this.keys.deadLetters(),
+      this.keys.publishedMarker(this.keys.deadLetters(), o.deviceId, command.id),
+      this.stream,
+      expireAt,
+      status,
+      text,
+      result.attempts,
+      this.markerTtl(expireAt),
+      o.resultsMaxLen,
+      o.group,
+      entryId,
+      dead.length,
+      ...dead,
+      ...encoded,
+    );
+    if (fixed !== 1 && countDuplicate) this.deps.metrics.duplicates.inc();
+    if (concluded !== 1) {
+      await this.conclude(entryId, fields, command, expireAt, JSON.parse(stored) as string[]);
+      return;
+    }
+    if (deadAdded === 1) this.deps.metrics.deadLetters.inc();
+    if (resultAdded === 1) this.deps.metrics.results.inc({ status: result.status });
+  }
+
+  /** Markers must outlive every redelivery of the command: as long as its ledger. */
+  private markerTtl(expireAt: number): number {
+    return Math.max(1000, expireAt - this.clock.now());
+  }
+
+  /** The dead-letter entry's fields (shared/commands/deadletter.ts has the gateway's twin). */
+  private deadLetterFields(entryId: string, fields: string[], result: CommandResult): (string | number)[] {
+    return [
+      'd',
+      this.options.deviceId,
+      'i',
+      result.commandId,
+      'src',
+      this.stream,
+      'e',
+      entryId,
+      'ec',
+      result.errorClass ?? 'Error',
+      'm',
+      result.message ?? '',
+      'at',
+      result.attempts,
+      'o',
+      JSON.stringify(Object.fromEntries(fieldMap(fields))),
+    ];
+  }
+
+  /**
+   * Publishes a fixed result (and dead letter) at most once each, then acknowledges the entry: the
+   * step-by-step path, for a Cluster (and the rare cases above), each step in its own slot.
+   */
   private async conclude(
     entryId: string,
     fields: string[],
@@ -606,31 +727,15 @@ export class CommandWorker {
   ): Promise<void> {
     const o = this.options;
     const key = command ? command.id : `e:${entryId}`;
-    const ttl = Math.max(1000, expireAt - this.clock.now());
+    const ttl = this.markerTtl(expireAt);
     const result = decodeResult(stored);
     if (result.status === 'failed') {
-      const original = Object.fromEntries(fieldMap(fields));
       const [added] = await this.run.publishOnce(
         this.keys.deadLetters(),
         this.keys.publishedMarker(this.keys.deadLetters(), o.deviceId, key),
         ttl,
         0,
-        'd',
-        o.deviceId,
-        'i',
-        result.commandId,
-        'src',
-        this.stream,
-        'e',
-        entryId,
-        'ec',
-        result.errorClass ?? 'Error',
-        'm',
-        result.message ?? '',
-        'at',
-        result.attempts,
-        'o',
-        JSON.stringify(original),
+        ...this.deadLetterFields(entryId, fields, result),
       );
       if (added === 1) this.deps.metrics.deadLetters.inc();
     }

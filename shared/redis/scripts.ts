@@ -21,6 +21,7 @@ export const SCRIPT_FILES = [
   'publishOnce-2.lua',
   'beginCommand-1.lua',
   'finishCommand-1.lua',
+  'concludeCommand-6.lua',
   'replayCommand-3.lua',
   'expireQueuedCommand-1.lua',
 ] as const;
@@ -89,6 +90,19 @@ export interface ScriptCommands {
   publishOnce(stream: string, marker: string, ...args: (string | number)[]): Promise<[number, string]>;
   beginCommand(ledger: string, ...args: (string | number)[]): Promise<[string, number, string, string]>;
   finishCommand(ledger: string, ...args: (string | number)[]): Promise<[number, string]>;
+  /**
+   * Standalone only (its keys span slots): ledger finish + publish once (+ dead letter) + XACK in one
+   * call; see concludeCommand-6.lua: [fixed, concluded, storedWhenNotConcluded, resultAdded, deadLetterAdded].
+   */
+  concludeCommand(
+    ledger: string,
+    results: string,
+    resultsMarker: string,
+    deadLetters: string,
+    deadLetterMarker: string,
+    commandStream: string,
+    ...args: (string | number)[]
+  ): Promise<[number, number, string, number, number]>;
   /** Queues a dead letter's replay once, with its durable record: [1|0, replayId, entryId, replayedAt]. */
   replayCommand(
     stream: string,

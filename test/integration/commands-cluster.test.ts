@@ -7,6 +7,7 @@
  */
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { resultFields } from '#shared/commands/codec.js';
 import { buildCommand, commandStatus, sendCommand, waitForResult } from '#shared/commands/send.js';
 import { Keys } from '#shared/keys.js';
 import type { AgentProcess } from '../harness/agent-process.js';
@@ -97,4 +98,44 @@ it('kill after the handler but before the ack: the recorded effect is reported o
   const ledger = await commandStatus(client, keys, 'cl-k', sent.command.id);
   expect(ledger).toMatchObject({ status: 'succeeded', attempts: 1 });
   expect(ledger.result).toEqual(r);
+});
+
+it('a result fixed in the ledger while the handler ran wins: published and dead-lettered once, then acked', async () => {
+  const keys = new Keys(randomPrefix(), 4);
+  const dir = tempDataDir();
+  dirs.push(dir);
+  const sent = await sendCommand(client, keys, 'cl-race', { name: 'test.effect', ttlMs: 60_000 });
+  clusterAgent(keys, 'cl-race', dir, { 'commands.testDelayAfterHandler': '3s' });
+  await waitFor(async () => journalPhase(dir, sent.command.id) === 'done', 30_000, 'effect recorded');
+  // Another consumer fixed a `failed` result first (as if it had claimed the entry).
+  const first = resultFields({
+    commandId: sent.command.id,
+    deviceId: 'cl-race',
+    status: 'failed',
+    entryId: sent.entryId,
+    finishedAt: Date.now(),
+    attempts: 1,
+    errorClass: 'RangeError',
+    message: 'fixed first elsewhere',
+    version: 1,
+  });
+  await client.hset(
+    keys.commandLedger('cl-race', sent.command.id),
+    'st',
+    'failed',
+    'r',
+    JSON.stringify(first),
+    'at',
+    1,
+  );
+  const pending = async () =>
+    ((await client.xpending(keys.commands('cl-race'), 'agent')) as [number, ...unknown[]])[0];
+  await waitFor(async () => (await pending()) === 0, 30_000, 'ack');
+  const results = await readResults(client, keys);
+  expect(results).toHaveLength(1);
+  expect(results[0]).toMatchObject({ status: 'failed', message: 'fixed first elsewhere' });
+  const dead = await client.xrange(keys.deadLetters(), '-', '+');
+  expect(dead).toHaveLength(1);
+  expect(dead[0]![1]).toContain('fixed first elsewhere');
+  expect(effects(dir).get(sent.command.id)).toBe(1);
 });

@@ -7,7 +7,7 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { commandFields } from '#shared/commands/codec.js';
+import { commandFields, resultFields } from '#shared/commands/codec.js';
 import {
   buildCommand,
   commandStatus,
@@ -16,6 +16,7 @@ import {
   waitForResult,
 } from '#shared/commands/send.js';
 import { Keys } from '#shared/keys.js';
+import { scripts } from '#shared/redis/scripts.js';
 import { type AgentProcess, runScript } from '../harness/agent-process.js';
 import {
   effects,
@@ -440,6 +441,116 @@ describe('control commands', () => {
     const bad = runScript('ctl/cli.ts', ['command', 'send', 'dev-cli', 'ping', '{nope', ...base]);
     expect(await waitExit(bad.child, 30_000)).toBe(2);
     expect(bad.output()).toContain('not valid JSON');
+  });
+
+  it('concludeCommand-6.lua (standalone): fixes the first result, publishes once, dead-letters only failed, acks', async () => {
+    const keys = new Keys(randomPrefix(), 4);
+    const run = scripts(client);
+    const stream = keys.commands('dev-cc');
+    await client.xgroup('CREATE', stream, 'agent', '0', 'MKSTREAM');
+    const entries: string[] = [];
+    for (let i = 0; i < 3; i++) entries.push((await client.xadd(stream, '*', 'i', `c${i}`))!);
+    await client.xreadgroup('GROUP', 'agent', 'me', 'COUNT', 10, 'STREAMS', stream, '>');
+    const result = (id: string, entryId: string, status: 'succeeded' | 'failed') =>
+      resultFields({
+        commandId: id,
+        deviceId: 'dev-cc',
+        status,
+        entryId,
+        finishedAt: 1,
+        attempts: 1,
+        version: 1,
+      });
+    const conclude = (id: string, entryId: string, status: 'succeeded' | 'failed', dead: string[] = []) => {
+      const fields = result(id, entryId, status);
+      return run.concludeCommand(
+        keys.commandLedger('dev-cc', id),
+        keys.results(),
+        keys.publishedMarker(keys.results(), 'dev-cc', id),
+        keys.deadLetters(),
+        keys.publishedMarker(keys.deadLetters(), 'dev-cc', id),
+        stream,
+        Date.now() + 60_000,
+        status,
+        JSON.stringify(fields),
+        1,
+        60_000,
+        0,
+        'agent',
+        entryId,
+        dead.length,
+        ...dead,
+        ...fields,
+      );
+    };
+    const pendingIds = async () =>
+      ((await client.xpending(stream, 'agent', '-', '+', 10)) as [string][]).map((p) => p[0]);
+
+    // First call: fixed, published, acked. Again (a redelivery): nothing new, acked.
+    expect(await conclude('c0', entries[0]!, 'succeeded')).toEqual([1, 1, '', 1, 0]);
+    expect(await conclude('c0', entries[0]!, 'succeeded')).toEqual([0, 1, '', 0, 0]);
+    expect(await client.hget(keys.commandLedger('dev-cc', 'c0'), 'st')).toBe('succeeded');
+    expect(await conclude('c1', entries[1]!, 'succeeded')).toEqual([1, 1, '', 1, 0]);
+    // The ledger holds a different result: it comes back; nothing is published, nor acked.
+    await client.hset(
+      keys.commandLedger('dev-cc', 'c2'),
+      'st',
+      'failed',
+      'r',
+      JSON.stringify(result('c2', entries[2]!, 'failed')),
+    );
+    const other = await conclude('c2', entries[2]!, 'succeeded');
+    expect(other.slice(0, 2)).toEqual([0, 0]);
+    expect(JSON.parse(other[2])).toEqual(result('c2', entries[2]!, 'failed'));
+    expect(await pendingIds()).toEqual([entries[2]]);
+    // Failed: the dead letter and the result, each once, and the ack, in one atomic call.
+    await client.del(keys.commandLedger('dev-cc', 'c2'));
+    const dead = ['d', 'dev-cc', 'i', 'c2', 'o', '{}'];
+    expect(await conclude('c2', entries[2]!, 'failed', dead)).toEqual([1, 1, '', 1, 1]);
+    expect(await conclude('c2', entries[2]!, 'failed', dead)).toEqual([0, 1, '', 0, 0]);
+    expect(await pendingIds()).toEqual([]);
+    const deadLetters = await client.xrange(keys.deadLetters(), '-', '+');
+    expect(deadLetters.map(([, f]) => f)).toEqual([dead]);
+    const published = await client.xrange(keys.results(), '-', '+');
+    expect(published.map(([, f]) => f[1])).toEqual(['c0', 'c1', 'c2']);
+  });
+
+  it('a result fixed in the ledger while the handler ran wins: published and dead-lettered, once, then acked', async () => {
+    const { keys, dir } = setup();
+    const sent = await sendCommand(client, keys, 'dev-race', { name: 'test.effect', ttlMs: 60_000 });
+    agent(keys, 'dev-race', dir, { 'commands.testDelayAfterHandler': '3s' });
+    await waitFor(async () => journalPhase(dir, sent.command.id) === 'done', 20_000, 'effect recorded');
+    // Another consumer fixed a `failed` result first (as if it had claimed the entry).
+    const first = resultFields({
+      commandId: sent.command.id,
+      deviceId: 'dev-race',
+      status: 'failed',
+      entryId: sent.entryId,
+      finishedAt: Date.now(),
+      attempts: 1,
+      errorClass: 'RangeError',
+      message: 'fixed first elsewhere',
+      version: 1,
+    });
+    await client.hset(
+      keys.commandLedger('dev-race', sent.command.id),
+      'st',
+      'failed',
+      'r',
+      JSON.stringify(first),
+      'at',
+      1,
+    );
+    await waitFor(async () => (await pending(keys, 'dev-race')) === 0, 20_000, 'ack');
+    const results = await readResults(client, keys);
+    expect(results).toHaveLength(1);
+    expect(results[0]).toMatchObject({ status: 'failed', message: 'fixed first elsewhere' });
+    const dead = await client.xrange(keys.deadLetters(), '-', '+');
+    expect(dead).toHaveLength(1);
+    const entry = Object.fromEntries(chunk(dead[0]![1]));
+    expect(entry).toMatchObject({ i: sent.command.id, ec: 'RangeError', m: 'fixed first elsewhere' });
+    expect(JSON.parse(entry.o!)).toMatchObject({ i: sent.command.id, n: 'test.effect' });
+    expect(effects(dir).get(sent.command.id)).toBe(1);
   });
 
   it('1,000 commands with random agent kills: one result each, no effect twice', async () => {
