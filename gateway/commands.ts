@@ -136,7 +136,7 @@ export class CommandDelivery implements GatewayService {
   ) {
     this.results = new Counter({
       name: 'gateway_command_results_total',
-      help: 'Terminal results of commands to MQTT devices, by status',
+      help: 'Terminal results this gateway published, by status (MQTT devices; and commands the sweep ended or republished)',
       labelNames: ['status'],
       registers: [ctx.registry],
     });

@@ -26,13 +26,9 @@ export interface DeadLetter {
   ttlMs: number;
 }
 
-/** Appends the dead letter unless it is there already; true when this call appended it. */
-export async function publishDeadLetter(run: ScriptCommands, keys: Keys, d: DeadLetter): Promise<boolean> {
-  const [added] = await run.publishOnce(
-    keys.deadLetters(),
-    keys.publishedMarker(keys.deadLetters(), d.deviceId, d.key),
-    Math.max(1000, d.ttlMs),
-    0,
+/** The dead-letter entry's fields (for publishOnce-2.lua, or a script that publishes it with other steps). */
+export function deadLetterFields(d: Omit<DeadLetter, 'key' | 'ttlMs'>): (string | number)[] {
+  return [
     'd',
     d.deviceId,
     'i',
@@ -49,6 +45,17 @@ export async function publishDeadLetter(run: ScriptCommands, keys: Keys, d: Dead
     d.result.attempts,
     'o',
     JSON.stringify(Object.fromEntries(fieldMap(d.fields))),
+  ];
+}
+
+/** Appends the dead letter unless it is there already; true when this call appended it. */
+export async function publishDeadLetter(run: ScriptCommands, keys: Keys, d: DeadLetter): Promise<boolean> {
+  const [added] = await run.publishOnce(
+    keys.deadLetters(),
+    keys.publishedMarker(keys.deadLetters(), d.deviceId, d.key),
+    Math.max(1000, d.ttlMs),
+    0,
+    ...deadLetterFields(d),
   );
   return added === 1;
 }
