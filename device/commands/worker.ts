@@ -285,8 +285,12 @@ export class CommandWorker {
   }
 
   private async handleBatch(entries: readonly StreamEntry[]): Promise<void> {
-    if (entries.length > 1) await this.markDelivered(entries.slice(1));
-    for (const [entryId, fields] of entries) {
+    // The rest of the batch is received now: record it, but without making the first command wait
+    // for that round trip (only the second one's beginCommand must come after its delivery).
+    const delivered = entries.length > 1 ? this.markDelivered(entries.slice(1)) : undefined;
+    delivered?.catch(() => undefined); // awaited before the second entry, which rethrows its error
+    for (const [i, [entryId, fields]] of entries.entries()) {
+      if (i === 1) await delivered;
       if (!this.running) return;
       const started = this.clock.now();
       if (fields === null) {
