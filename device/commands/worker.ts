@@ -35,11 +35,11 @@ import {
   type CommandResult,
   decodeCommand,
   decodeResult,
-  fieldMap,
   resultFields,
   salvageCommand,
   type TerminalStatus,
 } from '#shared/commands/codec.js';
+import { deadLetterFields } from '#shared/commands/deadletter.js';
 import { duplicateClient, registerDevice } from '#shared/commands/send.js';
 import { CommandRejectedError, ConfigError, HandlerTimeoutError, ValidationError } from '#shared/errors.js';
 import type { Keys } from '#shared/keys.js';
@@ -696,26 +696,15 @@ export class CommandWorker {
     return Math.max(1000, expireAt - this.clock.now());
   }
 
-  /** The dead-letter entry's fields (shared/commands/deadletter.ts has the gateway's twin). */
+  /** The dead-letter entry's fields: one builder, shared with the gateway, so both write the same entry. */
   private deadLetterFields(entryId: string, fields: string[], result: CommandResult): (string | number)[] {
-    return [
-      'd',
-      this.options.deviceId,
-      'i',
-      result.commandId,
-      'src',
-      this.stream,
-      'e',
+    return deadLetterFields({
+      deviceId: this.options.deviceId,
+      stream: this.stream,
       entryId,
-      'ec',
-      result.errorClass ?? 'Error',
-      'm',
-      result.message ?? '',
-      'at',
-      result.attempts,
-      'o',
-      JSON.stringify(Object.fromEntries(fieldMap(fields))),
-    ];
+      fields,
+      result,
+    });
   }
 
   /**
