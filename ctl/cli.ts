@@ -42,6 +42,7 @@ async function main(): Promise<void> {
     usage: USAGE,
     schema: ctlSchema,
     envPrefix: ENV_PREFIX,
+    positionals: true,
   });
   const [name, ...args] = cli.positionals;
   const sub = name ? SUBCOMMANDS[name] : undefined;

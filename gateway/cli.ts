@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /** `gateway`: the MQTT gateway's command line. */
 import { exitWithError, startProgram, stopOnSignals } from '#shared/config/program.js';
+import { ConfigError } from '#shared/errors.js';
 import { createLogger } from '#shared/log.js';
 import { hashPassword } from './auth.js';
 import { ENV_PREFIX, type GatewayConfig, gatewaySchema } from './config.js';
@@ -41,8 +42,20 @@ async function main(): Promise<void> {
     usage: USAGE,
     schema: gatewaySchema,
     envPrefix: ENV_PREFIX,
+    positionals: true,
   });
-  if (cli.positionals[0] === 'hash-password') {
+  const [sub, ...extra] = cli.positionals;
+  if (sub !== undefined && (sub !== 'hash-password' || extra.length > 0)) {
+    exitWithError(
+      'gateway',
+      new ConfigError(
+        'flags',
+        'command line',
+        `unexpected argument "${sub === 'hash-password' ? extra[0] : sub}": the only subcommand is hash-password, every option is --name value (run with --help)`,
+      ),
+    );
+  }
+  if (sub === 'hash-password') {
     const password = await readStdin();
     process.stdout.write(`${await hashPassword(password)}\n`);
     return;

@@ -32,9 +32,15 @@ export function parseCli(
     byFlag.set(flag, key);
     options[flag] = { type: spec.type === 'boolean' ? 'boolean' : 'string' };
   }
+  const booleans = new Set(
+    Object.entries(options)
+      .filter(([, o]) => o.type === 'boolean')
+      .map(([flag]) => flag),
+  );
+  const { args, negated } = spellBooleans(argv, booleans);
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args: [...argv], options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (err) {
     throw new ConfigError(
       'flags',
@@ -43,6 +49,7 @@ export function parseCli(
     );
   }
   const flags: Record<string, string | boolean> = {};
+  for (const flag of negated) parsed.values[flag] = false;
   for (const [flag, value] of Object.entries(parsed.values)) {
     const key = byFlag.get(flag);
     if (key !== undefined && value !== undefined) flags[key] = value as string | boolean;
@@ -55,6 +62,64 @@ export function parseCli(
     flags,
     positionals: parsed.positionals,
   };
+}
+
+const TRUE_WORDS = new Set(['true', 'yes', '1']);
+const FALSE_WORDS = new Set(['false', 'no', '0']);
+
+/**
+ * Lets a boolean flag be spelled as users do: `--x`, `--x=false`,
+ * `--x false`, `--no-x`. parseArgs (Node 20) knows only `--x`, and would take
+ * `--x false` as true plus a stray positional "false": the opposite of what
+ * was asked, silently.
+ */
+function spellBooleans(
+  argv: readonly string[],
+  booleans: ReadonlySet<string>,
+): { args: string[]; negated: Set<string> } {
+  const args: string[] = [];
+  const negated = new Set<string>();
+  const setTo = (flag: string, on: boolean) => {
+    if (on) {
+      negated.delete(flag);
+      args.push(`--${flag}`);
+    } else negated.add(flag);
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const token = argv[i]!;
+    if (token === '--') {
+      args.push(...argv.slice(i));
+      break;
+    }
+    const m = /^--([^=]+)(?:=(.*))?$/.exec(token);
+    const name = m?.[1];
+    if (!m || name === undefined) {
+      args.push(token);
+      continue;
+    }
+    const value = m[2];
+    if (booleans.has(name)) {
+      if (value === undefined) {
+        const next = argv[i + 1]?.toLowerCase();
+        if (next !== undefined && (TRUE_WORDS.has(next) || FALSE_WORDS.has(next))) {
+          setTo(name, TRUE_WORDS.has(next));
+          i++;
+        } else setTo(name, true);
+        continue;
+      }
+      const word = value.toLowerCase();
+      if (!TRUE_WORDS.has(word) && !FALSE_WORDS.has(word))
+        throw new ConfigError('flags', 'command line', `--${name} takes true or false, got "${value}"`);
+      setTo(name, TRUE_WORDS.has(word));
+      continue;
+    }
+    if (value === undefined && name.startsWith('no-') && booleans.has(name.slice(3))) {
+      setTo(name.slice(3), false);
+      continue;
+    }
+    args.push(token);
+  }
+  return { args, negated };
 }
 
 function describeDefault(value: unknown): string {

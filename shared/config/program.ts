@@ -3,7 +3,7 @@
  * --version, load and validate the config, and turn any failure into one clear
  * line on stderr with exit code 2 (never a stack trace for a user's mistake).
  */
-import { describeError, FleetError } from '../errors.js';
+import { ConfigError, describeError, FleetError } from '../errors.js';
 import { versionLine } from '../version.js';
 import { helpText, type ParsedCli, parseCli } from './cli.js';
 import { loadConfig } from './load.js';
@@ -15,6 +15,8 @@ export interface ProgramSpec<S extends Schema> {
   schema: S;
   envPrefix: string;
   extraBooleans?: readonly string[];
+  /** Whether the program takes arguments besides options (subcommands); stray words are refused otherwise. */
+  positionals?: boolean;
 }
 
 export interface Started<S extends Schema> {
@@ -35,6 +37,13 @@ export function startProgram<S extends Schema>(
     if (cli.version) {
       process.stdout.write(`${versionLine(spec.name)}\n`);
       process.exit(0);
+    }
+    if (!spec.positionals && cli.positionals.length > 0) {
+      throw new ConfigError(
+        'flags',
+        'command line',
+        `unexpected argument "${cli.positionals[0]}": every option is --name value (run with --help for the options)`,
+      );
     }
     const config = loadConfig(spec.schema, spec.envPrefix, {
       file: cli.configFile,

@@ -14,6 +14,7 @@ import { freePort } from '../harness/ports.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
 import { readStream, waitFor } from '../harness/streams.js';
+import { forEachTarget } from '../harness/targets.js';
 
 let server: RedisServer;
 beforeAll(async () => {
@@ -25,8 +26,9 @@ afterAll(async () => {
 
 const isStoppedLine = (l: Record<string, unknown>) => l.msg === 'agent stopped';
 
-describe('agent restarts', () => {
+forEachTarget('agent restarts', (target) => {
   it('continues its sequence after a clean stop and after SIGKILL; nothing new is refused', async () => {
+    const t = target();
     const prefix = randomPrefix();
     const keys = new Keys(prefix, 4);
     const dataDir = mkdtempSync(join(tmpdir(), 'agent-seq-'));
@@ -34,14 +36,17 @@ describe('agent restarts', () => {
       'device.id': 'dev-restart',
       'device.dataDir': dataDir,
       'device.sequenceBlock': 50,
-      'redis.url': server.url,
+      'redis.url': t.config['redis.url'],
+      ...(t.config['redis.cluster']
+        ? { 'redis.cluster': true, 'redis.clusterNodes': t.config['redis.clusterNodes'].join(',') }
+        : {}),
       'redis.keyPrefix': prefix,
       'redis.partitions': 4,
       sensors: 'constant',
       'sensors.constant.interval': 5,
     };
     const stream = keys.telemetryStreamFor('dev-restart');
-    const admin = server.client();
+    const admin = t.client;
     const lengthAtLeast = (n: number) =>
       waitFor(async () => (await admin.xlen(stream)) >= n, 20_000, `${n} entries`);
 
@@ -72,7 +77,6 @@ describe('agent restarts', () => {
       .filter((g) => g > 0);
     expect(gaps.length).toBeLessThanOrEqual(1);
     for (const g of gaps) expect(g).toBeLessThanOrEqual(50);
-    admin.disconnect();
   });
 });
 
@@ -100,6 +104,13 @@ describe('clear messages for user mistakes', () => {
     expect(r.stderr.trim()).toBe(
       'agent: config option "producer.batchMaxEntries" (from flag --producer-batch-max-entries) must be an integer, got "lots"',
     );
+    noStack(r.stderr);
+  });
+
+  it('refuses a stray argument instead of ignoring it', () => {
+    const r = runAgent(['--device-id', 'x', 'extra']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/unexpected argument "extra": every option is --name value/);
     noStack(r.stderr);
   });
 

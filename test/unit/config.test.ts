@@ -82,4 +82,18 @@ describe('config', () => {
     expect(cli.positionals).toEqual(['extra']);
     expect(() => parseCli(schema, ['--bogus'])).toThrow(ConfigError);
   });
+
+  it('takes a boolean flag as users spell it, never as true plus a stray "false"', () => {
+    const on = (...argv: string[]) => parseCli(schema, argv).flags.on;
+    expect(on('--on')).toBe(true);
+    expect(on('--on', 'false')).toBe(false);
+    expect(on('--on', 'no')).toBe(false);
+    expect(on('--on=false')).toBe(false);
+    expect(on('--on=true')).toBe(true);
+    expect(on('--no-on')).toBe(false);
+    expect(on('--no-on', '--on')).toBe(true);
+    expect(on('--on', '--no-on')).toBe(false);
+    expect(parseCli(schema, ['--on', 'false']).positionals).toEqual([]);
+    expect(() => parseCli(schema, ['--on=maybe'])).toThrow(/--on takes true or false, got "maybe"/);
+  });
 });
