@@ -23,14 +23,14 @@ import { loadConfig } from '#shared/config/load.js';
 import { exitWithError, startProgram } from '#shared/config/program.js';
 import { type ConfigOf, opt } from '#shared/config/schema.js';
 import { describeError } from '#shared/errors.js';
+import { captureOutput, spawnTracked, waitExit, waitForPort } from '#shared/process/children.js';
+import { freePort } from '#shared/process/ports.js';
 import { createRedis, type RedisClient } from '#shared/redis/connect.js';
 import { type Fleet, startFleet } from '../firmware-sim/fleet.js';
 import { ENV_PREFIX as GATEWAY_ENV_PREFIX, gatewaySchema } from '../gateway/config.js';
 import { Gateway } from '../gateway/gateway.js';
 import { projectionFactories } from '../gateway/projection/factory.js';
 import { retentionFactories } from '../gateway/retention/factory.js';
-import { freePort } from '../test/harness/ports.js';
-import { captureOutput, spawnTracked, waitExit, waitForPort } from '../test/harness/process.js';
 
 const ENV_PREFIX = 'DEMO';
 
