@@ -18,20 +18,25 @@
  *                          command_agent_p99_ms and command_mqtt_p99_ms split it by device kind
  *   gateway_rss_mb         the gateway process's peak resident memory (VmHWM)
  *   redis_used_memory_mb   INFO memory used_memory at the end of the run
+ *   cpu_*                  share of one core each process used while commands ran (from /proc)
+ *   eld_*_p99_ms           event-loop delay p99 of the gateway, the simulator and this process over that window
  *
  * Env: FLEET_BENCH_DEVICES (2000), FLEET_BENCH_SECONDS (60), FLEET_BENCH_COMMANDS (100 per s),
  * FLEET_BENCH_COMMAND_AGENTS (50): a smoke run is FLEET_BENCH_DEVICES=100 FLEET_BENCH_SECONDS=10.
+ * FLEET_BENCH_GATEWAY_SET='key=value,...': extra gateway options (experiments, e.g. projection.enabled=false).
+ * FLEET_BENCH_CPU_PROF=DIR: CPU profiles of the gateway and the simulator over that window, written into DIR.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { ResultWatcher, sendCommand } from '#shared/commands/send.js';
+import { flagName } from '#shared/config/schema.js';
 import { Keys } from '#shared/keys.js';
 import type { Summary } from '../firmware-sim/cli.js';
 import { quantile } from '../firmware-sim/ledger.js';
 import { runScript } from '../test/harness/agent-process.js';
-import { startGatewayProcess } from '../test/harness/gateway.js';
 import { freePort } from '../test/harness/ports.js';
 import { waitForPort } from '../test/harness/process.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
@@ -56,6 +61,36 @@ function peakRssMb(pid: number | undefined): number {
   } catch {
     return Number.NaN;
   }
+}
+
+/** utime + stime of a process, in ms (clock ticks are 10 ms on Linux). */
+function cpuMs(pid: number | undefined): number {
+  if (!pid) return Number.NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** The event-loop delay lines bench/_eld-preload.mjs wrote into a child's output, in order. */
+function eldReports(output: string): Array<{ p50: number; p99: number; max: number }> {
+  return output
+    .split('\n')
+    .filter((l) => l.startsWith('{"eld"'))
+    .map((l) => (JSON.parse(l) as { eld: { p50: number; p99: number; max: number } }).eld);
+}
+
+/** Environment of the gateway and the simulator: the event-loop delay (and profile) preload. */
+function childEnv(): Record<string, string> {
+  const preload = `--import=${new URL('./_eld-preload.mjs', import.meta.url).href}`;
+  const env: Record<string, string> = {
+    NODE_OPTIONS: [process.env.NODE_OPTIONS ?? '', preload].join(' ').trim(),
+  };
+  if (process.env.FLEET_BENCH_CPU_PROF) env.BENCH_CPU_PROF_DIR = process.env.FLEET_BENCH_CPU_PROF;
+  return env;
 }
 
 /** Sends `rate` commands/s round-robin over `targets` until `until`; returns send -> result latencies. */
@@ -119,48 +154,63 @@ export async function run(): Promise<Record<string, unknown>> {
   const redis = await startLocalRedis();
   const dir = mkdtempSync(join(tmpdir(), 'bench-fleet-'));
   const port = await freePort();
-  const gw = startGatewayProcess({
+  const gwArgs: string[] = [];
+  for (const [key, value] of Object.entries({
     'gateway.id': 'bench-fleet',
     'broker.port': port,
     'redis.url': redis.url,
     'redis.keyPrefix': PREFIX,
     'log.level': 'warn',
-  });
+    ...Object.fromEntries(
+      (process.env.FLEET_BENCH_GATEWAY_SET ?? '')
+        .split(',')
+        .filter(Boolean)
+        .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+    ),
+  }))
+    gwArgs.push(`--${flagName(key)}`, String(value));
+  const env = childEnv();
+  const gw = runScript('gateway/cli.ts', gwArgs, env);
   const client = new Redis(redis.url);
+  const redisPid = Number(/process_id:(\d+)/.exec(await client.info('server'))?.[1]);
   const keys = new Keys(PREFIX);
   try {
     await waitForPort(port, '127.0.0.1', 30_000);
     const agents = Math.floor(DEVICES / 2);
     const mqtt = DEVICES - agents;
     const summaryFile = join(dir, 'summary.json');
-    const fleet = runScript('firmware-sim/cli.ts', [
-      '--redis-url',
-      redis.url,
-      '--redis-key-prefix',
-      PREFIX,
-      '--mqtt-url',
-      `mqtt://127.0.0.1:${port}`,
-      '--fleet-agents',
-      String(agents),
-      '--fleet-mqtt',
-      String(mqtt),
-      '--fleet-id-prefix',
-      'd',
-      '--fleet-profile',
-      'drone',
-      '--fleet-command-agents',
-      String(Math.min(COMMAND_AGENTS, agents)),
-      '--fleet-ramp-up',
-      `${RAMP_MS}ms`,
-      '--fleet-duration',
-      `${SECONDS}s`,
-      '--fleet-progress-interval',
-      '5s',
-      '--fleet-summary-file',
-      summaryFile,
-      '--log-level',
-      'warn',
-    ]);
+    const fleet = runScript(
+      'firmware-sim/cli.ts',
+      [
+        '--redis-url',
+        redis.url,
+        '--redis-key-prefix',
+        PREFIX,
+        '--mqtt-url',
+        `mqtt://127.0.0.1:${port}`,
+        '--fleet-agents',
+        String(agents),
+        '--fleet-mqtt',
+        String(mqtt),
+        '--fleet-id-prefix',
+        'd',
+        '--fleet-profile',
+        'drone',
+        '--fleet-command-agents',
+        String(Math.min(COMMAND_AGENTS, agents)),
+        '--fleet-ramp-up',
+        `${RAMP_MS}ms`,
+        '--fleet-duration',
+        `${SECONDS}s`,
+        '--fleet-progress-interval',
+        '5s',
+        '--fleet-summary-file',
+        summaryFile,
+        '--log-level',
+        'warn',
+      ],
+      env,
+    );
     const runStarted = Date.now();
     // Commands once every device is up, until shortly before the fleet stops.
     await new Promise((r) => setTimeout(r, RAMP_MS + 1000));
@@ -169,6 +219,14 @@ export async function run(): Promise<Record<string, unknown>> {
       if (i < agents && i < COMMAND_AGENTS) targets.push(`d-a-${i}`);
       if (i < mqtt) targets.push(`d-m-${i}`);
     }
+    // The steady window: CPU and event-loop delay of every process while commands run.
+    const pids = { gateway: gw.child.pid, sim: fleet.child.pid, redis: redisPid, bench: process.pid };
+    const cpu0 = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMs(pid)]));
+    const w0 = performance.now();
+    gw.child.kill('SIGUSR2');
+    fleet.child.kill('SIGUSR2');
+    const ownEld = monitorEventLoopDelay({ resolution: 1 });
+    ownEld.enable();
     const commands = await commandLoad(
       client,
       keys,
@@ -176,11 +234,22 @@ export async function run(): Promise<Record<string, unknown>> {
       COMMANDS_PER_S,
       runStarted + SECONDS * 1000 - 2000,
     );
+    ownEld.disable();
+    gw.child.kill('SIGUSR2');
+    fleet.child.kill('SIGUSR2');
+    const windowMs = performance.now() - w0;
+    const cpuShare = Object.fromEntries(
+      Object.entries(pids).map(([k, pid]) => [`cpu_${k}`, (cpuMs(pid) - cpu0[k]!) / windowMs]),
+    );
     const fleetExit = await new Promise<number | null>((resolve) => {
       if (fleet.child.exitCode !== null) resolve(fleet.child.exitCode);
       else fleet.child.once('exit', (code) => resolve(code));
     });
     const gatewayRss = peakRssMb(gw.child.pid);
+    // SIGTERM: the gateway exits cleanly (its profile is written); the steady window is its second report.
+    await gw.kill('SIGTERM');
+    const gwEld = eldReports(gw.output())[1];
+    const simEld = eldReports(fleet.output())[1];
     const info = await client.info('memory');
     const usedMemory = Number(/used_memory:(\d+)/.exec(info)?.[1] ?? Number.NaN) / 2 ** 20;
     let summary: Summary;
@@ -190,6 +259,7 @@ export async function run(): Promise<Record<string, unknown>> {
       throw new Error(`the fleet wrote no summary (exit ${fleetExit}):\n${fleet.output().slice(-3000)}`);
     }
     const a = summary.audit!;
+    const kind = (k: string) => a.ingestByKind?.[k];
     const lat = Float64Array.from(commands.latencies).sort();
     const agentCmd = commands.statuses;
     return {
@@ -210,6 +280,11 @@ export async function run(): Promise<Record<string, unknown>> {
       samples_skipped: summary.skippedSamples,
       ingest_p50_ms: a.ingestP50Ms,
       ingest_p99_ms: a.ingestP99Ms,
+      ingest_agent_p50_ms: kind('agent')?.p50Ms,
+      ingest_agent_p99_ms: kind('agent')?.p99Ms,
+      ingest_mqtt_p50_ms: kind('mqtt')?.p50Ms,
+      ingest_mqtt_p99_ms: kind('mqtt')?.p99Ms,
+      ingest_max_ms: a.ingestMaxMs,
       command_rate_per_s: COMMANDS_PER_S,
       commands_ok: commands.latencies.length,
       commands_not_ok: commands.failed,
@@ -220,6 +295,12 @@ export async function run(): Promise<Record<string, unknown>> {
       command_mqtt_p99_ms: quantile(Float64Array.from(commands.byKind.mqtt).sort(), 0.99),
       gateway_rss_mb: gatewayRss,
       redis_used_memory_mb: usedMemory,
+      ...cpuShare,
+      eld_gateway_p99_ms: gwEld?.p99,
+      eld_gateway_max_ms: gwEld?.max,
+      eld_sim_p99_ms: simEld?.p99,
+      eld_sim_max_ms: simEld?.max,
+      eld_bench_p99_ms: ownEld.percentile(99) / 1e6,
       goal_met:
         a.lost === 0 && a.duplicates === 0 && a.ingestP99Ms < 10 && quantile(lat, 0.99) < 10 ? 'yes' : 'no',
     };

@@ -119,7 +119,7 @@ export async function startFleet(
     const id = `${prefix}-a-${i}`;
     const random = seededRandom(fnv1a32(id) ^ config['faults.seed']);
     const offset = faults.clockOffset(all.length);
-    ledger.register(id, seqBase, offset !== 0);
+    ledger.register(id, seqBase, offset !== 0, 'agent');
     const firstDue = start + (total > 1 ? Math.floor(((i * 2) / total) * rampUp) : 0);
     all.push(
       pool.add(id, createModel(config['fleet.profile'], random, config, start), offset, firstDue, random),
@@ -129,7 +129,7 @@ export async function startFleet(
     const id = `${prefix}-m-${i}`;
     const random = seededRandom(fnv1a32(id) ^ config['faults.seed']);
     const offset = faults.clockOffset(all.length);
-    ledger.register(id, seqBase, offset !== 0);
+    ledger.register(id, seqBase, offset !== 0, 'mqtt');
     const firstDue = start + (total > 1 ? Math.floor(((i * 2 + 1) / total) * rampUp) : 0);
     const d = new MqttDevice(
       id,

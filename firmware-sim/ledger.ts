@@ -18,6 +18,7 @@ class DeviceLedger {
   constructor(
     readonly base: number,
     readonly skewed: boolean,
+    readonly kind: string,
   ) {
     this.next = base;
   }
@@ -61,6 +62,8 @@ export interface AuditReport {
   ingestP50Ms: number;
   ingestP99Ms: number;
   ingestMaxMs: number;
+  /** The same by device kind (as registered): where the tail comes from. */
+  ingestByKind: Record<string, { p50Ms: number; p99Ms: number; maxMs: number; count: number }>;
 }
 
 export function quantile(sorted: ArrayLike<number>, q: number): number {
@@ -71,8 +74,8 @@ export function quantile(sorted: ArrayLike<number>, q: number): number {
 export class SeqLedger {
   private readonly devices = new Map<string, DeviceLedger>();
 
-  register(deviceId: string, base: number, skewed: boolean): void {
-    this.devices.set(deviceId, new DeviceLedger(base, skewed));
+  register(deviceId: string, base: number, skewed: boolean, kind = 'device'): void {
+    this.devices.set(deviceId, new DeviceLedger(base, skewed, kind));
   }
 
   /** The device's next sequence number, recorded as sent. */
@@ -97,6 +100,7 @@ export class SeqLedger {
     const counts = new Map<string, Uint8Array>();
     const lastSeq = new Map<string, number>();
     const latencies: number[] = [];
+    const byKind = new Map<string, number[]>();
     let stored = 0;
     let storedOutOfOrder = 0;
     for (const stream of keys.allTelemetryStreams()) {
@@ -130,7 +134,13 @@ export class SeqLedger {
           const last = lastSeq.get(device) ?? -1;
           if (seq < last) storedOutOfOrder++;
           else lastSeq.set(device, seq);
-          if (!d.skewed) latencies.push(Number(id.slice(0, id.indexOf('-'))) - time);
+          if (!d.skewed) {
+            const ms = Number(id.slice(0, id.indexOf('-'))) - time;
+            latencies.push(ms);
+            const k = byKind.get(d.kind);
+            if (k) k.push(ms);
+            else byKind.set(d.kind, [ms]);
+          }
         }
         if (page.length < pageSize) break;
         start = `(${page[page.length - 1]![0]}`;
@@ -156,6 +166,16 @@ export class SeqLedger {
       }
     }
     const sorted = Float64Array.from(latencies).sort();
+    const ingestByKind: AuditReport['ingestByKind'] = {};
+    for (const [kind, list] of byKind) {
+      const s = Float64Array.from(list).sort();
+      ingestByKind[kind] = {
+        p50Ms: quantile(s, 0.5),
+        p99Ms: quantile(s, 0.99),
+        maxMs: s[s.length - 1]!,
+        count: s.length,
+      };
+    }
     return {
       stored,
       acked,
@@ -167,6 +187,7 @@ export class SeqLedger {
       ingestP50Ms: quantile(sorted, 0.5),
       ingestP99Ms: quantile(sorted, 0.99),
       ingestMaxMs: sorted.length ? sorted[sorted.length - 1]! : Number.NaN,
+      ingestByKind,
     };
   }
 }
