@@ -246,9 +246,15 @@ describe('store-and-forward', () => {
   it('Redis stopped and restarted: every seq exactly once, live data reaches the stream during the replay', async () => {
     const s = await setup();
     const run = await s.start({ 'journal.replayRate': 100 });
+    const outageStarted = Date.now();
     await outage(s, run, 200);
+    // The oldest unsent entry is about as old as the outage (device time), and none once drained.
+    const age = metric(await run.metrics(), 'journal_oldest_unsent_age_seconds');
+    expect(age).toBeGreaterThan(0.1);
+    expect(age).toBeLessThanOrEqual((Date.now() - outageStarted) / 1000 + 1);
     await s.redis.start();
     await waitDrained(run);
+    expect(metric(await run.metrics(), 'journal_oldest_unsent_age_seconds')).toBe(0);
     const last = await stopAgent(run);
     const seqs = await s.streamSeqs();
     expect(sorted(seqs)).toEqual(range(1, last));
