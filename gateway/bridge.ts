@@ -14,14 +14,57 @@
  * until one is acknowledged, so the batch is sent at once instead of after
  * the producer's linger time (which would be pure latency per message).
  *
- * Sessions persist (clean: false, stable client ids): messages that arrive
- * while a gateway is down wait at the broker, and a message whose PUBACK was
- * never sent is delivered again after a crash.
+ * Sessions persist (clean: false, stable client ids; over MQTT v5 also a
+ * session expiry interval, without which a v5 session ends with its
+ * connection [MQTT-3.1.2-23]): messages that arrive while a gateway is down
+ * wait at the broker, and a message whose PUBACK was never sent is delivered
+ * again after a crash.
+ *
+ * Commands go out over MQTT v5 (`bridge.protocolVersion`, default 5) with a
+ * Message Expiry Interval that ends at the command's deadline: the broker
+ * must not deliver it once that has passed [MQTT-3.3.2-5], to an offline
+ * persistent session neither. The interval is whole seconds, and brokers
+ * count it in whole seconds of their clock (mosquitto 2.0 delivers a message
+ * up to a second past its interval: test/integration/gateway-bridge-commands),
+ * so the gateway rounds the time left down and takes one more second off: the
+ * broker drops a command up to two seconds early, never late. A command with
+ * less than MIN_EXPIRY_MS left is not published. Over 3.1.1 there is no expiry:
+ * the broker may deliver a command late, and firmware must check `deadline`.
  */
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { FleetError } from '#shared/errors.js';
 import type { Logger } from '#shared/log.js';
 import type { GatewayConfig } from './config.js';
 import type { Ingestor, Templates } from './ingest.js';
+
+/** Session Expiry Interval of the bridge's v5 sessions: never ends, as a 3.1.1 persistent session [MQTT-3.1.2-23]. */
+const SESSION_NEVER_EXPIRES = 0xffffffff;
+
+/** Taken off the time left: the broker's whole-second clock may keep a message up to this much past its interval. */
+const BROKER_CLOCK_SLACK_S = 1;
+/** A command with less than this left (ms) is not published: its interval would be 0, which means "none". */
+export const MIN_EXPIRY_MS = (BROKER_CLOCK_SLACK_S + 1) * 1000;
+
+/** No bridge connection is up; the caller retries (commands: until the deadline). */
+export class BridgeOfflineError extends FleetError {
+  readonly code = 'BRIDGE_OFFLINE';
+  constructor(readonly url: string) {
+    super(
+      `no connection to the upstream broker ${url} is up; retried while it reconnects (check bridge.url)`,
+    );
+  }
+}
+
+/** Too little time is left to give a message an expiry interval of at least a second. */
+export class ExpiresTooSoonError extends FleetError {
+  readonly code = 'EXPIRES_TOO_SOON';
+  constructor(
+    readonly topic: string,
+    readonly ttlMs: number,
+  ) {
+    super(`not published to ${topic}: ${ttlMs} ms left, under the ${MIN_EXPIRY_MS} ms an expiry needs`);
+  }
+}
 
 export class GatewayBridge {
   private readonly clients: MqttClient[] = [];
@@ -50,11 +93,13 @@ export class GatewayBridge {
     const subscriptions = Object.fromEntries(this.filters().map((f) => [f, { qos: 1 as const }]));
     const connects: Promise<void>[] = [];
     for (let i = 0; i < c['bridge.connections']; i++) {
+      const v5 = c['bridge.protocolVersion'] === '5';
       const options: IClientOptions = {
         clientId: `${c['bridge.clientIdPrefix']}-${this.gatewayId}-${i}`,
         // A persistent session [MQTT-3.1.2-4]: the broker keeps subscriptions and unacknowledged messages.
         clean: false,
-        protocolVersion: 4,
+        protocolVersion: v5 ? 5 : 4,
+        ...(v5 ? { properties: { sessionExpiryInterval: SESSION_NEVER_EXPIRES } } : {}),
         username: c['bridge.username'],
         password: c['bridge.password'],
         reconnectPeriod: 1000,
@@ -101,11 +146,24 @@ export class GatewayBridge {
     return n;
   }
 
-  /** Publishes to devices through the upstream broker (commands). */
-  async publish(topic: string, payload: Buffer, qos: 0 | 1): Promise<void> {
-    const client = this.clients[0];
-    if (!client) throw new TypeError('bridge not started');
-    await client.publishAsync(topic, payload, { qos });
+  /**
+   * Publishes to devices through the upstream broker (commands), on a
+   * connected connection only: one that is down would queue the message and
+   * send it after reconnecting, its expiry interval counted from then.
+   * `ttlMs`: over v5 the broker drops it undelivered once that has passed.
+   */
+  async publish(topic: string, payload: Buffer, qos: 0 | 1, ttlMs?: number): Promise<void> {
+    if (this.clients.length === 0) throw new TypeError('bridge not started');
+    const client = this.clients.find((c) => c.connected);
+    if (!client) throw new BridgeOfflineError(this.config['bridge.url']);
+    if (ttlMs === undefined || this.config['bridge.protocolVersion'] !== '5') {
+      await client.publishAsync(topic, payload, { qos });
+      return;
+    }
+    if (ttlMs < MIN_EXPIRY_MS) throw new ExpiresTooSoonError(topic, ttlMs);
+    // Early, never late [MQTT-3.3.2-5], on a broker clock of whole seconds too.
+    const messageExpiryInterval = Math.floor(ttlMs / 1000) - BROKER_CLOCK_SLACK_S;
+    await client.publishAsync(topic, payload, { qos, properties: { messageExpiryInterval } });
   }
 
   async close(): Promise<void> {

@@ -12,10 +12,16 @@
  * Deadlines: a command is published only before its deadline. In broker mode
  * the gateway holds commands for offline devices itself (not in an MQTT
  * session queue it could not revoke) and publishes them when the device comes
- * back; in bridge mode the upstream broker holds them, and the payload carries
- * the deadline for the firmware to check. With no reply by the deadline the
- * command ends `expired` (the device never acknowledged it) or `unknown` (it
- * did, and may have acted). A sweeper ends commands of devices no gateway
+ * back; in bridge mode the upstream broker holds them, published over MQTT v5
+ * with a message expiry at the deadline so the broker drops them undelivered
+ * then [MQTT-3.3.2-5] (over 3.1.1 only the payload's deadline, for the
+ * firmware to check). With no reply by the deadline the command ends
+ * `expired` (the device never acknowledged it) or `unknown` (it did, and may
+ * have acted). Bridge mode cannot see the device's PUBACK (it goes to the
+ * upstream broker): `delivered` is recorded only when the device replies, and
+ * without a reply the command ends `unknown` if the device was seen (any
+ * publish through a gateway) after the broker took the command, else
+ * `expired`. A sweeper ends commands of devices no gateway
  * reads (offline, or served by a gateway that died) the same way, so no
  * command hangs while any gateway runs. It also ends `queued` commands of
  * agents that never came back (every device with a command stream): only
@@ -54,6 +60,7 @@ import { DEFAULT_LEDGER_RETENTION_MS, duplicateClient, registerDevice } from '#s
 import { Counter } from '#shared/metrics.js';
 import { type RedisClient, reconnectDelay } from '#shared/redis/connect.js';
 import { scripts } from '#shared/redis/scripts.js';
+import { ExpiresTooSoonError } from './bridge.js';
 import type { GatewayContext, GatewayService } from './gateway.js';
 import type { Done } from './ingest.js';
 
@@ -68,6 +75,8 @@ const READ_COUNT = 32;
 const SWEEP_DEVICES_PER_TICK = 500;
 /** Entries of one device's command stream the sweep reads per tick. */
 const SWEEP_ENTRIES = 100;
+/** Bridge mode: wait before publishing again a command the upstream broker did not take. */
+const REPUBLISH_DELAY_MS = 1000;
 
 interface Held {
   readonly deviceId: string;
@@ -77,6 +86,11 @@ interface Held {
   readonly fields: string[];
   acked: boolean;
   timer: NodeJS.Timeout;
+  /** Bridge mode: when the upstream broker took the command (PUBACK to this gateway), if it did. */
+  sentAt?: number;
+  /** Bridge mode: a publish in flight, or a retry of a failed one waiting. */
+  sending?: boolean;
+  retry?: NodeJS.Timeout;
 }
 
 /** Which devices this gateway can reach now (broker mode), and when that changes. */
@@ -187,7 +201,10 @@ export class CommandDelivery implements GatewayService {
     await this.bellLoop;
     if (this.pollTimer) c.clock.clearInterval(this.pollTimer);
     if (this.sweepTimer) c.clock.clearInterval(this.sweepTimer);
-    for (const h of this.held.values()) c.clock.clearTimeout(h.timer);
+    for (const h of this.held.values()) {
+      c.clock.clearTimeout(h.timer);
+      if (h.retry) c.clock.clearTimeout(h.retry);
+    }
     // Held entries stay in this consumer's pending list: a restart with the same gateway.id reads them again.
     this.held.clear();
     c.ingestor.setResultHandler(undefined);
@@ -426,14 +443,48 @@ export class CommandDelivery implements GatewayService {
     if (h.command.deadline <= c.clock.now()) return;
     const { id, name, args, deadline, issuedAt } = h.command;
     const payload = Buffer.from(JSON.stringify({ id, name, args, deadline, issuedAt }));
-    c.publishToDevice(c.templates.commands.topicFor(h.deviceId), payload, 1).then(
-      () => {
-        // In bridge mode the upstream broker has it: that is as far as this gateway can see.
-        if (!this.reach.online()) this.markDelivered(h);
-      },
-      (err: Error) =>
+    const topic = c.templates.commands.topicFor(h.deviceId);
+    if (online) {
+      c.publishToDevice(topic, payload, 1).catch((err: Error) =>
         c.logger.warn({ deviceId: h.deviceId, command: id, error: err.message }, 'command publish failed'),
+      );
+      return;
+    }
+    // Bridge mode: once to the upstream broker, which holds it for the device until the deadline.
+    if (h.sending || h.sentAt !== undefined) return;
+    h.sending = true;
+    const now = c.clock.now();
+    c.publishToDevice(topic, payload, 1, deadline - now).then(
+      () => {
+        // The broker has it. Not `delivered`: that is the device's PUBACK, which goes to the broker.
+        h.sending = false;
+        h.sentAt = now;
+      },
+      (err: Error) => {
+        c.logger.warn({ deviceId: h.deviceId, command: id, error: err.message }, 'command publish failed');
+        // Too close to the deadline, or ended meanwhile: the deadline decides (`expired`).
+        if (err instanceof ExpiresTooSoonError || this.held.get(CommandDelivery.key(h.deviceId, id)) !== h)
+          return;
+        h.retry = c.clock.setTimeout(() => {
+          h.retry = undefined;
+          h.sending = false;
+          if (this.running) this.publishHeld(h);
+        }, REPUBLISH_DELAY_MS);
+      },
     );
+  }
+
+  /**
+   * Bridge mode: whether the device published anything (through any gateway of
+   * this Redis) at or after `since`: this gateway's unflushed sightings, then
+   * the shared last-seen hash.
+   */
+  private async seenSince(deviceId: string, since: number): Promise<boolean> {
+    const c = this.ctx;
+    const local = c.ingestor.seen.get(deviceId);
+    if (local !== undefined && local >= since) return true;
+    const stored = await c.client.hget(c.keys.lastSeen(), deviceId);
+    return stored !== null && Number(stored) >= since;
   }
 
   private onDeviceAck(deviceId: string, topic: string, payload: Buffer): void {
@@ -555,10 +606,19 @@ export class CommandDelivery implements GatewayService {
   private async onDeadline(key: string): Promise<void> {
     const h = this.held.get(key);
     if (!h) return;
-    const status = h.acked ? 'unknown' : 'expired';
+    let seen = false;
+    if (!h.acked && h.sentAt !== undefined) {
+      // Bridge mode: the broker took it; a device seen since may have received it and acted.
+      const sentAt = h.sentAt;
+      seen = await this.seenSince(h.deviceId, sentAt).catch(() => true);
+      if (this.held.get(key) !== h) return;
+    }
+    const status = h.acked || seen ? 'unknown' : 'expired';
     const message = h.acked
       ? 'the device received the command but sent no result before its deadline'
-      : 'the device did not receive the command before its deadline';
+      : seen
+        ? 'the device was online after the upstream broker took the command, and sent no result before its deadline'
+        : 'the device did not receive the command before its deadline';
     await this.settle(
       () => this.finish(h.deviceId, h.entryId, h.command, h.fields, status, message, h.acked),
       { deviceId: h.deviceId, command: h.command.id, what: `an ${status} command` },
@@ -584,7 +644,10 @@ export class CommandDelivery implements GatewayService {
     const c = this.ctx;
     const key = CommandDelivery.key(deviceId, command.id);
     const h = this.held.get(key);
-    if (h) c.clock.clearTimeout(h.timer);
+    if (h) {
+      c.clock.clearTimeout(h.timer);
+      if (h.retry) c.clock.clearTimeout(h.retry);
+    }
     this.held.delete(key);
     const now = c.clock.now();
     const expireAt = command.deadline + this.options.retentionMs;

@@ -63,6 +63,11 @@ export const gatewaySchema = {
     'Subscriber connections per gateway: each handles one message at a time until its batch is in Redis',
     { min: 1, max: 256 },
   ),
+  'bridge.protocolVersion': opt.enum(
+    ['5', '4'],
+    '5',
+    'MQTT version to the upstream broker: 5 lets the broker drop a command at its deadline (message expiry); 4 (3.1.1, for brokers without v5) cannot, and firmware must check the deadline',
+  ),
   'bridge.clientIdPrefix': opt.string(
     'streamfleet-gw',
     'Client ids are <prefix>-<gateway.id>-<n>; stable, so sessions persist across restarts',

@@ -60,8 +60,11 @@ export interface GatewayContext {
   readonly templates: Templates;
   readonly ingestor: Ingestor;
   readonly records: RecordWriter;
-  /** Publishes to a device topic, through the embedded broker or the upstream one. */
-  publishToDevice(topic: string, payload: Buffer, qos: 0 | 1): Promise<void>;
+  /**
+   * Publishes to a device topic, through the embedded broker or the upstream one. `ttlMs`:
+   * bridge mode over MQTT v5 has the upstream broker drop the message undelivered after that.
+   */
+  publishToDevice(topic: string, payload: Buffer, qos: 0 | 1, ttlMs?: number): Promise<void>;
 }
 
 export type ServiceFactory = (ctx: GatewayContext) => GatewayService;
@@ -217,9 +220,9 @@ export class Gateway {
       templates: this.templates,
       ingestor: this.ingestor,
       records: this.records,
-      publishToDevice: (topic, payload, qos) => {
+      publishToDevice: (topic, payload, qos, ttlMs) => {
         if (this.broker) return this.broker.publish(topic, payload, qos);
-        if (this.bridge) return this.bridge.publish(topic, payload, qos);
+        if (this.bridge) return this.bridge.publish(topic, payload, qos, ttlMs);
         return Promise.reject(new TypeError('gateway has no MQTT side'));
       },
     };

@@ -18,7 +18,7 @@
  * or the doorbell off), the fallback poll still delivers.
  */
 import type { Redis } from 'ioredis';
-import mqtt, { type MqttClient } from 'mqtt';
+import type { MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { encodeCommand, resultFields } from '#shared/commands/codec.js';
 import { registerDevice, sendCommand, waitForResult } from '#shared/commands/send.js';
@@ -26,6 +26,7 @@ import { Keys } from '#shared/keys.js';
 import { scripts } from '#shared/redis/scripts.js';
 import { readResults, resultsByCommand } from '../harness/commands.js';
 import { type RunningGateway, startGateway } from '../harness/gateway.js';
+import { type CommandMessage, commandDevice } from '../harness/mqtt-device.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
 import { waitFor } from '../harness/streams.js';
@@ -59,33 +60,15 @@ afterAll(async () => {
   await redis.destroy();
 });
 
-interface CommandMessage {
-  id: string;
-  name: string;
-  args: Record<string, unknown>;
-  deadline: number;
-}
-
-/** An MQTT device that answers commands (or not) on its result topic. */
+/** An MQTT device that answers commands (or not) on its result topic; closed after each test. */
 async function device(
   id: string,
   answer: boolean,
   received: CommandMessage[] = [],
   url = gw.url,
 ): Promise<MqttClient> {
-  const d = await mqtt.connectAsync(url, { clientId: id, clean: false, reconnectPeriod: 0 });
+  const d = await commandDevice(url, id, { answer, received });
   devices.push(d);
-  d.on('message', (_topic, payload) => {
-    const cmd = JSON.parse(payload.toString()) as CommandMessage;
-    received.push(cmd);
-    if (answer)
-      void d.publishAsync(
-        `devices/${id}/results`,
-        JSON.stringify({ id: cmd.id, status: 'succeeded', output: { echo: cmd.args } }),
-        { qos: 1 },
-      );
-  });
-  await d.subscribeAsync(`devices/${id}/commands`, { qos: 1 });
   return d;
 }
 
