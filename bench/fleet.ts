@@ -251,6 +251,18 @@ export async function run(): Promise<Record<string, unknown>> {
     const gwEld = eldReports(gw.output())[1];
     const simEld = eldReports(fleet.output())[1];
     const info = await client.info('memory');
+    // Where Redis's time went: the costliest commands (calls/s and µs per call) over the whole run.
+    const stats = [...(await client.info('commandstats')).matchAll(/cmdstat_(\w+):calls=(\d+),usec=(\d+)/g)]
+      .map(([, name, calls, usec]) => ({ name: name!, calls: Number(calls), usec: Number(usec) }))
+      .sort((x, y) => y.usec - x.usec)
+      .slice(0, 6);
+    const runSeconds = (Date.now() - runStarted) / 1000;
+    const redisCommands = Object.fromEntries(
+      stats.map((c) => [
+        c.name,
+        `${Math.round(c.calls / runSeconds)}/s, ${(c.usec / c.calls).toFixed(1)} µs, ${((c.usec / 1e6 / runSeconds) * 100).toFixed(1)}% core`,
+      ]),
+    );
     const usedMemory = Number(/used_memory:(\d+)/.exec(info)?.[1] ?? Number.NaN) / 2 ** 20;
     let summary: Summary;
     try {
@@ -295,6 +307,7 @@ export async function run(): Promise<Record<string, unknown>> {
       command_mqtt_p99_ms: quantile(Float64Array.from(commands.byKind.mqtt).sort(), 0.99),
       gateway_rss_mb: gatewayRss,
       redis_used_memory_mb: usedMemory,
+      redis_top_commands: redisCommands,
       ...cpuShare,
       eld_gateway_p99_ms: gwEld?.p99,
       eld_gateway_max_ms: gwEld?.max,

@@ -139,6 +139,10 @@ export const simSchema = {
   'producer.batchMaxEntries': { ...producerSchema['producer.batchMaxEntries'], default: 500 },
   'producer.maxInFlightBatches': { ...producerSchema['producer.maxInFlightBatches'], default: 8 },
   'producer.maxBufferedEntries': { ...producerSchema['producer.maxBufferedEntries'], default: 200_000 },
+  // No linger: one scheduler tick offers every agent's due readings at once, and nothing more
+  // comes until the next tick (fleet.tick, 10 ms), so the tick already is the batch; a 5 ms
+  // linger only added up to 5 ms to every reading (agents: ingest p50 5 -> 2 ms at 500 drones).
+  'producer.lingerMs': { ...producerSchema['producer.lingerMs'], default: 0 },
   ...commandSchema,
   ...logSchema,
   ...metricsSchema,
