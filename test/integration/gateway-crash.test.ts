@@ -6,11 +6,12 @@
  * in the stream, exactly once.
  */
 import type { Redis } from 'ioredis';
-import mqtt, { type MqttClient } from 'mqtt';
+import mqtt from 'mqtt';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Keys } from '#shared/keys.js';
 import type { AgentProcess } from '../harness/agent-process.js';
 import { startGatewayProcess } from '../harness/gateway.js';
+import { QosPublisher } from '../harness/mqtt-device.js';
 import { freePort } from '../harness/ports.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
@@ -29,50 +30,6 @@ afterAll(async () => {
 });
 
 const DEVICES = 4;
-const WINDOW = 16;
-
-class Publisher {
-  readonly acked = new Set<number>();
-  private next = 1;
-  private inFlight = 0;
-  private running = true;
-  private drained: (() => void) | undefined;
-
-  constructor(
-    readonly id: string,
-    private readonly mqtt: MqttClient,
-  ) {
-    for (let i = 0; i < WINDOW; i++) this.pump();
-  }
-
-  private pump(): void {
-    if (!this.running) {
-      if (this.inFlight === 0) this.drained?.();
-      return;
-    }
-    const seq = this.next++;
-    this.inFlight++;
-    this.mqtt.publish(
-      `devices/${this.id}/telemetry/load`,
-      JSON.stringify({ seq, v: seq, pad: 'x'.repeat(80) }),
-      { qos: 1 },
-      (err) => {
-        this.inFlight--;
-        if (!err) this.acked.add(seq);
-        // Pace a little so the run stays short and the machine shared.
-        setTimeout(() => this.pump(), 2);
-      },
-    );
-  }
-
-  /** Stops publishing and waits until every in-flight publish is acknowledged. */
-  stop(): Promise<void> {
-    this.running = false;
-    if (this.inFlight === 0) return Promise.resolve();
-    return new Promise((resolve) => (this.drained = resolve));
-  }
-}
-
 it('loses no acknowledged QoS 1 publish and duplicates none across a SIGKILL of the gateway', async () => {
   const prefix = randomPrefix();
   const keys = new Keys(prefix, 4);
@@ -101,7 +58,7 @@ it('loses no acknowledged QoS 1 publish and duplicates none across a SIGKILL of 
         reconnectPeriod: 100,
         connectTimeout: 5000,
       });
-      return new Publisher(`crash-${i}`, c);
+      return new QosPublisher(`crash-${i}`, c);
     }),
   );
   const total = () => devices.reduce((n, d) => n + d.acked.size, 0);
@@ -122,7 +79,7 @@ it('loses no acknowledged QoS 1 publish and duplicates none across a SIGKILL of 
       expect(missing).toEqual([]);
     }
   } finally {
-    await Promise.all(devices.map((d) => (d as unknown as { mqtt: MqttClient }).mqtt.endAsync(true)));
+    await Promise.all(devices.map((d) => d.client.endAsync(true)));
     await gw.kill('SIGTERM');
   }
 });
