@@ -106,6 +106,13 @@ export interface CommandOptions {
   /** Fallback poll of every reachable device's command stream (the doorbell is the fast path). */
   pollIntervalMs: number;
   sweepIntervalMs: number;
+  /**
+   * After its deadline, how long an agent's `delivered` or `running` command
+   * waits for the agent's own result before the sweep ends it `unknown`. An
+   * attempt starts only before the deadline and is bounded by its handler's
+   * timeout, so past this grace the agent is gone (or cut off), not busy.
+   */
+  agentResultGraceMs: number;
   retentionMs: number;
   /** Block on the doorbell stream; off, commands wait for the fallback poll. */
   doorbell: boolean;
@@ -114,6 +121,7 @@ export interface CommandOptions {
 export const DEFAULT_COMMAND_OPTIONS: CommandOptions = {
   pollIntervalMs: 2000,
   sweepIntervalMs: 1000,
+  agentResultGraceMs: 10 * 60_000,
   retentionMs: DEFAULT_LEDGER_RETENTION_MS,
   doorbell: true,
 };
@@ -638,7 +646,7 @@ export class CommandDelivery implements GatewayService {
     status: 'succeeded' | 'failed' | 'rejected' | 'expired' | 'unknown',
     message: string | undefined,
     delivered: boolean,
-    extra: { output?: unknown; errorClass?: string } = {},
+    extra: { output?: unknown; errorClass?: string; deliveredAt?: number; attempts?: number } = {},
     ack = true,
   ): Promise<void> {
     const c = this.ctx;
@@ -659,9 +667,9 @@ export class CommandDelivery implements GatewayService {
       correlationId: command.correlationId,
       entryId,
       issuedAt: command.issuedAt,
-      deliveredAt: delivered ? now : undefined,
+      deliveredAt: extra.deliveredAt ?? (delivered ? now : undefined),
       finishedAt: now,
-      attempts: delivered ? 1 : 0,
+      attempts: extra.attempts ?? (delivered ? 1 : 0),
       output: extra.output,
       errorClass: extra.errorClass,
       message,
@@ -733,9 +741,12 @@ export class CommandDelivery implements GatewayService {
    * - past their deadline and still `queued` (the device never came to a
    *   gateway, or the agent never came back): `expired`, only while the
    *   ledger is `queued`, in one script step (expireQueuedCommand-1.lua);
-   * - MQTT devices only: `delivered` and past the deadline by a grace period
-   *   (the gateway that held them is gone): `unknown`. An agent's delivered or
-   *   running command is the agent's to end;
+   * - MQTT devices: `delivered` and past the deadline by a grace period
+   *   (the gateway that held them is gone): `unknown`;
+   * - agents: `delivered` or `running` and past the deadline by
+   *   `agentResultGraceMs` (the agent is gone): `unknown`. finishCommand is
+   *   first-wins, so an agent that comes back later reports this result and
+   *   never runs the command (beginCommand sees it ended);
    * - terminal, whatever the device: the result is published (once) in case
    *   the step between ledger and results stream failed.
    * Bounded per tick (SWEEP_DEVICES_PER_TICK devices by SSCAN, SWEEP_ENTRIES
@@ -819,7 +830,7 @@ export class CommandDelivery implements GatewayService {
   ): Promise<boolean> {
     const c = this.ctx;
     const ledger = c.keys.commandLedger(deviceId, command.id);
-    const [st, stored] = await c.client.hmget(ledger, 'st', 'r');
+    const [st, stored, deliveredAt, attempts] = await c.client.hmget(ledger, 'st', 'r', 'td', 'at');
     if (st && isTerminal(st)) {
       if (stored) await this.conclude(deviceId, entryId, command, JSON.parse(stored) as string[], fields);
       return false;
@@ -855,6 +866,25 @@ export class CommandDelivery implements GatewayService {
       }
       // The device recorded it meanwhile (delivered or running: it decides), or it ended: next sweep.
       return true;
+    }
+    if (!mqtt && command.deadline + this.options.agentResultGraceMs <= now) {
+      // delivered or running: the agent received it and never reported (ack false: the entry is the agent's).
+      await this.finish(
+        deviceId,
+        entryId,
+        command,
+        fields,
+        'unknown',
+        `the agent received it and reported no result within ${this.options.agentResultGraceMs} ms after its deadline; it may or may not have taken effect`,
+        true,
+        {
+          errorClass: 'AgentGone',
+          deliveredAt: Number(deliveredAt) || undefined,
+          attempts: Number(attempts) || 0,
+        },
+        false,
+      );
+      return false;
     }
     if (mqtt && st === 'delivered' && command.deadline + ORPHAN_GRACE_MS <= now) {
       await this.finish(

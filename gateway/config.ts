@@ -134,6 +134,11 @@ export const gatewaySchema = {
     'How often commands nobody can deliver are checked against their deadlines',
     { min: 50 },
   ),
+  'commands.agentResultGrace': opt.duration(
+    10 * 60_000,
+    "After its deadline, how long an agent's delivered or running command waits for the agent's result before the sweep ends it unknown (the agent is gone). Keep it above the agents' longest handler timeout",
+    { min: 1000 },
+  ),
   'commands.ledgerRetention': opt.duration(
     24 * 3_600_000,
     'How long a command ledger outlives its deadline',

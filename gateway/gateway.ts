@@ -190,6 +190,7 @@ export class Gateway {
         new CommandDelivery(ctx, this.broker ?? NO_REACH, {
           pollIntervalMs: config['commands.pollInterval'],
           sweepIntervalMs: config['commands.sweepInterval'],
+          agentResultGraceMs: config['commands.agentResultGrace'],
           retentionMs: config['commands.ledgerRetention'],
           doorbell: config['commands.doorbell'],
         }),

@@ -309,6 +309,64 @@ it('ends a queued command of an agent that never comes back as expired, once, wi
   }
 });
 
+it('ends a command an agent received and never reported as unknown, once, after the grace; the agent coming back never runs it', async () => {
+  const grace = { 'commands.agentResultGrace': 1000 };
+  const { gw: a, keys: k } = await ownGateway({ 'gateway.id': 'grace-a', ...grace });
+  const b = await startGateway({
+    'redis.url': redis.url,
+    'redis.keyPrefix': k.prefix,
+    'redis.partitions': 4,
+    'gateway.id': 'grace-b',
+    'commands.sweepInterval': 200,
+    ...grace,
+  });
+  try {
+    await registerDevice(client, k, 'agent-died', []);
+    const run = scripts(client);
+    // One the agent started (running), one it only received (delivered); then it died.
+    const sent = [];
+    for (const mode of ['start', 'deliver'] as const) {
+      const s = await sendCommand(client, k, 'agent-died', { name: 'reboot', ttlMs: 600 });
+      const [code] = await run.beginCommand(
+        k.commandLedger('agent-died', s.command.id),
+        Date.now(),
+        s.command.deadline,
+        s.command.deadline + 60_000,
+        'agent-died',
+        mode,
+      );
+      expect(code).toBe(mode === 'start' ? 'started' : 'delivered');
+      sent.push(s);
+    }
+    // Not before deadline + grace.
+    await sleep(900);
+    expect(await readResults(client, k)).toEqual([]);
+    for (const s of sent) {
+      const r = await waitForResult(client, k, 'agent-died', s.command.id, 20_000);
+      expect(r).toMatchObject({ status: 'unknown', errorClass: 'AgentGone' });
+      expect(r.deliveredAt).toBeGreaterThan(0);
+      expect(r.finishedAt! - s.command.deadline).toBeGreaterThanOrEqual(1000);
+    }
+    await sleep(600);
+    const all = resultsByCommand(await readResults(client, k));
+    for (const s of sent)
+      expect(all.get(`agent-died/${s.command.id}`)?.map((r) => r.status)).toEqual(['unknown']);
+    // The agent comes back: its begin sees the command ended and it does not run.
+    const [again] = await run.beginCommand(
+      k.commandLedger('agent-died', sent[0]!.command.id),
+      Date.now(),
+      sent[0]!.command.deadline,
+      sent[0]!.command.deadline + 60_000,
+      'agent-died',
+      'restart',
+    );
+    expect(again).toBe('done');
+  } finally {
+    await b.stop();
+    await a.stop();
+  }
+});
+
 /** Fallback poll so far away that only the doorbell can explain a delivery within the test. */
 const NEVER_POLL = 600_000;
 
