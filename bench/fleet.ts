@@ -18,6 +18,7 @@
  *                          command_agent_p99_ms and command_mqtt_p99_ms split it by device kind
  *   gateway_rss_mb         the gateway process's peak resident memory (VmHWM)
  *   redis_used_memory_mb   INFO memory used_memory at the end of the run
+ *   gateway_heap_*, gateway_gc_share  its V8 heap at the end of that window, and the share of it spent in GC
  *   cpu_*                  share of one core each process used while commands ran (from /proc)
  *   eld_*_p99_ms           event-loop delay p99 of the gateway, the simulator and this process over that window
  *
@@ -81,6 +82,25 @@ function eldReports(output: string): Array<{ p50: number; p99: number; max: numb
     .split('\n')
     .filter((l) => l.startsWith('{"eld"'))
     .map((l) => (JSON.parse(l) as { eld: { p50: number; p99: number; max: number } }).eld);
+}
+
+/** Values of the gateway's process metrics (prom-client defaults): what its memory holds, its GC time. */
+async function gatewayMetrics(
+  port: number,
+): Promise<Record<'heap_used_mb' | 'heap_total_mb' | 'external_mb' | 'rss_mb' | 'gc_s', number>> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const value = (re: RegExp) => {
+    let sum = 0;
+    for (const m of text.matchAll(re)) sum += Number(m[1]);
+    return sum;
+  };
+  return {
+    heap_used_mb: value(/^nodejs_heap_size_used_bytes(?:\{[^}]*\})? (\S+)$/gm) / 2 ** 20,
+    heap_total_mb: value(/^nodejs_heap_size_total_bytes(?:\{[^}]*\})? (\S+)$/gm) / 2 ** 20,
+    external_mb: value(/^nodejs_external_memory_bytes(?:\{[^}]*\})? (\S+)$/gm) / 2 ** 20,
+    rss_mb: value(/^process_resident_memory_bytes(?:\{[^}]*\})? (\S+)$/gm) / 2 ** 20,
+    gc_s: value(/^nodejs_gc_duration_seconds_sum\{[^}]*\} (\S+)$/gm),
+  };
 }
 
 /** Environment of the gateway and the simulator: the event-loop delay (and profile) preload. */
@@ -154,6 +174,7 @@ export async function run(): Promise<Record<string, unknown>> {
   const redis = await startLocalRedis();
   const dir = mkdtempSync(join(tmpdir(), 'bench-fleet-'));
   const port = await freePort();
+  const metricsPort = await freePort();
   const gwArgs: string[] = [];
   for (const [key, value] of Object.entries({
     'gateway.id': 'bench-fleet',
@@ -161,6 +182,7 @@ export async function run(): Promise<Record<string, unknown>> {
     'redis.url': redis.url,
     'redis.keyPrefix': PREFIX,
     'log.level': 'warn',
+    'metrics.port': metricsPort,
     ...Object.fromEntries(
       (process.env.FLEET_BENCH_GATEWAY_SET ?? '')
         .split(',')
@@ -222,6 +244,7 @@ export async function run(): Promise<Record<string, unknown>> {
     // The steady window: CPU and event-loop delay of every process while commands run.
     const pids = { gateway: gw.child.pid, sim: fleet.child.pid, redis: redisPid, bench: process.pid };
     const cpu0 = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMs(pid)]));
+    const gm0 = await gatewayMetrics(metricsPort).catch(() => undefined);
     const w0 = performance.now();
     gw.child.kill('SIGUSR2');
     fleet.child.kill('SIGUSR2');
@@ -238,6 +261,7 @@ export async function run(): Promise<Record<string, unknown>> {
     gw.child.kill('SIGUSR2');
     fleet.child.kill('SIGUSR2');
     const windowMs = performance.now() - w0;
+    const gm1 = await gatewayMetrics(metricsPort).catch(() => undefined);
     const cpuShare = Object.fromEntries(
       Object.entries(pids).map(([k, pid]) => [`cpu_${k}`, (cpuMs(pid) - cpu0[k]!) / windowMs]),
     );
@@ -307,6 +331,10 @@ export async function run(): Promise<Record<string, unknown>> {
       command_mqtt_p99_ms: quantile(Float64Array.from(commands.byKind.mqtt).sort(), 0.99),
       gateway_rss_mb: gatewayRss,
       redis_used_memory_mb: usedMemory,
+      gateway_heap_used_mb: gm1?.heap_used_mb,
+      gateway_heap_total_mb: gm1?.heap_total_mb,
+      gateway_external_mb: gm1?.external_mb,
+      gateway_gc_share: gm0 && gm1 ? ((gm1.gc_s - gm0.gc_s) * 1000) / windowMs : undefined,
       redis_top_commands: redisCommands,
       ...cpuShare,
       eld_gateway_p99_ms: gwEld?.p99,
