@@ -171,23 +171,31 @@ export class ProjectionService {
 
   private async loop(): Promise<void> {
     while (!this.stopped) {
+      const startedAt = this.clock.now();
       let n = 0;
       try {
         n = await this.runRound();
       } catch {
         // counted and logged in runRound
       }
-      if (n === 0 && !this.stopped) {
-        await new Promise<void>((resolve) => {
-          const t = this.clock.setTimeout(resolve, this.options.idle);
-          this.wake = () => {
-            this.clock.clearTimeout(t);
-            resolve();
-          };
-        });
-        this.wake = undefined;
-      }
+      if (this.stopped) break;
+      // Nothing read: idle. Keeping up (no backlog read ahead): wait out the round interval, so a
+      // device's readings of that time share one script call. A backlog runs back to back.
+      if (n === 0) await this.pause(this.options.idle);
+      else if (!this.prefetch) await this.pause(startedAt + this.options.interval - this.clock.now());
     }
+  }
+
+  private async pause(ms: number): Promise<void> {
+    if (ms <= 0) return;
+    await new Promise<void>((resolve) => {
+      const t = this.clock.setTimeout(resolve, ms);
+      this.wake = () => {
+        this.clock.clearTimeout(t);
+        resolve();
+      };
+    });
+    this.wake = undefined;
   }
 
   /** Reads one batch from every partition, folds it in and acknowledges it. Returns entries processed. */
@@ -196,8 +204,10 @@ export class ProjectionService {
       const prefetched = this.prefetch;
       this.prefetch = undefined;
       const all = await (prefetched ?? this.readAll());
-      // While this round is folded in, Redis already serves the next read: Node and Redis work in parallel.
-      if (all.length > 0 && !this.closing) {
+      // With a backlog (a partition gave a full batch), Redis already serves the next read while this
+      // round is folded in: Node and Redis work in parallel. Otherwise the loop paces the next read.
+      const backlog = all.some((b) => b.entries.length >= this.options.batchSize);
+      if (backlog && !this.closing) {
         const next = this.readAll();
         next.catch(() => undefined); // its failure surfaces when the next round awaits it
         this.prefetch = next;

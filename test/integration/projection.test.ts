@@ -151,4 +151,43 @@ forEachTarget('projection', (target) => {
     const summary = (await target().client.xpending(keys.telemetryStream(0), 'projection')) as unknown[];
     expect(summary[0]).toBe(0);
   });
+
+  it("while it keeps up, folds a device's readings of one round interval with one write, and is fresh within it", async () => {
+    const applied = async (interval: number) => {
+      const { keys, client, make } = await setup();
+      const registry = createRegistry({}, false);
+      const projection = make({ interval, idle: 20 }, registry);
+      await projection.start();
+      try {
+        // 20 readings, one every 15 ms (a 67 Hz sensor), while the projection runs.
+        for (let seq = 1; seq <= 20; seq++) {
+          await append(keys, seq);
+          await new Promise((r) => setTimeout(r, 15));
+        }
+        const deadline = Date.now() + 5000;
+        while (seqOf(await readDeviceState(client, keys, 'dev-p'), 'gps') < 20) {
+          expect(Date.now(), 'the newest reading within a few intervals').toBeLessThan(deadline);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      } finally {
+        await projection.stop();
+      }
+      const m = await registry.getSingleMetric('projection_applied_total')?.get();
+      return m?.values[0]?.value ?? 0;
+    };
+    const append = async (keys: Keys, seq: number) => {
+      const e = encodeEnvelope({
+        deviceId: 'dev-p',
+        seq,
+        time: 1_700_000_000_000 + seq,
+        type: 'gps',
+        payload: { seq },
+      });
+      await target().client.xadd(keys.telemetryStreamFor('dev-p'), '*', ...envelopeFields(e));
+    };
+    // Paced at 400 ms, the 300 ms of readings take one or two rounds (plus one for a straggler)...
+    expect(await applied(400)).toBeLessThanOrEqual(3);
+    // ... back to back, nearly every reading is a write of its own.
+    expect(await applied(0)).toBeGreaterThan(8);
+  });
 });
