@@ -17,6 +17,7 @@
  * one script call per device per round, not one per entry.
  */
 
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { type Clock, systemClock } from '#shared/clock.js';
 import { decodeEncodedEnvelope, type EncodedEnvelope } from '#shared/envelope.js';
@@ -82,6 +83,9 @@ export interface ProjectionDeps {
 }
 
 type RawEntry = [id: string, fields: string[] | null];
+
+/** State-script calls per pipeline on a standalone server (see runScripts). */
+const SCRIPT_CHUNK = 250;
 type ReadReply = Array<[stream: string, entries: RawEntry[]]> | null;
 interface Batch {
   stream: string;
@@ -330,6 +334,9 @@ export class ProjectionService {
         if (held) stale++;
         fold.readings.set(e.type, { seq: e.seq, packed: `${e.seq} ${e.time} ${e.type} ${e.payload}` });
       }
+      // A round can hold thousands of entries: let the gateway's MQTT traffic (PUBACKs wait on the
+      // event loop) in between partitions rather than after the whole round.
+      await yieldToEventLoop();
     }
     if (entries === 0) return 0;
 
@@ -358,16 +365,28 @@ export class ProjectionService {
     return entries;
   }
 
-  /** Standalone: one pipeline (one write, one round trip). Cluster: one call per device, routed by slot. */
+  /**
+   * Standalone: pipelines of SCRIPT_CHUNK calls, all sent before the first
+   * reply is awaited (a few writes, one round trip), yielding to the event
+   * loop between chunks so that building them never holds up other traffic
+   * for long. Cluster: one call per device, routed by slot.
+   */
   private async runScripts(calls: Array<[string, Array<string | number>]>): Promise<Array<[number, number]>> {
     if (this.client instanceof Redis) {
       scripts(this.client); // defines the command, so pipelines have it too
-      const pipe = this.client.pipeline() as unknown as {
-        projectState(key: string, ...args: Array<string | number>): void;
-        exec(): Promise<Array<[Error | null, unknown]> | null>;
-      };
-      for (const [key, args] of calls) pipe.projectState(key, ...args);
-      const replies = (await pipe.exec()) ?? [];
+      const sent: Array<Promise<Array<[Error | null, unknown]> | null>> = [];
+      for (let i = 0; i < calls.length; i += SCRIPT_CHUNK) {
+        if (i > 0) await yieldToEventLoop();
+        const pipe = this.client.pipeline() as unknown as {
+          projectState(key: string, ...args: Array<string | number>): void;
+          exec(): Promise<Array<[Error | null, unknown]> | null>;
+        };
+        for (const [key, args] of calls.slice(i, i + SCRIPT_CHUNK)) pipe.projectState(key, ...args);
+        const reply = pipe.exec();
+        reply.catch(() => undefined); // awaited below, after every chunk is sent
+        sent.push(reply);
+      }
+      const replies = (await Promise.all(sent)).flatMap((r) => r ?? []);
       return replies.map(([err, value]) => {
         if (err) throw err;
         return value as [number, number];
