@@ -19,7 +19,7 @@ export const projectionSchema = {
   // reading per call (15,000 script calls/s, 39 % of a Redis core, most of the gateway's GC).
   'projection.interval': opt.duration(
     500,
-    'Least time between the starts of two rounds while the projection keeps up: readings of a device that arrive within it are folded in by one script call. Shorter is a fresher view for more Redis and gateway CPU; 0 = back to back',
+    'While the projection keeps up, each partition is read once per interval (the partitions spread over it): readings of a device that arrive within it are folded in by one script call. Shorter is a fresher view for more Redis and gateway CPU; 0 = all partitions at once, back to back',
     { min: 0, max: 60_000 },
   ),
   'projection.idle': opt.duration(100, 'Pause between rounds that found nothing to read', {

@@ -173,20 +173,33 @@ export class ProjectionService {
     return { healthy: reasons.length === 0, reasons };
   }
 
+  /**
+   * Keeping up, the loop is paced: it reads one partition at a time, each
+   * every `interval`, the partitions spread evenly over it. A device lives in
+   * one partition, so its readings of one interval still share one script
+   * call, and Redis and the event loop see a small step every
+   * interval/partitions instead of a burst for all partitions at once (which
+   * showed as PUBACK latency). A backlog (a full batch read) is caught up
+   * with back-to-back rounds over all partitions, the next read ahead.
+   */
   private async loop(): Promise<void> {
+    let next = 0;
+    const { interval, idle } = this.options;
     while (!this.stopped) {
       const startedAt = this.clock.now();
+      const paced = interval > 0 && !this.prefetch;
+      const streams = paced ? [this.streams[next]!] : this.streams;
+      if (paced) next = (next + 1) % this.streams.length;
       let n = 0;
       try {
-        n = await this.runRound();
+        n = await this.runRound(streams);
       } catch {
         // counted and logged in runRound
       }
       if (this.stopped) break;
-      // Nothing read: idle. Keeping up (no backlog read ahead): wait out the round interval, so a
-      // device's readings of that time share one script call. A backlog runs back to back.
-      if (n === 0) await this.pause(this.options.idle);
-      else if (!this.prefetch) await this.pause(startedAt + this.options.interval - this.clock.now());
+      if (this.prefetch) continue;
+      if (paced) await this.pause(startedAt + interval / this.streams.length - this.clock.now());
+      else if (n === 0) await this.pause(idle);
     }
   }
 
@@ -202,17 +215,17 @@ export class ProjectionService {
     this.wake = undefined;
   }
 
-  /** Reads one batch from every partition, folds it in and acknowledges it. Returns entries processed. */
-  async runRound(): Promise<number> {
+  /** Reads one batch from each partition given, folds it in and acknowledges it. Returns entries processed. */
+  async runRound(streams: readonly string[] = this.streams): Promise<number> {
     try {
       const prefetched = this.prefetch;
       this.prefetch = undefined;
-      const all = await (prefetched ?? this.readAll());
+      const all = await (prefetched ?? this.readAll(streams));
       // With a backlog (a partition gave a full batch), Redis already serves the next read while this
       // round is folded in: Node and Redis work in parallel. Otherwise the loop paces the next read.
       const backlog = all.some((b) => b.entries.length >= this.options.batchSize);
       if (backlog && !this.closing) {
-        const next = this.readAll();
+        const next = this.readAll(streams);
         next.catch(() => undefined); // its failure surfaces when the next round awaits it
         this.prefetch = next;
       }
@@ -233,8 +246,8 @@ export class ProjectionService {
     }
   }
 
-  private async readAll(): Promise<Batch[]> {
-    const batches = await Promise.all(this.streams.map((s) => this.read(s)));
+  private async readAll(streams: readonly string[]): Promise<Batch[]> {
+    const batches = await Promise.all(streams.map((s) => this.read(s)));
     const claimed = await this.claimAbandoned();
     return [...batches, ...claimed].filter((b) => b.entries.length > 0);
   }
