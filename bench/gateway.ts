@@ -10,6 +10,9 @@
  *                          which comes after the entry is readable in Redis (an upper bound of
  *                          publish -> readable)
  *
+ * GATEWAY_BENCH_SET='key=value,...' adds options to the broker-mode gateway,
+ * BRIDGE_CONN sets the bridge's connections (default 32), for experiments.
+ *
  * Every server runs as its own process (the gateway through its CLI), each on
  * free ports in a temporary directory; the system nats-server and mosquitto
  * are never touched.
@@ -78,6 +81,12 @@ async function telemetryCount(redis: Redis, prefix: string): Promise<number> {
   return lens.reduce((a, b) => a + b, 0);
 }
 
+/** GATEWAY_BENCH_SET='key=value,...': extra options of the broker-mode gateway (experiments, e.g. projection.enabled=false). */
+function extraOptions(): Record<string, string> {
+  const pairs = (process.env.GATEWAY_BENCH_SET ?? '').split(',').filter(Boolean);
+  return Object.fromEntries(pairs.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+}
+
 async function gatewayBroker(redisUrl: string): Promise<{ rate: number; p50: number; p99: number }> {
   const port = await freePort();
   const gw = startGatewayProcess({
@@ -88,6 +97,7 @@ async function gatewayBroker(redisUrl: string): Promise<{ rate: number; p50: num
     'producer.idempotent': true,
     'commands.enabled': false,
     'log.level': 'warn',
+    ...extraOptions(),
   });
   try {
     await waitForPort(port);
