@@ -6,7 +6,7 @@
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type BrowserContext, chromium } from 'playwright-core';
+import { type BrowserContext, chromium, type Page } from 'playwright-core';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
@@ -44,4 +44,22 @@ export async function launchBrowser(): Promise<Browser> {
       rmSync(profileDir, { recursive: true, force: true });
     },
   };
+}
+
+/** Sends a command from the dashboard's form; returns the command id its API answered with (202). */
+export async function sendFromForm(
+  page: Page,
+  deviceId: string,
+  name: string,
+  args: string,
+): Promise<string> {
+  await page.fill('#cmd-device', deviceId);
+  await page.fill('#cmd-name', name);
+  await page.fill('#cmd-args', args);
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith('/api/commands') && r.request().method() === 'POST'),
+    page.click('#cmd-send'),
+  ]);
+  if (response.status() !== 202) throw new Error(`the form's command was not accepted: ${response.status()}`);
+  return ((await response.json()) as { commandId: string }).commandId;
 }

@@ -3,7 +3,8 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Cluster, Redis } from 'ioredis';
-import { type CommandResult, decodeResult } from '#shared/commands/codec.js';
+import { type CommandResult, decodeResult, resultFields } from '#shared/commands/codec.js';
+import type { Sent } from '#shared/commands/send.js';
 import type { Keys } from '#shared/keys.js';
 import { type AgentProcess, startAgentProcess } from './agent-process.js';
 
@@ -102,4 +103,37 @@ export function journalPhase(dataDir: string, commandId: string): string | undef
     }
   }
   return phase;
+}
+
+/**
+ * Fixes a `failed` result in a command's ledger, as another consumer that
+ * claimed the entry would have: the worker still running it must then report
+ * this result (first one wins), not its own.
+ */
+export async function fixFailedFirst(
+  client: Redis | Cluster,
+  keys: Keys,
+  deviceId: string,
+  sent: Sent,
+): Promise<void> {
+  const first = resultFields({
+    commandId: sent.command.id,
+    deviceId,
+    status: 'failed',
+    entryId: sent.entryId,
+    finishedAt: Date.now(),
+    attempts: 1,
+    errorClass: 'RangeError',
+    message: 'fixed first elsewhere',
+    version: 1,
+  });
+  await client.hset(
+    keys.commandLedger(deviceId, sent.command.id),
+    'st',
+    'failed',
+    'r',
+    JSON.stringify(first),
+    'at',
+    1,
+  );
 }

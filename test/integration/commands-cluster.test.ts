@@ -7,12 +7,12 @@
  */
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { resultFields } from '#shared/commands/codec.js';
 import { buildCommand, commandStatus, sendCommand, waitForResult } from '#shared/commands/send.js';
 import { Keys } from '#shared/keys.js';
 import type { AgentProcess } from '../harness/agent-process.js';
 import {
   effects,
+  fixFailedFirst,
   journalPhase,
   readResults,
   resultsByCommand,
@@ -108,26 +108,7 @@ it('a result fixed in the ledger while the handler ran wins: published and dead-
   clusterAgent(keys, 'cl-race', dir, { 'commands.testDelayAfterHandler': '3s' });
   await waitFor(async () => journalPhase(dir, sent.command.id) === 'done', 30_000, 'effect recorded');
   // Another consumer fixed a `failed` result first (as if it had claimed the entry).
-  const first = resultFields({
-    commandId: sent.command.id,
-    deviceId: 'cl-race',
-    status: 'failed',
-    entryId: sent.entryId,
-    finishedAt: Date.now(),
-    attempts: 1,
-    errorClass: 'RangeError',
-    message: 'fixed first elsewhere',
-    version: 1,
-  });
-  await client.hset(
-    keys.commandLedger('cl-race', sent.command.id),
-    'st',
-    'failed',
-    'r',
-    JSON.stringify(first),
-    'at',
-    1,
-  );
+  await fixFailedFirst(client, keys, 'cl-race', sent);
   const pending = async () =>
     ((await client.xpending(keys.commands('cl-race'), 'agent')) as [number, ...unknown[]])[0];
   await waitFor(async () => (await pending()) === 0, 30_000, 'ack');

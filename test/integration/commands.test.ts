@@ -20,6 +20,7 @@ import { scripts } from '#shared/redis/scripts.js';
 import { type AgentProcess, runScript } from '../harness/agent-process.js';
 import {
   effects,
+  fixFailedFirst,
   journalPhase,
   readResults,
   resultsByCommand,
@@ -521,26 +522,7 @@ describe('control commands', () => {
     agent(keys, 'dev-race', dir, { 'commands.testDelayAfterHandler': '3s' });
     await waitFor(async () => journalPhase(dir, sent.command.id) === 'done', 20_000, 'effect recorded');
     // Another consumer fixed a `failed` result first (as if it had claimed the entry).
-    const first = resultFields({
-      commandId: sent.command.id,
-      deviceId: 'dev-race',
-      status: 'failed',
-      entryId: sent.entryId,
-      finishedAt: Date.now(),
-      attempts: 1,
-      errorClass: 'RangeError',
-      message: 'fixed first elsewhere',
-      version: 1,
-    });
-    await client.hset(
-      keys.commandLedger('dev-race', sent.command.id),
-      'st',
-      'failed',
-      'r',
-      JSON.stringify(first),
-      'at',
-      1,
-    );
+    await fixFailedFirst(client, keys, 'dev-race', sent);
     await waitFor(async () => (await pending(keys, 'dev-race')) === 0, 20_000, 'ack');
     const results = await readResults(client, keys);
     expect(results).toHaveLength(1);

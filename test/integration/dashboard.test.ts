@@ -18,7 +18,7 @@ import { type Fleet, startFleet } from '../../firmware-sim/fleet.js';
 import { type DeviceView, FleetReader, type FleetView } from '../../gateway/dashboard/fleet.js';
 import type { Sample } from '../../gateway/dashboard/history.js';
 import { projectionFactories } from '../../gateway/projection/factory.js';
-import { type Browser, launchBrowser } from '../harness/browser.js';
+import { type Browser, launchBrowser, sendFromForm } from '../harness/browser.js';
 import { type RunningGateway, startGateway } from '../harness/gateway.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
@@ -297,19 +297,16 @@ describe('in a real browser', () => {
     // A command from the form, to each kind of device: its terminal result shows in the outcome and the list.
     for (const kind of ['mqtt', 'agent'] as const) {
       const target = fleet.devices.find((d) => d.kind === kind)!.id;
-      await page.fill('#cmd-device', target);
-      await page.fill('#cmd-name', 'set-interval');
-      await page.fill('#cmd-args', '{"sensor":"battery","interval":750}');
-      const [response] = await Promise.all([
-        page.waitForResponse((r) => r.url().endsWith('/api/commands') && r.request().method() === 'POST'),
-        page.click('#cmd-send'),
-      ]);
-      expect(response.status()).toBe(202);
-      const { commandId } = (await response.json()) as { commandId: string };
-      await page.locator('#cmd-outcome[data-status="succeeded"]').waitFor({ timeout: 20_000 });
-      expect(await page.locator('#cmd-outcome').textContent()).toMatch(
-        new RegExp(`set-interval on ${target}: succeeded`),
+      const commandId = await sendFromForm(
+        page,
+        target,
+        'set-interval',
+        '{"sensor":"battery","interval":750}',
       );
+      // The outcome line names this command's device (the one before it named another).
+      await expect
+        .poll(() => page.locator('#cmd-outcome').textContent(), { timeout: 20_000 })
+        .toMatch(new RegExp(`set-interval on ${target}: succeeded`));
       const row = page.locator(`#results tr[data-command="${commandId}"]`);
       await row.waitFor({ timeout: 10_000 });
       expect(await row.textContent()).toMatch(new RegExp(`${target}set-intervalsucceeded`));

@@ -11,7 +11,7 @@ import { createConnection } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import type { FleetView } from '../../gateway/dashboard/fleet.js';
-import { launchBrowser } from '../harness/browser.js';
+import { launchBrowser, sendFromForm } from '../harness/browser.js';
 import { captureOutput, spawnTracked, waitExit } from '../harness/process.js';
 import { waitFor } from '../harness/streams.js';
 
@@ -134,15 +134,7 @@ it('runs the whole system, shows progress and command results, and stops cleanly
     expect(await page.locator('#c-devices').textContent()).toBe('4');
     for (const kind of ['agent', 'mqtt'] as const) {
       const target = fleet.devices.find((d) => d.kind === kind)!.id;
-      await page.fill('#cmd-device', target);
-      await page.fill('#cmd-name', 'ping');
-      await page.fill('#cmd-args', '{}');
-      const [response] = await Promise.all([
-        page.waitForResponse((r) => r.url().endsWith('/api/commands') && r.request().method() === 'POST'),
-        page.click('#cmd-send'),
-      ]);
-      expect(response.status()).toBe(202);
-      const { commandId } = (await response.json()) as { commandId: string };
+      const commandId = await sendFromForm(page, target, 'ping', '{}');
       // The outcome line names this command's device (the one before it named another).
       await expect
         .poll(() => page.locator('#cmd-outcome').textContent(), { timeout: 20_000 })
