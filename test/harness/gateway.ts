@@ -49,6 +49,16 @@ export function startGatewayProcess(options: Record<string, string | number | bo
   return runScript('gateway/cli.ts', args);
 }
 
+/** A gateway child process, resolved once it logs that it started (its broker or bridge is up). */
+export async function startGatewayProcessReady(
+  options: Record<string, string | number | boolean>,
+  timeoutMs = 30_000,
+): Promise<AgentProcess> {
+  const p = startGatewayProcess(options);
+  await p.waitForLog((l) => l.msg === 'gateway started', timeoutMs);
+  return p;
+}
+
 /** A gateway in process on `redisUrl` in a fresh random key prefix (4 partitions), with its Keys. */
 export async function startPrefixedGateway(
   redisUrl: string,

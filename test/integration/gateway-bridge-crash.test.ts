@@ -16,7 +16,7 @@ import mqtt from 'mqtt';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Keys } from '#shared/keys.js';
 import type { AgentProcess } from '../harness/agent-process.js';
-import { startGatewayProcess } from '../harness/gateway.js';
+import { startGatewayProcessReady } from '../harness/gateway.js';
 import { type MosquittoBroker, startMosquitto } from '../harness/mosquitto.js';
 import { QosPublisher } from '../harness/mqtt-device.js';
 import { randomPrefix } from '../harness/prefix.js';
@@ -52,11 +52,7 @@ it('every message mosquitto accepted is in the stream once across a SIGKILL of t
     'redis.partitions': 4,
     'log.level': 'info',
   };
-  const start = async (): Promise<AgentProcess> => {
-    const p = startGatewayProcess(flags);
-    await p.waitForLog((l) => l.msg === 'gateway started', 30_000);
-    return p;
-  };
+  const start = (): Promise<AgentProcess> => startGatewayProcessReady(flags);
   let gw = await start();
   const devices = await Promise.all(
     Array.from({ length: DEVICES }, async (_, i) => {

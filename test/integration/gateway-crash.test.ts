@@ -10,7 +10,7 @@ import mqtt from 'mqtt';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Keys } from '#shared/keys.js';
 import type { AgentProcess } from '../harness/agent-process.js';
-import { startGatewayProcess } from '../harness/gateway.js';
+import { startGatewayProcessReady } from '../harness/gateway.js';
 import { QosPublisher } from '../harness/mqtt-device.js';
 import { freePort } from '../harness/ports.js';
 import { randomPrefix } from '../harness/prefix.js';
@@ -43,11 +43,7 @@ it('loses no acknowledged QoS 1 publish and duplicates none across a SIGKILL of 
     'redis.partitions': 4,
     'log.level': 'info',
   };
-  const start = async (): Promise<AgentProcess> => {
-    const p = startGatewayProcess(flags);
-    await p.waitForLog((l) => l.msg === 'gateway started', 30_000);
-    return p;
-  };
+  const start = (): Promise<AgentProcess> => startGatewayProcessReady(flags);
   let gw = await start();
   const devices = await Promise.all(
     Array.from({ length: DEVICES }, async (_, i) => {
