@@ -2,19 +2,28 @@
 import type { GatewayContext, ServiceFactory } from '../gateway.js';
 import { type ProjectionConfig, projectionOptions } from './options.js';
 import { ProjectionService } from './service.js';
+import { ProjectionThread } from './thread.js';
 
-export function projectionFactories(config: Pick<ProjectionConfig, 'projection.enabled'>): ServiceFactory[] {
+export function projectionFactories(
+  config: Pick<ProjectionConfig, 'projection.enabled'> & Partial<Pick<ProjectionConfig, 'projection.thread'>>,
+): ServiceFactory[] {
   if (!config['projection.enabled']) return [];
+  const onThread = config['projection.thread'] ?? true;
   return [
-    (ctx: GatewayContext) =>
-      new ProjectionService(
+    (ctx: GatewayContext) => {
+      const consumer = ctx.config['projection.consumer'] || ctx.gatewayId;
+      if (onThread)
+        return new ProjectionThread(
+          { config: ctx.config, consumer, gatewayId: ctx.gatewayId, logLevel: ctx.config['log.level'] },
+          ctx.registry,
+          ctx.logger,
+        );
+      return new ProjectionService(
         ctx.client,
         ctx.keys,
-        projectionOptions({
-          ...ctx.config,
-          'projection.consumer': ctx.config['projection.consumer'] || ctx.gatewayId,
-        }),
+        projectionOptions({ ...ctx.config, 'projection.consumer': consumer }),
         { logger: ctx.logger, registry: ctx.registry, clock: ctx.clock },
-      ),
+      );
+    },
   ];
 }

@@ -4,6 +4,10 @@ import { type ConfigOf, opt } from '#shared/config/schema.js';
 
 export const projectionSchema = {
   'projection.enabled': opt.boolean(true, "Keep every device's latest-state hash in this process"),
+  'projection.thread': opt.boolean(
+    true,
+    "Run the projection on a worker thread of the gateway process, with its own Redis connection: reading every entry back, decoding it and its garbage stay off the MQTT event loop (false: in the gateway's own loop)",
+  ),
   'projection.group': opt.string(
     'projection',
     'Consumer group the projection reads the telemetry partitions with (one group for all gateways)',

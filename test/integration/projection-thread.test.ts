@@ -1,0 +1,88 @@
+/**
+ * The projection as the gateway runs it by default: on a worker thread with
+ * its own Redis connection. Its state writes reach Redis, its counters reach
+ * the gateway's metrics, what it drops shows in /healthz, and stopping the
+ * gateway stops the thread.
+ */
+import type { Redis } from 'ioredis';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { encodeEnvelope, envelopeFields } from '#shared/envelope.js';
+import { Keys } from '#shared/keys.js';
+import { readDeviceState } from '#shared/state.js';
+import { projectionFactories } from '../../gateway/projection/factory.js';
+import { startGateway } from '../harness/gateway.js';
+import { freePort } from '../harness/ports.js';
+import { randomPrefix } from '../harness/prefix.js';
+import { type RedisServer, startRedis } from '../harness/redis-server.js';
+import { waitFor } from '../harness/streams.js';
+
+let redis: RedisServer;
+let client: Redis;
+beforeAll(async () => {
+  redis = await startRedis({ local: true });
+  client = redis.client();
+});
+afterAll(async () => {
+  client.disconnect();
+  await redis.destroy();
+});
+
+const counter = async (text: string, name: string): Promise<number> =>
+  Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)`, 'm').exec(text)?.[1] ?? 0);
+
+it('folds entries on its thread into the state hashes and reports its counters to the gateway', async () => {
+  const prefix = randomPrefix();
+  const keys = new Keys(prefix, 4);
+  const metricsPort = await freePort();
+  const gw = await startGateway(
+    {
+      'metrics.port': metricsPort,
+      'redis.url': redis.url,
+      'redis.keyPrefix': prefix,
+      'redis.partitions': 4,
+      'projection.interval': 100,
+    },
+    { services: projectionFactories({ 'projection.enabled': true, 'projection.thread': true }) },
+  );
+  try {
+    for (let seq = 1; seq <= 30; seq++) {
+      const e = encodeEnvelope({
+        deviceId: 'th-1',
+        seq,
+        time: 1_700_000_000_000 + seq,
+        type: 'temp',
+        payload: { seq },
+      });
+      await client.xadd(keys.telemetryStreamFor('th-1'), '*', ...envelopeFields(e));
+    }
+    await waitFor(
+      async () => (await readDeviceState(client, keys, 'th-1'))?.readings.temp?.seq === 30,
+      10_000,
+      'the newest reading in the state hash',
+    );
+    // Counters arrive with the thread's next report (every second).
+    const get = (path: string) => fetch(`http://127.0.0.1:${metricsPort}${path}`);
+    await waitFor(
+      async () =>
+        counter(await (await get('/metrics')).text(), 'projection_entries_total').then((n) => n === 30),
+      10_000,
+      'entries counted in the gateway metrics',
+    );
+    expect((await get('/healthz')).status).toBe(200);
+    // An entry it cannot decode: counted, and the gateway is unhealthy while the projection drops.
+    await client.xadd(keys.telemetryStream(0), '*', 'd', 'bad-one', 's', 'x');
+    await waitFor(async () => (await get('/healthz')).status === 503, 10_000, 'unhealthy');
+    expect(await (await get('/healthz')).text()).toMatch(/projection: dropped entries/);
+    // Its own connection: named for it, beside the gateway's.
+    const names = (await client.client('LIST')) as string;
+    expect(names).toMatch(/name=projection:/);
+  } finally {
+    await gw.stop();
+  }
+  // Stopped with the gateway: its connection is gone.
+  await waitFor(
+    async () => !/name=projection:/.test((await client.client('LIST')) as string),
+    10_000,
+    'thread gone',
+  );
+});
