@@ -25,6 +25,7 @@ export class ProjectionThread implements GatewayService {
   private lastHealth: Health = { healthy: true, reasons: [] };
   private exitedUnexpectedly: string | undefined;
   private stopping = false;
+  private exited = false;
 
   constructor(
     private readonly data: ProjectionWorkerData,
@@ -44,6 +45,7 @@ export class ProjectionThread implements GatewayService {
       if (m.type === 'report') this.apply(m.totals, m.health);
     });
     worker.on('exit', (code) => {
+      this.exited = true;
       if (this.stopping) return;
       this.exitedUnexpectedly = `projection thread exited (code ${code})`;
       this.logger.error({ code }, 'projection thread exited; the latest-state view is not updated');
@@ -79,6 +81,7 @@ export class ProjectionThread implements GatewayService {
     if (!worker) return;
     this.stopping = true;
     this.worker = undefined;
+    if (this.exited) return; // it died earlier (reported then): nothing to stop
     const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
     worker.postMessage({ type: 'stop' });
     const timer = setTimeout(() => void worker.terminate(), THREAD_TIMEOUT_MS);

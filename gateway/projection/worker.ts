@@ -53,11 +53,14 @@ let timer: NodeJS.Timeout | undefined;
 port.on('message', async (m: ToProjectionThread) => {
   if (m.type !== 'stop') return;
   if (timer) clearInterval(timer);
-  await projection.stop();
-  await report();
-  client.disconnect();
-  post({ type: 'stopped' });
-  port.close();
+  try {
+    await projection.stop();
+    await report();
+  } finally {
+    client.disconnect();
+    post({ type: 'stopped' });
+    port.close();
+  }
 });
 
 try {

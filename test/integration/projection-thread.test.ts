@@ -4,13 +4,17 @@
  * the gateway's metrics, what it drops shows in /healthz, and stopping the
  * gateway stops the thread.
  */
+import type { Worker } from 'node:worker_threads';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { encodeEnvelope, envelopeFields } from '#shared/envelope.js';
 import { Keys } from '#shared/keys.js';
+import { silentLogger } from '#shared/log.js';
+import { createRegistry } from '#shared/metrics.js';
 import { readDeviceState } from '#shared/state.js';
 import { projectionFactories } from '../../gateway/projection/factory.js';
-import { startGateway } from '../harness/gateway.js';
+import { ProjectionThread } from '../../gateway/projection/thread.js';
+import { gatewayConfig, startGateway } from '../harness/gateway.js';
 import { freePort } from '../harness/ports.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
@@ -85,4 +89,26 @@ it('folds entries on its thread into the state hashes and reports its counters t
     10_000,
     'thread gone',
   );
+});
+
+it('a thread that dies reports the gateway unhealthy, and stopping it afterwards returns at once', async () => {
+  const config = gatewayConfig({
+    'redis.url': redis.url,
+    'redis.keyPrefix': randomPrefix(),
+    'redis.partitions': 4,
+  });
+  const thread = new ProjectionThread(
+    { config, consumer: 'dies', gatewayId: 'gw-dies', logLevel: 'silent' },
+    createRegistry({}, false),
+    silentLogger(),
+  );
+  await thread.start();
+  expect(thread.health().healthy).toBe(true);
+  // Kill the thread from outside, as a fatal error inside it would.
+  await (thread as unknown as { worker: Worker }).worker.terminate();
+  await waitFor(async () => !thread.health().healthy, 5000, 'unhealthy');
+  expect(thread.health().reasons.join()).toMatch(/projection thread exited/);
+  const started = Date.now();
+  await thread.stop();
+  expect(Date.now() - started).toBeLessThan(1000);
 });
