@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { afterAll, beforeAll } from 'vitest';
 import { dockerAvailable } from './docker.js';
 import { freePort } from './ports.js';
 import { captureOutput, spawnTracked, waitExit, waitForPort } from './process.js';
@@ -46,6 +47,36 @@ export async function startRedis(options: RedisServerOptions = {}): Promise<Redi
     return startRedisContainer(options);
   }
   return startLocalRedis(options);
+}
+
+/**
+ * A local redis-server and one client for a whole test file: started in
+ * beforeAll, stopped (client first) in afterAll. Read `server` and `client`
+ * inside tests, not at module level (they exist once beforeAll ran).
+ */
+export function useLocalRedis(): { readonly server: RedisServer; readonly client: Redis } {
+  let server: RedisServer | undefined;
+  let client: Redis | undefined;
+  beforeAll(async () => {
+    server = await startRedis({ local: true });
+    client = server.client();
+  });
+  afterAll(async () => {
+    client?.disconnect();
+    await server?.destroy();
+  });
+  const started = <T>(v: T | undefined): T => {
+    if (v === undefined) throw new Error('useLocalRedis: read server and client inside tests');
+    return v;
+  };
+  return {
+    get server() {
+      return started(server);
+    },
+    get client() {
+      return started(client);
+    },
+  };
 }
 
 export async function startLocalRedis(options: RedisServerOptions = {}): Promise<RedisServer> {

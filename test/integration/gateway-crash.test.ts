@@ -5,29 +5,18 @@
  * process) is killed and restarted; afterwards every acknowledged message is
  * in the stream, exactly once.
  */
-import type { Redis } from 'ioredis';
 import mqtt from 'mqtt';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { Keys } from '#shared/keys.js';
 import type { AgentProcess } from '../harness/agent-process.js';
 import { startGatewayProcessReady } from '../harness/gateway.js';
 import { QosPublisher } from '../harness/mqtt-device.js';
 import { freePort } from '../harness/ports.js';
 import { randomPrefix } from '../harness/prefix.js';
-import { type RedisServer, startRedis } from '../harness/redis-server.js';
+import { useLocalRedis } from '../harness/redis-server.js';
 import { readAllTelemetry, waitFor } from '../harness/streams.js';
 
-let redis: RedisServer;
-let client: Redis;
-
-beforeAll(async () => {
-  redis = await startRedis({ local: true });
-  client = redis.client();
-});
-afterAll(async () => {
-  client.disconnect();
-  await redis.destroy();
-});
+const local = useLocalRedis();
 
 const DEVICES = 4;
 it('loses no acknowledged QoS 1 publish and duplicates none across a SIGKILL of the gateway', async () => {
@@ -38,7 +27,7 @@ it('loses no acknowledged QoS 1 publish and duplicates none across a SIGKILL of 
     'gateway.mode': 'broker',
     'gateway.id': 'gw-crash',
     'broker.port': port,
-    'redis.url': redis.url,
+    'redis.url': local.server.url,
     'redis.keyPrefix': prefix,
     'redis.partitions': 4,
     'log.level': 'info',
@@ -65,7 +54,7 @@ it('loses no acknowledged QoS 1 publish and duplicates none across a SIGKILL of 
     gw = await start();
     await waitFor(async () => total() >= ackedAtKill + 400, 30_000, '400 more after the restart');
     await Promise.all(devices.map((d) => d.stop()));
-    const stored = await readAllTelemetry(client, keys);
+    const stored = await readAllTelemetry(local.client, keys);
     for (const d of devices) {
       const seqs = stored.filter((e) => e.deviceId === d.id).map((e) => e.seq);
       // Once: the idempotent append refused every resent duplicate.

@@ -9,9 +9,8 @@
  * - a device's sequence block is forgotten when its last connection ends,
  *   and the sequencer keeps at most maxDevices blocks.
  */
-import type { Redis } from 'ioredis';
 import mqtt from 'mqtt';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { systemClock } from '#shared/clock.js';
 import { Keys } from '#shared/keys.js';
 import { silentLogger } from '#shared/log.js';
@@ -20,20 +19,10 @@ import { RecordWriter } from '../../gateway/records.js';
 import { GatewaySequencer } from '../../gateway/sequencer.js';
 import { startPrefixedGateway } from '../harness/gateway.js';
 import { randomPrefix } from '../harness/prefix.js';
-import { type RedisServer, startRedis } from '../harness/redis-server.js';
+import { useLocalRedis } from '../harness/redis-server.js';
 import { readAllTelemetry, waitFor } from '../harness/streams.js';
 
-let redis: RedisServer;
-let client: Redis;
-
-beforeAll(async () => {
-  redis = await startRedis({ local: true });
-  client = redis.client();
-});
-afterAll(async () => {
-  client.disconnect();
-  await redis.destroy();
-});
+const local = useLocalRedis();
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -42,10 +31,10 @@ it('drops publishes that arrive while stopping, unacknowledged, and never throws
   const onRejection = (reason: unknown) => rejections.push(reason);
   process.on('unhandledRejection', onRejection);
   try {
-    const gw = await startPrefixedGateway(redis.url, { 'gateway.shutdownTimeout': 10_000 });
+    const gw = await startPrefixedGateway(local.server.url, { 'gateway.shutdownTimeout': 10_000 });
     const device = await mqtt.connectAsync(gw.url, { clientId: 'stop-1', reconnectPeriod: 0 });
     // Held when stop begins: Redis takes no writes for a while, so the flush waits for it.
-    await client.call('CLIENT', 'PAUSE', '1500', 'WRITE');
+    await local.client.call('CLIENT', 'PAUSE', '1500', 'WRITE');
     const held = device.publishAsync('devices/stop-1/telemetry/t', JSON.stringify({ seq: 1, v: 1 }), {
       qos: 1,
     });
@@ -74,7 +63,7 @@ it('drops publishes that arrive while stopping, unacknowledged, and never throws
     await sleep(500);
     expect(late).toEqual([]);
     expect(rejections).toEqual([]);
-    const entries = await readAllTelemetry(client, gw.keys);
+    const entries = await readAllTelemetry(local.client, gw.keys);
     expect(entries.map((e) => `${e.deviceId}/${e.seq}`)).toEqual(['stop-1/1']);
   } finally {
     process.off('unhandledRejection', onRejection);
@@ -85,7 +74,7 @@ it('bounds presence events nobody waits for while Redis does not take them, and 
   const keys = new Keys(randomPrefix(), 4);
   const registry = createRegistry({});
   const writer = new RecordWriter(
-    client,
+    local.client,
     keys,
     'gw-test',
     { rejectedMaxLen: 0, presenceMaxLen: 0, maxPendingEvents: 5 },
@@ -93,21 +82,21 @@ it('bounds presence events nobody waits for while Redis does not take them, and 
     silentLogger(),
     registry,
   );
-  await client.call('CLIENT', 'PAUSE', '1000', 'WRITE');
+  await local.client.call('CLIENT', 'PAUSE', '1000', 'WRITE');
   for (let i = 0; i < 20; i++) writer.presence(`storm-${i}`, i % 2 ? 'disconnected' : 'connected', undefined);
   expect(writer.pending).toBe(5);
   const metrics = await registry.metrics();
   expect(metrics).toMatch(/gateway_presence_dropped_total\S* 15/);
   await waitFor(async () => writer.pending === 0, 15_000, 'pending events written');
-  expect(await client.xlen(keys.presence())).toBe(5);
+  expect(await local.client.xlen(keys.presence())).toBe(5);
   // Room again: new events are written.
   writer.presence('storm-after', 'connected', undefined);
-  await waitFor(async () => (await client.xlen(keys.presence())) === 6, 10_000, 'written again');
+  await waitFor(async () => (await local.client.xlen(keys.presence())) === 6, 10_000, 'written again');
   writer.close();
 });
 
 it("forgets a device's sequence block when its last connection ends, and keeps at most maxDevices", async () => {
-  const gw = await startPrefixedGateway(redis.url);
+  const gw = await startPrefixedGateway(local.server.url);
   try {
     const device = await mqtt.connectAsync(gw.url, { clientId: 'seq-1', reconnectPeriod: 0 });
     // No seq in the payload: the gateway assigns one from a reserved block.
@@ -119,7 +108,7 @@ it("forgets a device's sequence block when its last connection ends, and keeps a
     await gw.stop();
   }
   const keys = new Keys(randomPrefix(), 4);
-  const sequencer = new GatewaySequencer(client, keys, 10, systemClock, silentLogger(), 2);
+  const sequencer = new GatewaySequencer(local.client, keys, 10, systemClock, silentLogger(), 2);
   const seqs: number[] = [];
   for (const d of ['a', 'b', 'c', 'a'])
     seqs.push(await new Promise<number>((resolve) => sequencer.assign(d, resolve)));

@@ -5,8 +5,7 @@
  * gateway stops the thread.
  */
 import type { Worker } from 'node:worker_threads';
-import type { Redis } from 'ioredis';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { encodeEnvelope, envelopeFields } from '#shared/envelope.js';
 import { Keys } from '#shared/keys.js';
 import { silentLogger } from '#shared/log.js';
@@ -17,19 +16,10 @@ import { ProjectionThread } from '../../gateway/projection/thread.js';
 import { gatewayConfig, startGateway } from '../harness/gateway.js';
 import { freePort } from '../harness/ports.js';
 import { randomPrefix } from '../harness/prefix.js';
-import { type RedisServer, startRedis } from '../harness/redis-server.js';
+import { useLocalRedis } from '../harness/redis-server.js';
 import { waitFor } from '../harness/streams.js';
 
-let redis: RedisServer;
-let client: Redis;
-beforeAll(async () => {
-  redis = await startRedis({ local: true });
-  client = redis.client();
-});
-afterAll(async () => {
-  client.disconnect();
-  await redis.destroy();
-});
+const local = useLocalRedis();
 
 const counter = async (text: string, name: string): Promise<number> =>
   Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)`, 'm').exec(text)?.[1] ?? 0);
@@ -41,7 +31,7 @@ it('folds entries on its thread into the state hashes and reports its counters t
   const gw = await startGateway(
     {
       'metrics.port': metricsPort,
-      'redis.url': redis.url,
+      'redis.url': local.server.url,
       'redis.keyPrefix': prefix,
       'redis.partitions': 4,
       'projection.interval': 100,
@@ -57,10 +47,10 @@ it('folds entries on its thread into the state hashes and reports its counters t
         type: 'temp',
         payload: { seq },
       });
-      await client.xadd(keys.telemetryStreamFor('th-1'), '*', ...envelopeFields(e));
+      await local.client.xadd(keys.telemetryStreamFor('th-1'), '*', ...envelopeFields(e));
     }
     await waitFor(
-      async () => (await readDeviceState(client, keys, 'th-1'))?.readings.temp?.seq === 30,
+      async () => (await readDeviceState(local.client, keys, 'th-1'))?.readings.temp?.seq === 30,
       10_000,
       'the newest reading in the state hash',
     );
@@ -74,18 +64,18 @@ it('folds entries on its thread into the state hashes and reports its counters t
     );
     expect((await get('/healthz')).status).toBe(200);
     // An entry it cannot decode: counted, and the gateway is unhealthy while the projection drops.
-    await client.xadd(keys.telemetryStream(0), '*', 'd', 'bad-one', 's', 'x');
+    await local.client.xadd(keys.telemetryStream(0), '*', 'd', 'bad-one', 's', 'x');
     await waitFor(async () => (await get('/healthz')).status === 503, 10_000, 'unhealthy');
     expect(await (await get('/healthz')).text()).toMatch(/projection: dropped entries/);
     // Its own connection: named for it, beside the gateway's.
-    const names = (await client.client('LIST')) as string;
+    const names = (await local.client.client('LIST')) as string;
     expect(names).toMatch(/name=projection:/);
   } finally {
     await gw.stop();
   }
   // Stopped with the gateway: its connection is gone.
   await waitFor(
-    async () => !/name=projection:/.test((await client.client('LIST')) as string),
+    async () => !/name=projection:/.test((await local.client.client('LIST')) as string),
     10_000,
     'thread gone',
   );
@@ -93,7 +83,7 @@ it('folds entries on its thread into the state hashes and reports its counters t
 
 it('a thread that dies reports the gateway unhealthy, and stopping it afterwards returns at once', async () => {
   const config = gatewayConfig({
-    'redis.url': redis.url,
+    'redis.url': local.server.url,
     'redis.keyPrefix': randomPrefix(),
     'redis.partitions': 4,
   });
