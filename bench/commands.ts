@@ -14,16 +14,18 @@
  */
 import { rmSync } from 'node:fs';
 import { Redis } from 'ioredis';
-import { ResultWatcher, sendCommand } from '../shared/commands/send.js';
+import { ResultWatcher } from '../shared/commands/send.js';
 import { Keys } from '../shared/keys.js';
 import { type AgentProcess, runScript } from '../test/harness/agent-process.js';
 import { startCommandAgent, tempDataDir } from '../test/harness/commands.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
 
+// Floor and commands run in alternating rounds of `count` each, so that a
+// machine whose load drifts during the run weighs on both alike.
 const RATES = [
-  { rate: 1, count: 10 },
-  { rate: 100, count: 800 },
-  { rate: 1000, count: 3000 },
+  { rate: 1, count: 5, rounds: 2 },
+  { rate: 100, count: 400, rounds: 4 },
+  { rate: 1000, count: 1000, rounds: 3 },
 ];
 
 function percentile(sorted: number[], p: number): number {
@@ -98,8 +100,7 @@ export async function run(): Promise<Record<string, unknown>> {
     const watcher = new ResultWatcher(client, keys, 200);
     await watcher.start();
     const commandOnce = (name: string) => async () => {
-      const sent = await sendCommand(client, keys, 'bench-dev', { name, ttlMs: 60_000 });
-      const r = await watcher.wait('bench-dev', sent.command.id, 30_000);
+      const { result: r } = await watcher.sendAndWait('bench-dev', { name, ttlMs: 60_000 }, 30_000);
       if (r.status !== 'succeeded') throw new Error(`bench command ended ${r.status}: ${r.message}`);
     };
     // Warm-up (agent start, script cache, JIT) for both paths.
@@ -107,12 +108,18 @@ export async function run(): Promise<Record<string, unknown>> {
     await openLoop(200, 200, floorOnce);
 
     const detail: Record<string, Record<string, number>> = {};
-    for (const { rate, count } of RATES) {
-      const floor = await openLoop(rate, count, floorOnce);
-      const cmd = await openLoop(rate, count, commandOnce('ping'));
+    for (const { rate, count, rounds } of RATES) {
+      const floor: number[] = [];
+      const cmd: number[] = [];
+      for (let r = 0; r < rounds; r++) {
+        floor.push(...(await openLoop(rate, count, floorOnce)));
+        cmd.push(...(await openLoop(rate, count, commandOnce('ping'))));
+      }
+      floor.sort((a, b) => a - b);
+      cmd.sort((a, b) => a - b);
       const row: Record<string, number> = {
         rate_per_s: rate,
-        commands: count,
+        commands: cmd.length,
         p50_ms: round(percentile(cmd, 50)),
         p99_ms: round(percentile(cmd, 99)),
         floor_p50_ms: round(percentile(floor, 50)),
@@ -120,7 +127,7 @@ export async function run(): Promise<Record<string, unknown>> {
       };
       row.p99_vs_floor = round(row.p99_ms! / row.floor_p99_ms!);
       if (rate === 100) {
-        const journaled = await openLoop(rate, count, commandOnce('test.effect'));
+        const journaled = await openLoop(rate, 2 * count, commandOnce('test.effect'));
         row.journaled_p50_ms = round(percentile(journaled, 50));
         row.journaled_p99_ms = round(percentile(journaled, 99));
       }

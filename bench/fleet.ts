@@ -32,7 +32,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
-import { ResultWatcher, sendCommand } from '#shared/commands/send.js';
+import { ResultWatcher } from '#shared/commands/send.js';
 import { flagName } from '#shared/config/schema.js';
 import { Keys } from '#shared/keys.js';
 import type { Summary } from '../firmware-sim/cli.js';
@@ -142,21 +142,19 @@ async function commandLoad(
         const device = targets[sent % targets.length]!;
         const t0 = performance.now();
         pending.push(
-          sendCommand(client, keys, device, { name: 'ping', ttlMs: 30_000 })
-            .then((s) => watcher.wait(device, s.command.id, 35_000))
-            .then(
-              (result) => {
-                statuses[result.status] = (statuses[result.status] ?? 0) + 1;
-                if (result.status === 'succeeded') {
-                  const ms = performance.now() - t0;
-                  latencies.push(ms);
-                  byKind[device.startsWith('d-a-') ? 'agent' : 'mqtt'].push(ms);
-                } else failed++;
-              },
-              () => {
-                failed++;
-              },
-            ),
+          watcher.sendAndWait(device, { name: 'ping', ttlMs: 30_000 }, 35_000).then(
+            ({ result }) => {
+              statuses[result.status] = (statuses[result.status] ?? 0) + 1;
+              if (result.status === 'succeeded') {
+                const ms = performance.now() - t0;
+                latencies.push(ms);
+                byKind[device.startsWith('d-a-') ? 'agent' : 'mqtt'].push(ms);
+              } else failed++;
+            },
+            () => {
+              failed++;
+            },
+          ),
         );
       }
       if (Date.now() >= until) {

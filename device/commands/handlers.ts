@@ -26,6 +26,13 @@ export interface CommandHandler {
   readonly name: string;
   /** Running it twice has the same effect as once: an interrupted attempt may simply be run again. */
   readonly idempotent: boolean;
+  /**
+   * It changes nothing (ping, reading a status): there is no effect to take
+   * twice. Such a command starts as soon as it is read, and its receipt and
+   * start are recorded with its result, one round trip instead of two (see
+   * docs/commands.md). Implies idempotent.
+   */
+  readonly readOnly?: boolean;
   readonly timeoutMs: number;
   run(args: CommandArgs, ctx: HandlerContext): unknown;
 }
@@ -35,6 +42,8 @@ export class HandlerRegistry {
 
   register(handler: CommandHandler): this {
     if (this.handlers.has(handler.name)) throw new TypeError(`handler ${handler.name} is already registered`);
+    if (handler.readOnly && !handler.idempotent)
+      throw new TypeError(`handler ${handler.name} is read-only, so it must be declared idempotent too`);
     this.handlers.set(handler.name, handler);
     return this;
   }
@@ -91,7 +100,13 @@ export function builtinHandlers(control: DeviceControl, timeoutMs: number): Comm
     return { sensor, intervalMs: ms, previousMs: previous };
   };
   return [
-    { name: 'ping', idempotent: true, timeoutMs, run: () => ({ pong: true, time: Date.now() }) },
+    {
+      name: 'ping',
+      idempotent: true,
+      readOnly: true,
+      timeoutMs,
+      run: () => ({ pong: true, time: Date.now() }),
+    },
     {
       name: 'set-interval',
       idempotent: true,
@@ -154,6 +169,9 @@ const sleep = (ms: number, signal: AbortSignal) =>
  * Args: sleepBeforeMs / sleepAfterMs around the effect (cut short by the
  * timeout's abort: a timed-out attempt still takes effect, as a real one may),
  * slowAttempts (only the first N attempts sleep).
+ * `test.read` is read-only: it records each run in <dataDir>/reads.log (an
+ * observation for the test, not an effect) and throws on its first
+ * `failAttempts` attempts.
  */
 export function testHandlers(dataDir: string, timeoutMs: number): CommandHandler[] {
   const file = join(dataDir, 'effects.log');
@@ -177,6 +195,18 @@ export function testHandlers(dataDir: string, timeoutMs: number): CommandHandler
     { name: 'test.effect', idempotent: false, timeoutMs, run },
     // The same, declared idempotent: an interrupted or timed-out attempt may be run again.
     { name: 'test.idempotent', idempotent: true, timeoutMs, run },
+    {
+      name: 'test.read',
+      idempotent: true,
+      readOnly: true,
+      timeoutMs,
+      run: (args: CommandArgs, ctx: HandlerContext) => {
+        appendFileSync(join(dataDir, 'reads.log'), `${ctx.commandId}\n`);
+        if (ctx.attempt <= num(args, 'failAttempts'))
+          throw new RangeError(`test.read attempt ${ctx.attempt} fails`);
+        return { read: ctx.commandId, attempt: ctx.attempt };
+      },
+    },
     {
       name: 'test.fail',
       idempotent: false,

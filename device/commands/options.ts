@@ -44,6 +44,11 @@ export const commandSchema = {
   'commands.claimInterval': opt.duration(5000, 'How often to look for pending commands of dead consumers', {
     min: 10,
   }),
+  'commands.clockSkewAllowance': opt.duration(
+    2000,
+    "Read-only commands (ping) start as soon as they are read only while their deadline is further away than this; nearer it they first check the ledger, since the gateway's sweep, on its own clock, may have expired them",
+    { min: 0 },
+  ),
   'commands.ledgerRetention': opt.duration(
     24 * 3_600_000,
     'How long the dedup ledger and journal remember a command after its deadline',

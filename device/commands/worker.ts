@@ -64,6 +64,8 @@ export interface WorkerOptions {
   claimIdleMs: number;
   claimIntervalMs: number;
   ledgerRetentionMs: number;
+  /** Read-only commands start at once only while their deadline is further away than this. */
+  clockSkewAllowanceMs: number;
   resultsMaxLen: number;
   /** Tests only: pause between a handler's end and recording its result. */
   delayAfterHandlerMs: number;
@@ -85,6 +87,7 @@ export function workerOptions(
     claimIdleMs: config['commands.claimIdle'],
     claimIntervalMs: config['commands.claimInterval'],
     ledgerRetentionMs: config['commands.ledgerRetention'],
+    clockSkewAllowanceMs: config['commands.clockSkewAllowance'],
     resultsMaxLen: config['commands.resultsMaxLen'],
     delayAfterHandlerMs: config['commands.testDelayAfterHandler'],
   };
@@ -96,6 +99,7 @@ export interface CommandMetrics {
   duplicates: Counter;
   claimed: Counter;
   deadLetters: Counter;
+  startedAtOnce: Counter;
   seconds: Histogram;
 }
 
@@ -124,6 +128,11 @@ export function createCommandMetrics(registry: Registry): CommandMetrics {
       help: 'Commands dead-lettered',
       registers,
     }),
+    startedAtOnce: new Counter({
+      name: 'commands_started_at_once_total',
+      help: 'Read-only commands started as soon as they were read, their receipt recorded with their result',
+      registers,
+    }),
     seconds: new Histogram({
       name: 'commands_seconds',
       help: 'From reading a command to its result being recorded',
@@ -134,6 +143,12 @@ export function createCommandMetrics(registry: Registry): CommandMetrics {
 }
 
 type StreamEntry = [id: string, fields: string[] | null];
+
+/** When a read-only command that started at once was received and started (ms). */
+interface StartedAtOnce {
+  receivedAt: number;
+  startedAt: number;
+}
 
 /** Error class name for the result's `ec` field. */
 function errorClass(err: unknown): string {
@@ -234,6 +249,8 @@ export class CommandWorker {
           await this.claimDead();
           this.nextClaimAt = this.clock.now() + o.claimIntervalMs;
         }
+        // New entries ('>') were never delivered to this group: the only ones a read-only command may start at once.
+        const fresh = backlogCursor === undefined;
         const args: (string | number)[] = ['GROUP', o.group, o.consumer, 'COUNT', o.readCount];
         if (backlogCursor === undefined) args.push('BLOCK', Math.min(o.blockTimeMs, o.claimIntervalMs));
         args.push('STREAMS', this.stream, backlogCursor ?? '>');
@@ -245,7 +262,7 @@ export class CommandWorker {
           if (entries.length === 0) backlogCursor = undefined;
           else backlogCursor = entries[entries.length - 1]![0];
         }
-        await this.handleBatch(entries);
+        await this.handleBatch(entries, fresh ? this.clock.now() : undefined);
         failures = 0;
         this.redisDown.end();
       } catch (err) {
@@ -284,10 +301,11 @@ export class CommandWorker {
     }
   }
 
-  private async handleBatch(entries: readonly StreamEntry[]): Promise<void> {
+  /** `freshAt`: when a batch of new entries (read with '>') was read; undefined for redeliveries and claims. */
+  private async handleBatch(entries: readonly StreamEntry[], freshAt?: number): Promise<void> {
     // The rest of the batch is received now: record it, but without making the first command wait
     // for that round trip (only the second one's beginCommand must come after its delivery).
-    const delivered = entries.length > 1 ? this.markDelivered(entries.slice(1)) : undefined;
+    const delivered = entries.length > 1 ? this.markDelivered(entries.slice(1), freshAt) : undefined;
     delivered?.catch(() => undefined); // awaited before the second entry, which rethrows its error
     for (const [i, [entryId, fields]] of entries.entries()) {
       if (i === 1) await delivered;
@@ -298,15 +316,15 @@ export class CommandWorker {
         await this.client.xack(this.stream, this.options.group, entryId);
         continue;
       }
-      await this.handle(entryId, fields);
+      await this.handle(entryId, fields, freshAt);
       this.processed++;
       this.deps.metrics.seconds.observe((this.clock.now() - started) / 1000);
     }
   }
 
   /** Entries read in one batch are received now, even if they wait behind the first: record it truthfully. */
-  private async markDelivered(entries: readonly StreamEntry[]): Promise<void> {
-    const now = this.clock.now();
+  private async markDelivered(entries: readonly StreamEntry[], readAt?: number): Promise<void> {
+    const now = readAt ?? this.clock.now();
     await Promise.all(
       entries.map(async ([, fields]) => {
         if (!fields) return;
@@ -328,7 +346,7 @@ export class CommandWorker {
     );
   }
 
-  private async handle(entryId: string, fields: string[]): Promise<void> {
+  private async handle(entryId: string, fields: string[], freshAt?: number): Promise<void> {
     let command: Command;
     try {
       command = decodeCommand(fields);
@@ -371,8 +389,14 @@ export class CommandWorker {
 
     const begin = (mode: 'start' | 'restart' | 'deliver') =>
       this.run.beginCommand(ledger, this.clock.now(), command.deadline, expireAt, o.consumer, mode);
+    // A read-only command read for the first time starts at once: it has no effect to take twice,
+    // and its receipt and start are recorded with its result (docs/commands.md, "Read-only").
     // Without a handler, only record the delivery: it will be rejected, with no attempt counted.
-    let [code, attempts, deliveredAt, stored] = await begin(handler ? 'start' : 'deliver');
+    let atOnce = freshAt !== undefined && this.startsAtOnce(handler, command, journaled !== undefined);
+    if (atOnce) this.deps.metrics.startedAtOnce.inc();
+    let [code, attempts, deliveredAt, stored] = atOnce
+      ? ['started', 1, String(freshAt), '']
+      : await begin(handler ? 'start' : 'deliver');
     const timing = () => ({
       deliveredAt: Number(deliveredAt) || undefined,
       finishedAt: this.clock.now(),
@@ -472,8 +496,19 @@ export class CommandWorker {
             r: JSON.stringify(encoded),
           });
         if (o.delayAfterHandlerMs > 0) await sleep(o.delayAfterHandlerMs);
-        await this.finishEncoded(entryId, fields, command, expireAt, result.status, encoded);
+        const early = atOnce ? { receivedAt: Number(deliveredAt), startedAt } : undefined;
+        await this.finishEncoded(entryId, fields, command, expireAt, result.status, encoded, false, early);
         return;
+      }
+      if (atOnce) {
+        // It threw: before any retry the ledger records this attempt, as beginCommand would have.
+        atOnce = false;
+        [code, attempts, deliveredAt, stored] = await begin('start');
+        if (code === 'done') {
+          this.deps.metrics.duplicates.inc();
+          await this.republish(entryId, fields, command, expireAt, stored);
+          return;
+        }
       }
       // Transient failure: it did not take effect (the handler threw), so it may be retried.
       if (!handler.idempotent) this.journal.append({ i: command.id, p: 'failed', a: attempts, x: expireAt });
@@ -512,6 +547,21 @@ export class CommandWorker {
         return;
       }
     }
+  }
+
+  /**
+   * Whether a command may start before the ledger is asked: its handler is read-only (nothing it
+   * does can take effect twice), no journal record of it exists, this is a standalone server (the
+   * one-script conclude records its receipt), and its deadline is far enough away that the
+   * gateway's sweep, which expires commands nobody received by its own clock, cannot have ended it.
+   */
+  private startsAtOnce(handler: CommandHandler | undefined, command: Command, journaled: boolean): boolean {
+    return (
+      handler?.readOnly === true &&
+      !journaled &&
+      this.oneScript &&
+      command.deadline - this.clock.now() > this.options.clockSkewAllowanceMs
+    );
   }
 
   /** Exponential backoff with jitter: base * 2^(attempt-1), capped, between half and all of it. */
@@ -591,6 +641,8 @@ export class CommandWorker {
     encoded: string[],
     /** A redelivery of a command that had already ended: a duplicate whoever fixes the ledger. */
     duplicate = false,
+    /** A read-only command that started at once: its receipt and start, recorded with the result. */
+    early?: StartedAtOnce,
   ): Promise<void> {
     if (duplicate) this.deps.metrics.duplicates.inc();
     if (!command) {
@@ -600,7 +652,7 @@ export class CommandWorker {
     }
     const text = JSON.stringify(encoded);
     if (this.oneScript) {
-      await this.settle(entryId, fields, command, expireAt, status, text, encoded, !duplicate);
+      await this.settle(entryId, fields, command, expireAt, status, text, encoded, !duplicate, early);
       return;
     }
     const [fixed, stored] = await this.run.finishCommand(
@@ -658,6 +710,7 @@ export class CommandWorker {
     text: string,
     encoded: string[],
     countDuplicate: boolean,
+    early?: StartedAtOnce,
   ): Promise<void> {
     const o = this.options;
     const result = decodeResult(encoded);
@@ -679,6 +732,7 @@ export class CommandWorker {
       o.group,
       entryId,
       dead.length,
+      ...(early ? [early.receivedAt, early.startedAt, o.consumer] : ['', '', '']),
       ...dead,
       ...encoded,
     );

@@ -90,15 +90,20 @@ export async function queueCommand(
   const { fields } = encodeCommand(command);
   const now = (options.clock ?? systemClock).now();
   const expireAt = command.deadline + (options.retentionMs ?? DEFAULT_LEDGER_RETENTION_MS);
-  const [ok, value] = await scripts(client).enqueueCommand(
+  const enqueued = scripts(client).enqueueCommand(
     keys.commands(deviceId),
     keys.commandLedger(deviceId, command.id),
     expireAt,
     now,
     ...fields,
   );
+  // One server runs a connection's commands in order, so the doorbell can go out with the entry
+  // and still ring after it exists (for a duplicate send it rings needlessly: a hint only). A
+  // Cluster may route the two to different nodes, so there it waits for the entry.
+  const bell = client instanceof Cluster ? undefined : ringDoorbell(client, keys, deviceId);
+  const [ok, value] = await enqueued.finally(() => bell);
   if (ok !== 1) return { command, deviceId, entryId: undefined, duplicate: true, existingStatus: value };
-  await ringDoorbell(client, keys, deviceId);
+  if (!bell) await ringDoorbell(client, keys, deviceId);
   return { command, deviceId, entryId: value, duplicate: false };
 }
 
@@ -226,6 +231,7 @@ export class ResultWatcher {
   private running = false;
   private loop: Promise<void> | undefined;
   private lastId = '0-0';
+  private starting: Promise<void> | undefined;
 
   constructor(
     private readonly client: RedisClient,
@@ -240,15 +246,22 @@ export class ResultWatcher {
 
   /** Starts reading from the current end of the results stream. */
   async start(): Promise<void> {
-    if (this.running) return;
-    const last = await this.client.xrevrange(this.keys.results(), '+', '-', 'COUNT', 1);
-    this.lastId = last[0]?.[0] ?? '0-0';
-    this.running = true;
-    this.loop = this.run();
+    // Callers that start it at once share one start (one reader loop, one starting point).
+    this.starting ??= (async () => {
+      const last = await this.client.xrevrange(this.keys.results(), '+', '-', 'COUNT', 1);
+      this.lastId = last[0]?.[0] ?? '0-0';
+      this.running = true;
+      this.loop = this.run();
+    })().catch((err) => {
+      this.starting = undefined;
+      throw err;
+    });
+    return this.starting;
   }
 
   async stop(): Promise<void> {
     this.running = false;
+    this.starting = undefined;
     this.reader.disconnect();
     await this.loop?.catch(() => undefined);
   }
@@ -259,35 +272,79 @@ export class ResultWatcher {
    */
   async wait(deviceId: string, commandId: string, timeoutMs: number): Promise<CommandResult> {
     if (!this.running) await this.start();
+    const expected = this.expect(deviceId, commandId);
+    // Registered first, then the ledger: a result fixed before the watcher saw it is found here.
+    return this.settle(expected, deviceId, commandId, timeoutMs, true);
+  }
+
+  /**
+   * Sends a command to one device and waits for its terminal result. The
+   * watcher listens before the command is queued, so a result it reads is
+   * never one it missed, and the ledger is read only for a duplicate send
+   * (whose result may predate the watcher) or on timeout: one round trip
+   * less than send, then wait.
+   */
+  async sendAndWait(
+    deviceId: string,
+    options: SendOptions,
+    timeoutMs: number,
+  ): Promise<{ sent: Sent; result: CommandResult }> {
+    if (!this.running) await this.start();
+    const command = buildCommand(options);
+    const expected = this.expect(deviceId, command.id);
+    let sent: Sent;
+    try {
+      sent = await queueCommand(this.client, this.keys, deviceId, command, options);
+    } catch (err) {
+      expected.cancel();
+      throw err;
+    }
+    const result = await this.settle(expected, deviceId, command.id, timeoutMs, sent.duplicate);
+    return { sent, result };
+  }
+
+  /** Registers a waiter for one command's result (synchronously, so nothing read after this is missed). */
+  private expect(deviceId: string, commandId: string): { arrived: Promise<CommandResult>; cancel(): void } {
     const key = `${deviceId}\u0000${commandId}`;
-    let timer: NodeJS.Timeout | undefined;
-    let waiter: Waiter | undefined;
+    let waiter!: Waiter;
     const arrived = new Promise<CommandResult>((resolve) => {
       waiter = { resolve };
-      const list = this.waiters.get(key);
-      if (list) list.push(waiter);
-      else this.waiters.set(key, [waiter]);
     });
+    const list = this.waiters.get(key);
+    if (list) list.push(waiter);
+    else this.waiters.set(key, [waiter]);
+    const cancel = () => {
+      const rest = (this.waiters.get(key) ?? []).filter((w) => w !== waiter);
+      if (rest.length) this.waiters.set(key, rest);
+      else this.waiters.delete(key);
+    };
+    return { arrived, cancel };
+  }
+
+  private async settle(
+    expected: { arrived: Promise<CommandResult>; cancel(): void },
+    deviceId: string,
+    commandId: string,
+    timeoutMs: number,
+    checkLedger: boolean,
+  ): Promise<CommandResult> {
+    let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), timeoutMs);
     });
     try {
-      // Registered first, then the ledger: a result fixed before the watcher saw it is found here.
-      const ledger = await commandStatus(this.client, this.keys, deviceId, commandId);
-      if (ledger.result) return ledger.result;
-      const outcome = await Promise.race([arrived, timedOut]);
+      if (checkLedger) {
+        const ledger = await commandStatus(this.client, this.keys, deviceId, commandId);
+        if (ledger.result) return ledger.result;
+      }
+      const outcome = await Promise.race([expected.arrived, timedOut]);
       if (outcome !== 'timeout') return outcome;
       const last = await commandStatus(this.client, this.keys, deviceId, commandId);
       if (last.result) return last.result;
       throw new CommandTimeoutError(commandId, deviceId, timeoutMs, last.status);
     } finally {
       clearTimeout(timer);
-      const list = this.waiters.get(key);
-      if (list && waiter) {
-        const rest = list.filter((w) => w !== waiter);
-        if (rest.length) this.waiters.set(key, rest);
-        else this.waiters.delete(key);
-      }
+      expected.cancel();
     }
   }
 

@@ -66,11 +66,20 @@ export function resultsByCommand(results: readonly CommandResult[]): Map<string,
 
 /** How many times each command id took effect, from <dataDir>/effects.log of the test handlers. */
 export function effects(...dataDirs: string[]): Map<string, number> {
+  return countLines('effects.log', dataDirs);
+}
+
+/** How many times the read-only `test.read` ran for each command id (<dataDir>/reads.log). */
+export function reads(...dataDirs: string[]): Map<string, number> {
+  return countLines('reads.log', dataDirs);
+}
+
+function countLines(file: string, dataDirs: string[]): Map<string, number> {
   const counts = new Map<string, number>();
   for (const dir of dataDirs) {
     let text = '';
     try {
-      text = readFileSync(join(dir, 'effects.log'), 'utf8');
+      text = readFileSync(join(dir, file), 'utf8');
     } catch {
       continue;
     }

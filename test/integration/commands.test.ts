@@ -23,6 +23,7 @@ import {
   fixFailedFirst,
   journalPhase,
   readResults,
+  reads,
   resultsByCommand,
   startCommandAgent,
   tempDataDir,
@@ -85,7 +86,56 @@ describe('control commands', () => {
     expect(result).toMatchObject({ status: 'succeeded', name: 'ping', attempts: 1, output: { pong: true } });
     expect(result.deliveredAt).toBeGreaterThanOrEqual(sent.command.issuedAt);
     expect(result.finishedAt).toBeGreaterThanOrEqual(result.startedAt!);
-    expect((await commandStatus(client, keys, 'dev-a', sent.command.id)).status).toBe('succeeded');
+    // ping is read-only, so it started at once; the ledger still has its receipt and start.
+    const ledger = await commandStatus(client, keys, 'dev-a', sent.command.id);
+    expect(ledger).toMatchObject({ status: 'succeeded', attempts: 1, deliveredAt: result.deliveredAt });
+    expect(ledger.startedAt).toBe(result.startedAt);
+  });
+
+  it('a read-only command whose ledger already ended reports that result once; nearer its deadline than the skew allowance it is not run', async () => {
+    const { keys, dir } = setup();
+    // Ended elsewhere before this agent read it (as a sweep or another consumer may have).
+    const far = await sendCommand(client, keys, 'dev-ro', { name: 'test.read', ttlMs: 60_000 });
+    const near = await sendCommand(client, keys, 'dev-ro', { name: 'test.read', ttlMs: 1500 });
+    for (const s of [far, near]) await fixFailedFirst(client, keys, 'dev-ro', s);
+    const live = await sendCommand(client, keys, 'dev-ro', { name: 'test.read', ttlMs: 60_000 });
+    agent(keys, 'dev-ro', dir, { 'commands.clockSkewAllowance': '2s' });
+    const results = await resultsOf(keys, 3);
+    const byId = resultsByCommand(results);
+    for (const s of [far, near]) {
+      expect(byId.get(`dev-ro/${s.command.id}`)?.map((r) => r.message)).toEqual(['fixed first elsewhere']);
+    }
+    expect(byId.get(`dev-ro/${live.command.id}`)?.map((r) => r.status)).toEqual(['succeeded']);
+    await waitFor(async () => (await pending(keys, 'dev-ro')) === 0, 10_000, 'acks');
+    expect(results).toHaveLength(3);
+    // Read-only, far from its deadline: it started at once and ran (changing nothing); the ledger's
+    // result stands. Near its deadline the ledger was asked first, so it never ran.
+    expect(reads(dir).get(far.command.id)).toBe(1);
+    expect(reads(dir).has(near.command.id)).toBe(false);
+    expect(reads(dir).get(live.command.id)).toBe(1);
+  });
+
+  it('a read-only command that throws is retried and counted like any other, up to the dead letter', async () => {
+    const { keys, dir } = setup();
+    agent(keys, 'dev-ro2', dir);
+    const once = await sendCommand(client, keys, 'dev-ro2', {
+      name: 'test.read',
+      args: { failAttempts: 1 },
+      ttlMs: 60_000,
+    });
+    const always = await sendCommand(client, keys, 'dev-ro2', {
+      name: 'test.read',
+      args: { failAttempts: 99 },
+      ttlMs: 60_000,
+    });
+    const retried = await waitForResult(client, keys, 'dev-ro2', once.command.id, 20_000);
+    expect(retried).toMatchObject({ status: 'succeeded', attempts: 2, output: { attempt: 2 } });
+    const failed = await waitForResult(client, keys, 'dev-ro2', always.command.id, 20_000);
+    expect(failed).toMatchObject({ status: 'failed', attempts: 3, errorClass: 'RangeError' });
+    expect((await commandStatus(client, keys, 'dev-ro2', always.command.id)).attempts).toBe(3);
+    expect(reads(dir).get(once.command.id)).toBe(2);
+    expect(reads(dir).get(always.command.id)).toBe(3);
+    expect(await client.xlen(keys.deadLetters())).toBe(1);
   });
 
   it('a command appended twice (and sent twice) takes effect once, with one result', async () => {
@@ -462,7 +512,13 @@ describe('control commands', () => {
         attempts: 1,
         version: 1,
       });
-    const conclude = (id: string, entryId: string, status: 'succeeded' | 'failed', dead: string[] = []) => {
+    const conclude = (
+      id: string,
+      entryId: string,
+      status: 'succeeded' | 'failed',
+      dead: string[] = [],
+      early: [number, number, string] | ['', '', ''] = ['', '', ''],
+    ) => {
       const fields = result(id, entryId, status);
       return run.concludeCommand(
         keys.commandLedger('dev-cc', id),
@@ -480,6 +536,7 @@ describe('control commands', () => {
         'agent',
         entryId,
         dead.length,
+        ...early,
         ...dead,
         ...fields,
       );
@@ -491,7 +548,15 @@ describe('control commands', () => {
     expect(await conclude('c0', entries[0]!, 'succeeded')).toEqual([1, 1, '', 1, 0]);
     expect(await conclude('c0', entries[0]!, 'succeeded')).toEqual([0, 1, '', 0, 0]);
     expect(await client.hget(keys.commandLedger('dev-cc', 'c0'), 'st')).toBe('succeeded');
-    expect(await conclude('c1', entries[1]!, 'succeeded')).toEqual([1, 1, '', 1, 0]);
+    // A read-only command that started at once: its receipt and start are recorded with the result.
+    expect(await conclude('c1', entries[1]!, 'succeeded', [], [1000, 1001, 'me'])).toEqual([1, 1, '', 1, 0]);
+    expect(await client.hmget(keys.commandLedger('dev-cc', 'c1'), 'st', 'td', 'ts', 'by', 'at')).toEqual([
+      'succeeded',
+      '1000',
+      '1001',
+      'me',
+      '1',
+    ]);
     // The ledger holds a different result: it comes back; nothing is published, nor acked.
     await client.hset(
       keys.commandLedger('dev-cc', 'c2'),

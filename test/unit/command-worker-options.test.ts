@@ -26,6 +26,7 @@ const options: WorkerOptions = {
   claimIdleMs: 12_000,
   claimIntervalMs: 1000,
   ledgerRetentionMs: 60_000,
+  clockSkewAllowanceMs: 2000,
   resultsMaxLen: 0,
   delayAfterHandlerMs: 0,
 };

@@ -30,8 +30,13 @@ ARGV[6]  approximate MAXLEN of the results stream (0 = no trimming)
 ARGV[7]  consumer group
 ARGV[8]  the command's stream entry id (to XACK)
 ARGV[9]  N, the number of dead-letter fields that follow (0 unless failed)
-ARGV[10 .. 9+N]    the dead letter's fields
-ARGV[10+N ..]      the result's fields (the same as ARGV[3], unencoded)
+ARGV[10] "" or, for a read-only command that started at once (no
+         beginCommand before it), when it was received (ms), and then
+ARGV[11] when it started (ms) and
+ARGV[12] by which consumer: recorded with the result, as beginCommand would
+         have recorded them ("" when ARGV[10] is "")
+ARGV[13 .. 12+N]   the dead letter's fields
+ARGV[13+N ..]      the result's fields (the same as ARGV[3], unencoded)
 
 Result: { fixed, concluded, stored, resultAdded, deadLetterAdded }
   fixed      1 when this call fixed the result in the ledger, else 0
@@ -47,6 +52,11 @@ if st == 'succeeded' or st == 'failed' or st == 'rejected' or st == 'expired' or
   -- A terminal ledger without its copy: publish ours, as finishCommand's caller does.
   if stored and stored ~= '' and stored ~= ARGV[3] then return { 0, 0, stored, 0, 0 } end
 else
+  if ARGV[10] ~= '' then
+    -- Started at once: its delivery and start are recorded now, with its result.
+    if not redis.call('HGET', ledger, 'td') then redis.call('HSET', ledger, 'td', ARGV[10]) end
+    redis.call('HSET', ledger, 'ts', ARGV[11], 'by', ARGV[12])
+  end
   redis.call('HSET', ledger, 'st', ARGV[2], 'r', ARGV[3], 'at', ARGV[4])
   redis.call('PEXPIREAT', ledger, ARGV[1])
   fixed = 1
@@ -70,8 +80,8 @@ end
 local n = tonumber(ARGV[9])
 local deadLetterAdded = 0
 -- The dead letter before the result: a sender that sees `failed` finds it.
-if n > 0 then deadLetterAdded = publishOnce(KEYS[4], KEYS[5], 0, 10, 9 + n) end
-local resultAdded = publishOnce(KEYS[2], KEYS[3], tonumber(ARGV[6]), 10 + n, #ARGV)
+if n > 0 then deadLetterAdded = publishOnce(KEYS[4], KEYS[5], 0, 13, 12 + n) end
+local resultAdded = publishOnce(KEYS[2], KEYS[3], tonumber(ARGV[6]), 13 + n, #ARGV)
 -- Acknowledge only now: the result is in the ledger and in the results stream.
 redis.call('XACK', KEYS[6], ARGV[7], ARGV[8])
 return { fixed, 1, '', resultAdded, deadLetterAdded }
