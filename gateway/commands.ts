@@ -26,7 +26,7 @@
  * command hangs while any gateway runs. It also ends `queued` commands of
  * agents that never came back (every device with a command stream): only
  * while the ledger is still `queued`, in one script step
- * (expireQueuedCommand-1.lua), so it and the agent never both decide.
+ * (expireQueuedCommand-2.lua), so it and the agent never both decide.
  *
  * A terminal ledger is never acknowledged (XACK, PUBACK) before its result is
  * in the results stream: the publish is idempotent (publishOnce-2.lua, a
@@ -740,7 +740,7 @@ export class CommandDelivery implements GatewayService {
    * (the fleet set: agents and MQTT devices):
    * - past their deadline and still `queued` (the device never came to a
    *   gateway, or the agent never came back): `expired`, only while the
-   *   ledger is `queued`, in one script step (expireQueuedCommand-1.lua);
+   *   ledger is `queued`, in one script step (expireQueuedCommand-2.lua);
    * - MQTT devices: `delivered` and past the deadline by a grace period
    *   (the gateway that held them is gone): `unknown`;
    * - agents: `delivered` or `running` and past the deadline by
@@ -853,22 +853,26 @@ export class CommandDelivery implements GatewayService {
           : 'the agent did not read the command before its deadline; not executed',
         version: 1,
       });
-      const [ended] = await scripts(c.client).expireQueuedCommand(
+      const [ended, status] = await scripts(c.client).expireQueuedCommand(
         ledger,
+        c.keys.commands(deviceId),
         now,
         command.deadline,
         command.deadline + this.options.retentionMs,
         JSON.stringify(encoded),
+        mqtt ? '' : entryId,
       );
       if (ended === 1) {
         await this.conclude(deviceId, entryId, command, encoded, fields);
         return false;
       }
       // The device recorded it meanwhile (delivered or running: it decides), or it ended: next sweep.
-      return true;
+      // An agent that read it (its group did; the ledger is `queued` while a read-only command runs)
+      // received it: the grace rule below applies, as for `delivered`.
+      if (status !== 'received') return true;
     }
     if (!mqtt && command.deadline + this.options.agentResultGraceMs <= now) {
-      // delivered or running: the agent received it and never reported (ack false: the entry is the agent's).
+      // delivered, running or read: the agent received it and never reported (ack false: the entry is the agent's).
       await this.finish(
         deviceId,
         entryId,

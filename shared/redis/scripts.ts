@@ -23,7 +23,7 @@ export const SCRIPT_FILES = [
   'finishCommand-1.lua',
   'concludeCommand-6.lua',
   'replayCommand-3.lua',
-  'expireQueuedCommand-1.lua',
+  'expireQueuedCommand-2.lua',
 ] as const;
 
 type Client = Redis | Cluster;
@@ -110,8 +110,12 @@ export interface ScriptCommands {
     record: string,
     ...args: (string | number)[]
   ): Promise<[number, string, string, string]>;
-  /** Ends a still-`queued` command past its deadline as `expired`: [1, result] or [0, status]. */
-  expireQueuedCommand(ledger: string, ...args: (string | number)[]): Promise<[number, string]>;
+  /** Ends a still-`queued`, unread command past its deadline as `expired`: [1, result] or [0, status | 'received']. */
+  expireQueuedCommand(
+    ledger: string,
+    stream: string,
+    ...args: (string | number)[]
+  ): Promise<[number, string]>;
 }
 
 export function scripts(client: Client): ScriptCommands {

@@ -323,6 +323,13 @@ it('ends a command an agent received and never reported as unknown, once, after 
   try {
     await registerDevice(client, k, 'agent-died', []);
     const run = scripts(client);
+    // One the agent's group read with nothing in the ledger yet (as while a read-only command
+    // runs): received, so not `expired`; and one sent after that read, never read: `expired`.
+    const stream = k.commands('agent-died');
+    await client.xgroup('CREATE', stream, 'agent', '$', 'MKSTREAM');
+    const read = await sendCommand(client, k, 'agent-died', { name: 'ping', ttlMs: 600 });
+    await client.xreadgroup('GROUP', 'agent', 'agent-died', 'COUNT', 1, 'STREAMS', stream, '>');
+    const unread = await sendCommand(client, k, 'agent-died', { name: 'ping', ttlMs: 600 });
     // One the agent started (running), one it only received (delivered); then it died.
     const sent = [];
     for (const mode of ['start', 'deliver'] as const) {
@@ -338,19 +345,29 @@ it('ends a command an agent received and never reported as unknown, once, after 
       expect(code).toBe(mode === 'start' ? 'started' : 'delivered');
       sent.push(s);
     }
-    // Not before deadline + grace.
+    // Not before deadline + grace (only the unread one has ended, expired).
     await sleep(900);
-    expect(await readResults(client, k)).toEqual([]);
+    expect((await readResults(client, k)).map((r) => r.commandId)).not.toContain(read.command.id);
+    for (const s of sent)
+      expect((await readResults(client, k)).map((r) => r.commandId)).not.toContain(s.command.id);
     for (const s of sent) {
       const r = await waitForResult(client, k, 'agent-died', s.command.id, 20_000);
       expect(r).toMatchObject({ status: 'unknown', errorClass: 'AgentGone' });
       expect(r.deliveredAt).toBeGreaterThan(0);
       expect(r.finishedAt! - s.command.deadline).toBeGreaterThanOrEqual(1000);
     }
+    const readResult = await waitForResult(client, k, 'agent-died', read.command.id, 20_000);
+    expect(readResult).toMatchObject({ status: 'unknown', errorClass: 'AgentGone' });
+    expect(readResult.finishedAt! - read.command.deadline).toBeGreaterThanOrEqual(1000);
+    expect(await waitForResult(client, k, 'agent-died', unread.command.id, 20_000)).toMatchObject({
+      status: 'expired',
+      attempts: 0,
+    });
     await sleep(600);
     const all = resultsByCommand(await readResults(client, k));
-    for (const s of sent)
+    for (const s of [...sent, read])
       expect(all.get(`agent-died/${s.command.id}`)?.map((r) => r.status)).toEqual(['unknown']);
+    expect(all.get(`agent-died/${unread.command.id}`)?.map((r) => r.status)).toEqual(['expired']);
     // The agent comes back: its begin sees the command ended and it does not run.
     const [again] = await run.beginCommand(
       k.commandLedger('agent-died', sent[0]!.command.id),
