@@ -2,12 +2,15 @@
  * Commands benchmark (issue 3). Round trip = send -> terminal result seen by
  * the sender, at 1, 100 and 1,000 commands/s (open loop: sends are scheduled
  * at the rate, not after the previous reply), for:
- *   commands   sendCommand -> the agent (a child process) -> ledger, result
- *              published once, ack (one script call on this standalone
- *              server: concludeCommand-6.lua) -> the sender's ResultWatcher;
- *              `ping` is idempotent, so it is not journaled
- *   journaled  the same with a non-idempotent handler (two fsyncs of the
- *              local journal and one of its side-effect file per command)
+ *   commands   `ping`: sendAndWait -> the agent (a child process) -> ledger,
+ *              result published once, ack (one script call on this
+ *              standalone server: concludeCommand-6.lua) -> the sender's
+ *              ResultWatcher. ping is read-only, so it starts as soon as it
+ *              is read and its receipt is recorded with its result
+ *   ledgered   (100/s) `set-config`: idempotent but with an effect, so the
+ *              ledger is asked first (beginCommand-1.lua), one round trip more
+ *   journaled  (100/s) a non-idempotent handler: beginCommand, two fsyncs of
+ *              the local journal and one of its side-effect file per command
  *   floor      a bare XADD -> XREADGROUP -> XADD ping-pong with no dedup,
  *              responder in its own process too
  * all against one fresh local redis-server in the same run.
@@ -99,24 +102,29 @@ export async function run(): Promise<Record<string, unknown>> {
     children.push(agent);
     const watcher = new ResultWatcher(client, keys, 200);
     await watcher.start();
-    const commandOnce = (name: string) => async () => {
-      const { result: r } = await watcher.sendAndWait('bench-dev', { name, ttlMs: 60_000 }, 30_000);
-      if (r.status !== 'succeeded') throw new Error(`bench command ended ${r.status}: ${r.message}`);
-    };
+    const commandOnce =
+      (name: string, args: Record<string, string> = {}) =>
+      async () => {
+        const { result: r } = await watcher.sendAndWait('bench-dev', { name, args, ttlMs: 60_000 }, 30_000);
+        if (r.status !== 'succeeded') throw new Error(`bench command ended ${r.status}: ${r.message}`);
+      };
+    const setConfig = commandOnce('set-config', { key: 'log.level', value: 'warn' });
     // Warm-up (agent start, script cache, JIT) for both paths.
     await openLoop(200, 200, commandOnce('ping'));
+    await openLoop(200, 100, setConfig);
     await openLoop(200, 200, floorOnce);
 
     const detail: Record<string, Record<string, number>> = {};
     for (const { rate, count, rounds } of RATES) {
       const floor: number[] = [];
       const cmd: number[] = [];
+      const ledgered: number[] = [];
       for (let r = 0; r < rounds; r++) {
         floor.push(...(await openLoop(rate, count, floorOnce)));
         cmd.push(...(await openLoop(rate, count, commandOnce('ping'))));
+        if (rate === 100) ledgered.push(...(await openLoop(rate, count, setConfig)));
       }
-      floor.sort((a, b) => a - b);
-      cmd.sort((a, b) => a - b);
+      for (const list of [floor, cmd, ledgered]) list.sort((a, b) => a - b);
       const row: Record<string, number> = {
         rate_per_s: rate,
         commands: cmd.length,
@@ -127,6 +135,8 @@ export async function run(): Promise<Record<string, unknown>> {
       };
       row.p99_vs_floor = round(row.p99_ms! / row.floor_p99_ms!);
       if (rate === 100) {
+        row.ledgered_p50_ms = round(percentile(ledgered, 50));
+        row.ledgered_p99_ms = round(percentile(ledgered, 99));
         const journaled = await openLoop(rate, 2 * count, commandOnce('test.effect'));
         row.journaled_p50_ms = round(percentile(journaled, 50));
         row.journaled_p99_ms = round(percentile(journaled, 99));
