@@ -171,7 +171,7 @@ const sleep = (ms: number, signal: AbortSignal) =>
  * slowAttempts (only the first N attempts sleep).
  * `test.read` is read-only: it records each run in <dataDir>/reads.log (an
  * observation for the test, not an effect) and throws on its first
- * `failAttempts` attempts.
+ * `failAttempts` attempts, after sleeping `sleepMs`.
  */
 export function testHandlers(dataDir: string, timeoutMs: number): CommandHandler[] {
   const file = join(dataDir, 'effects.log');
@@ -200,8 +200,9 @@ export function testHandlers(dataDir: string, timeoutMs: number): CommandHandler
       idempotent: true,
       readOnly: true,
       timeoutMs,
-      run: (args: CommandArgs, ctx: HandlerContext) => {
+      run: async (args: CommandArgs, ctx: HandlerContext) => {
         appendFileSync(join(dataDir, 'reads.log'), `${ctx.commandId}\n`);
+        await sleep(num(args, 'sleepMs'), ctx.signal);
         if (ctx.attempt <= num(args, 'failAttempts'))
           throw new RangeError(`test.read attempt ${ctx.attempt} fails`);
         return { read: ctx.commandId, attempt: ctx.attempt };

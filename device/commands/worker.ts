@@ -159,6 +159,13 @@ function errorClass(err: unknown): string {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/**
+ * A read-only command that started at once and is still running after this
+ * long gets `running` in its ledger (beginCommand), so the progress a sender
+ * sees stays true; a quick one (a ping) has its receipt recorded with its result.
+ */
+const RECORD_RUNNING_AFTER_MS = 20;
+
 export class CommandWorker {
   private readonly reader: RedisClient;
   private readonly run: ScriptCommands;
@@ -473,7 +480,12 @@ export class CommandWorker {
     for (;;) {
       const startedAt = this.clock.now();
       this.deps.metrics.attempts.inc();
+      // A read-only command that runs longer than a moment is recorded as running, as any other is.
+      const markRunning = atOnce
+        ? setTimeout(() => void begin('start').catch(() => undefined), RECORD_RUNNING_AFTER_MS)
+        : undefined;
       const outcome = await this.attempt(handler, command, attempts);
+      clearTimeout(markRunning);
       if (outcome.kind === 'ok' || outcome.kind === 'rejected' || outcome.kind === 'unknown') {
         const result: CommandResult =
           outcome.kind === 'ok'

@@ -115,6 +115,25 @@ describe('control commands', () => {
     expect(reads(dir).get(live.command.id)).toBe(1);
   });
 
+  it('a read-only command that runs longer than a moment shows running in the ledger', async () => {
+    const { keys, dir } = setup();
+    agent(keys, 'dev-ro3', dir);
+    const sent = await sendCommand(client, keys, 'dev-ro3', {
+      name: 'test.read',
+      args: { sleepMs: 800 },
+      ttlMs: 60_000,
+    });
+    await waitFor(
+      async () => (await commandStatus(client, keys, 'dev-ro3', sent.command.id)).status === 'running',
+      10_000,
+      'running',
+    );
+    const result = await waitForResult(client, keys, 'dev-ro3', sent.command.id, 20_000);
+    expect(result).toMatchObject({ status: 'succeeded', attempts: 1 });
+    expect((await commandStatus(client, keys, 'dev-ro3', sent.command.id)).attempts).toBe(1);
+    expect(reads(dir).get(sent.command.id)).toBe(1);
+  });
+
   it('a read-only command that throws is retried and counted like any other, up to the dead letter', async () => {
     const { keys, dir } = setup();
     agent(keys, 'dev-ro2', dir);
