@@ -95,9 +95,12 @@ export async function run(): Promise<Record<string, unknown>> {
     const keys = new Keys('bench', 4);
     const dir = tempDataDir();
     dirs.push(dir);
+    // The agent's defaults for its reads and claims (the test harness shortens them for crash tests).
     const agent = startCommandAgent(server.url, keys, 'bench-dev', dir, {
       'commands.readCount': 100,
-      'commands.blockTime': '1s',
+      'commands.blockTime': '2s',
+      'commands.claimInterval': '5s',
+      'commands.claimIdle': '30s',
     });
     children.push(agent);
     const watcher = new ResultWatcher(client, keys, 200);

@@ -35,6 +35,8 @@ import {
   type CommandResult,
   decodeCommand,
   decodeResult,
+  RESULT_FIELD,
+  resultField,
   resultFields,
   salvageCommand,
   type TerminalStatus,
@@ -165,6 +167,9 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * sees stays true; a quick one (a ping) has its receipt recorded with its result.
  */
 const RECORD_RUNNING_AFTER_MS = 20;
+
+const isPromiseLike = (v: unknown): v is PromiseLike<unknown> =>
+  typeof (v as { then?: unknown } | null)?.then === 'function';
 
 export class CommandWorker {
   private readonly reader: RedisClient;
@@ -481,11 +486,8 @@ export class CommandWorker {
       const startedAt = this.clock.now();
       this.deps.metrics.attempts.inc();
       // A read-only command that runs longer than a moment is recorded as running, as any other is.
-      const markRunning = atOnce
-        ? setTimeout(() => void begin('start').catch(() => undefined), RECORD_RUNNING_AFTER_MS)
-        : undefined;
-      const outcome = await this.attempt(handler, command, attempts);
-      clearTimeout(markRunning);
+      const recordRunning = atOnce ? () => void begin('start').catch(() => undefined) : undefined;
+      const outcome = await this.attempt(handler, command, attempts, recordRunning);
       if (outcome.kind === 'ok' || outcome.kind === 'rejected' || outcome.kind === 'unknown') {
         const result: CommandResult =
           outcome.kind === 'ok'
@@ -583,10 +585,16 @@ export class CommandWorker {
     return Math.round(exp / 2 + (Math.random() * exp) / 2);
   }
 
+  /**
+   * One handler attempt. `onSlow` runs if the attempt is still going after RECORD_RUNNING_AFTER_MS.
+   * A handler that returns at once (ping) costs no timer, controller or promise race: nothing is
+   * left to time out or abort.
+   */
   private async attempt(
     handler: CommandHandler,
     command: Command,
     attempt: number,
+    onSlow?: () => void,
   ): Promise<
     { kind: 'ok'; output: unknown } | { kind: 'rejected' | 'unknown' | 'transient'; error: unknown }
   > {
@@ -597,27 +605,34 @@ export class CommandWorker {
         a: attempt,
         x: command.deadline + this.options.ledgerRetentionMs,
       });
-    const ac = new AbortController();
+    let ac: AbortController | undefined;
+    let timedOut = false;
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        ac.abort();
-        reject(new HandlerTimeoutError(handler.name, handler.timeoutMs));
-      }, handler.timeoutMs);
-    });
+    let slow: NodeJS.Timeout | undefined;
+    const ctx = {
+      deviceId: this.options.deviceId,
+      commandId: command.id,
+      attempt,
+      logger: this.deps.logger,
+      // Made on first use; one asked for after the timeout comes aborted.
+      get signal(): AbortSignal {
+        ac ??= new AbortController();
+        if (timedOut) ac.abort();
+        return ac.signal;
+      },
+    };
     try {
-      const output = await Promise.race([
-        Promise.resolve().then(() =>
-          handler.run(command.args, {
-            deviceId: this.options.deviceId,
-            commandId: command.id,
-            attempt,
-            signal: ac.signal,
-            logger: this.deps.logger,
-          }),
-        ),
-        timeout,
-      ]);
+      const running = handler.run(command.args, ctx);
+      if (!isPromiseLike(running)) return { kind: 'ok', output: running };
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          timedOut = true;
+          ac?.abort();
+          reject(new HandlerTimeoutError(handler.name, handler.timeoutMs));
+        }, handler.timeoutMs);
+      });
+      if (onSlow) slow = setTimeout(onSlow, RECORD_RUNNING_AFTER_MS);
+      const output = await Promise.race([running, timeout]);
       return { kind: 'ok', output };
     } catch (error) {
       if (error instanceof CommandRejectedError) return { kind: 'rejected', error };
@@ -630,6 +645,7 @@ export class CommandWorker {
       return { kind: 'transient', error };
     } finally {
       clearTimeout(timer);
+      clearTimeout(slow);
     }
   }
 
@@ -725,9 +741,8 @@ export class CommandWorker {
     early?: StartedAtOnce,
   ): Promise<void> {
     const o = this.options;
-    const result = decodeResult(encoded);
     // The dead letter's fields are built (and sent) only for a failed result.
-    const dead = status === 'failed' ? this.deadLetterFields(entryId, fields, result) : [];
+    const dead = status === 'failed' ? this.deadLetterFields(entryId, fields, decodeResult(encoded)) : [];
     const [fixed, concluded, stored, resultAdded, deadAdded] = await this.run.concludeCommand(
       this.keys.commandLedger(o.deviceId, command.id),
       this.keys.results(),
@@ -738,7 +753,7 @@ export class CommandWorker {
       expireAt,
       status,
       text,
-      result.attempts,
+      resultField(encoded, RESULT_FIELD.attempts) ?? 0,
       this.markerTtl(expireAt),
       o.resultsMaxLen,
       o.group,
@@ -754,7 +769,7 @@ export class CommandWorker {
       return;
     }
     if (deadAdded === 1) this.deps.metrics.deadLetters.inc();
-    if (resultAdded === 1) this.deps.metrics.results.inc({ status: result.status });
+    if (resultAdded === 1) this.deps.metrics.results.inc({ status });
   }
 
   /** Markers must outlive every redelivery of the command: as long as its ledger. */

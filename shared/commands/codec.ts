@@ -290,6 +290,12 @@ export function resultFields(r: CommandResult): string[] {
   return out;
 }
 
+/** One field of encoded result fields (keys at even positions), without decoding the rest. */
+export function resultField(fields: readonly string[], key: string): string | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === key) return fields[i + 1];
+  return undefined;
+}
+
 /** Decodes a results stream entry (or the result copy kept in the ledger). */
 export function decodeResult(fields: readonly string[]): CommandResult {
   const map = fieldMap(fields);
