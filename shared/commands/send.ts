@@ -3,7 +3,7 @@
  * devices) and tests: queue a command for one device, a group or the whole
  * fleet, and wait for its terminal result.
  *
- * A command is queued with enqueueCommand-2.lua, which creates the command's
+ * A command is queued with enqueueCommand-3.lua, which creates the command's
  * ledger ("queued") with the stream entry, so a retried send never queues it
  * twice. Results are read from the global results stream by a ResultWatcher
  * (one blocking reader per process, dispatching by command id); the ledger
@@ -90,20 +90,22 @@ export async function queueCommand(
   const { fields } = encodeCommand(command);
   const now = (options.clock ?? systemClock).now();
   const expireAt = command.deadline + (options.retentionMs ?? DEFAULT_LEDGER_RETENTION_MS);
-  const enqueued = scripts(client).enqueueCommand(
-    keys.commands(deviceId),
+  // On one server the script rings the doorbell with the entry; in a Cluster the doorbell is in
+  // another slot, so it rings once the entry exists (KEYS[3] then only repeats the device's slot).
+  const cluster = client instanceof Cluster;
+  const stream = keys.commands(deviceId);
+  const [ok, value] = await scripts(client).enqueueCommand(
+    stream,
     keys.commandLedger(deviceId, command.id),
+    cluster ? stream : keys.commandDoorbell(),
     expireAt,
     now,
+    cluster ? 0 : DOORBELL_MAX_LEN,
+    deviceId,
     ...fields,
   );
-  // One server runs a connection's commands in order, so the doorbell can go out with the entry
-  // and still ring after it exists (for a duplicate send it rings needlessly: a hint only). A
-  // Cluster may route the two to different nodes, so there it waits for the entry.
-  const bell = client instanceof Cluster ? undefined : ringDoorbell(client, keys, deviceId);
-  const [ok, value] = await enqueued.finally(() => bell);
   if (ok !== 1) return { command, deviceId, entryId: undefined, duplicate: true, existingStatus: value };
-  if (!bell) await ringDoorbell(client, keys, deviceId);
+  if (cluster) await ringDoorbell(client, keys, deviceId);
   return { command, deviceId, entryId: value, duplicate: false };
 }
 

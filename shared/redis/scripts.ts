@@ -17,7 +17,7 @@ export const SCRIPT_FILES = [
   'appendTelemetryRaw-1.lua',
   'trimStream-1.lua',
   'projectState-1.lua',
-  'enqueueCommand-2.lua',
+  'enqueueCommand-3.lua',
   'publishOnce-2.lua',
   'beginCommand-1.lua',
   'finishCommand-1.lua',
@@ -86,7 +86,12 @@ export interface ScriptCommands {
   trimStream(stream: string, ...args: (string | number)[]): Promise<Array<string | number>>;
   /** Folds one device's readings into its latest-state hash: [applied, stale]. */
   projectState(stateKey: string, ...args: (string | number)[]): Promise<[number, number]>;
-  enqueueCommand(stream: string, ledger: string, ...args: (string | number)[]): Promise<[number, string]>;
+  enqueueCommand(
+    stream: string,
+    ledger: string,
+    doorbell: string,
+    ...args: (string | number)[]
+  ): Promise<[number, string]>;
   publishOnce(stream: string, marker: string, ...args: (string | number)[]): Promise<[number, string]>;
   beginCommand(ledger: string, ...args: (string | number)[]): Promise<[string, number, string, string]>;
   finishCommand(ledger: string, ...args: (string | number)[]): Promise<[number, string]>;

@@ -456,15 +456,18 @@ it('delivers by the fallback poll when a doorbell is lost or the doorbell is off
       10_000,
       'registered',
     );
-    // Queued with the bare script: nothing rings, so only a read without a doorbell can find it.
+    // Queued by the script told not to ring: only a read without a doorbell can find it.
     const issuedAt = Date.now();
     const id = `silent-${issuedAt}`;
     const before = await client.xlen(k.commandDoorbell());
     await scripts(client).enqueueCommand(
       k.commands('lost-bell'),
       k.commandLedger('lost-bell', id),
+      k.commandDoorbell(),
       issuedAt + 120_000,
       issuedAt,
+      0,
+      'lost-bell',
       ...encodeCommand({
         id,
         name: 'ping',
