@@ -11,6 +11,7 @@ import { commandFields, resultFields } from '#shared/commands/codec.js';
 import {
   buildCommand,
   commandStatus,
+  ResultWatcher,
   sendCommand,
   sendToGroup,
   waitForResult,
@@ -90,6 +91,32 @@ describe('control commands', () => {
     const ledger = await commandStatus(client, keys, 'dev-a', sent.command.id);
     expect(ledger).toMatchObject({ status: 'succeeded', attempts: 1, deliveredAt: result.deliveredAt });
     expect(ledger.startedAt).toBe(result.startedAt);
+  });
+
+  it('sendAndWait listens before it queues: the result, and for a repeated id the stored one', async () => {
+    const { keys, dir } = setup();
+    agent(keys, 'dev-sw', dir);
+    const watcher = new ResultWatcher(client, keys, 200);
+    try {
+      const first = await watcher.sendAndWait('dev-sw', { name: 'ping', ttlMs: 30_000 }, 20_000);
+      expect(first.sent.duplicate).toBe(false);
+      expect(first.result).toMatchObject({ status: 'succeeded', commandId: first.sent.command.id });
+      // The same id again: nothing is queued and the result comes from the ledger, not the stream.
+      const again = await watcher.sendAndWait(
+        'dev-sw',
+        { name: 'ping', ttlMs: 30_000, id: first.sent.command.id },
+        5_000,
+      );
+      expect(again.sent).toMatchObject({ duplicate: true, existingStatus: 'succeeded' });
+      expect(again.result).toEqual(first.result);
+      expect(await client.xlen(keys.commands('dev-sw'))).toBe(1);
+      // On this standalone server the enqueue script rang the gateways' doorbell once, for the one entry.
+      expect((await client.xrange(keys.commandDoorbell(), '-', '+')).map(([, f]) => f)).toEqual([
+        ['d', 'dev-sw'],
+      ]);
+    } finally {
+      await watcher.stop();
+    }
   });
 
   it('a read-only command whose ledger already ended reports that result once; nearer its deadline than the skew allowance it is not run', async () => {
