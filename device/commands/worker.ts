@@ -688,7 +688,7 @@ export class CommandWorker {
       expireAt,
       status,
       text,
-      decodeResult(encoded).attempts,
+      resultField(encoded, RESULT_FIELD.attempts) ?? 0,
     );
     if (fixed !== 1 && !duplicate) this.deps.metrics.duplicates.inc();
     await this.conclude(
