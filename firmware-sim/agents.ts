@@ -20,15 +20,18 @@ import type { Registry } from '#shared/metrics.js';
 import { createRedis, type RedisClient } from '#shared/redis/connect.js';
 import { createProducerMetrics, TelemetryProducer } from '#shared/telemetry/producer.js';
 import { producerOptions } from '#shared/telemetry/producer-options.js';
-import { builtinHandlers, type CommandHandler, HandlerRegistry } from '../device/commands/handlers.js';
-import { CommandJournal } from '../device/commands/journal.js';
 import {
+  builtinHandlers,
+  type CommandHandler,
+  CommandJournal,
   type CommandMetrics,
   CommandWorker,
   createCommandMetrics,
+  DeviceTelemetry,
+  HandlerRegistry,
+  type TelemetrySink,
   workerOptions,
-} from '../device/commands/worker.js';
-import { DeviceTelemetry, type TelemetrySink } from '../device/telemetry.js';
+} from '../device/index.js';
 import type { SimConfig } from './config.js';
 import { KindStats, SimDevice } from './device.js';
 import type { Faults } from './faults.js';

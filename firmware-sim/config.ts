@@ -8,7 +8,7 @@ import { logSchema } from '#shared/log.js';
 import { metricsSchema } from '#shared/metrics.js';
 import { redisSchema } from '#shared/redis/options.js';
 import { producerSchema } from '#shared/telemetry/producer-options.js';
-import { commandSchema } from '../device/commands/options.js';
+import { commandSchema } from '../device/index.js';
 
 export const ENV_PREFIX = 'SIM';
 

@@ -11,7 +11,7 @@
  *
  * Decisions come from one seeded generator, so a run is repeatable.
  */
-import { seededRandom } from '../device/sensors/sensor.js';
+import { seededRandom } from '../device/index.js';
 import type { SimConfig } from './config.js';
 
 export type FaultSettings = Pick<

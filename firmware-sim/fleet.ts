@@ -21,7 +21,7 @@ import { fnv1a32, Keys } from '#shared/keys.js';
 import { type Logger, silentLogger } from '#shared/log.js';
 import { createRegistry, Gauge, type MetricsServer, type Registry, serveMetrics } from '#shared/metrics.js';
 import { createRedis, describeTarget, waitReady } from '#shared/redis/connect.js';
-import { seededRandom } from '../device/sensors/sensor.js';
+import { seededRandom } from '../device/index.js';
 import { type AgentDevice, AgentPool } from './agents.js';
 import { ENV_PREFIX, type SimConfig, simSchema } from './config.js';
 import { type DeviceInfo, type DeviceKind, KindStats } from './device.js';

@@ -248,7 +248,7 @@ export class MqttDevice extends SimDevice {
       this.send({ topic: this.topics.results, body: again, seq: undefined });
       return;
     }
-    // Never execute after the deadline [ARCHITECTURE guarantee 2], by the device's own clock (a device
+    // Never execute after the deadline [docs/guarantees.md §2], by the device's own clock (a device
     // whose clock runs ahead drops commands early: the gateway then records them expired or unknown).
     if (this.deps.clock.now() + this.clockOffset > cmd.deadline) return;
     const stall = this.deps.faults.commandStall();

@@ -1,6 +1,6 @@
 /**
- * Command delivery to MQTT devices: the gateway side of ARCHITECTURE
- * guarantee 2 for devices that run no agent.
+ * Command delivery to MQTT devices: the gateway side of
+ * docs/guarantees.md §2 for devices that run no agent.
  *
  * Commands are sent with the same API and CLI as for agents (shared/commands)
  * into the device's command stream. Gateways read those streams as one
@@ -447,7 +447,7 @@ export class CommandDelivery implements GatewayService {
     if (h.acked) return;
     const online = this.reach.online();
     if (online && !online.has(h.deviceId)) return;
-    // Never after the deadline [ARCHITECTURE guarantee 2: expired commands are never executed].
+    // Never after the deadline [docs/guarantees.md §2: expired commands are never executed].
     if (h.command.deadline <= c.clock.now()) return;
     const { id, name, args, deadline, issuedAt } = h.command;
     const payload = Buffer.from(JSON.stringify({ id, name, args, deadline, issuedAt }));

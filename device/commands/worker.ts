@@ -847,7 +847,7 @@ export class CommandWorker {
       { entryId, field: err.field, reason: err.reason },
       'rejected a malformed command entry',
     );
-    // Malformed input also goes to the rejected stream with its reason (ARCHITECTURE.md, data model).
+    // Malformed input also goes to the rejected stream with its reason (docs/guarantees.md §5).
     await this.run.publishOnce(
       this.keys.rejected(),
       this.keys.publishedMarker(this.keys.rejected(), o.deviceId, `e:${entryId}`),

@@ -1,5 +1,5 @@
 /**
- * The command promise (ARCHITECTURE.md, guarantee 2) on a real Redis, with the
+ * The command promise (docs/guarantees.md §2) on a real Redis, with the
  * agent as a child process that the crash tests kill with SIGKILL: delivered
  * at least once, takes effect at most once per command id, every command ends
  * in exactly one terminal result, expired commands never run.

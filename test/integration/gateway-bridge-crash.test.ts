@@ -1,5 +1,5 @@
 /**
- * ARCHITECTURE guarantee 3 in bridge mode. The devices' PUBACKs come from
+ * docs/guarantees.md §3 in bridge mode. The devices' PUBACKs come from
  * mosquitto, not from the gateway, so the promise is: every message mosquitto
  * accepted reaches the stream, once (payloads carry a seq). It holds because
  * the gateway acknowledges to mosquitto only after the append, on persistent

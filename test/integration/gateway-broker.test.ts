@@ -1,7 +1,7 @@
 /**
  * Broker mode against real MQTT clients (MQTT.js and mosquitto_pub/_sub) and
- * a real redis-server: the acknowledgement-after-append promise (ARCHITECTURE
- * guarantee 3), payload mapping, gateway-assigned sequence numbers, the
+ * a real redis-server: the acknowledgement-after-append promise (docs/guarantees.md
+ * §3), payload mapping, gateway-assigned sequence numbers, the
  * rejected stream, device authentication and the topic ACL, presence.
  */
 import { execFile } from 'node:child_process';

@@ -1,5 +1,5 @@
 /**
- * ARCHITECTURE guarantee 3: the gateway acknowledges a QoS 1 publish only
+ * docs/guarantees.md §3: the gateway acknowledges a QoS 1 publish only
  * after its entry is in Redis, so SIGKILL loses nothing a device was told was
  * delivered. Devices publish continuously at QoS 1 while the gateway (a child
  * process) is killed and restarted; afterwards every acknowledged message is

@@ -2,7 +2,7 @@
  * A PUBACK for a message id the broker never sent (a device that rebooted
  * acknowledging a previous life's delivery; found by firmware-sim's crash
  * fault) is ignored: the gateway keeps running and keeps storing telemetry
- * (ARCHITECTURE guarantee 5). Before the fix, aedes's `ack` event without a
+ * (docs/guarantees.md §5). Before the fix, aedes's `ack` event without a
  * packet threw inside a promise chain: an unhandled rejection, which ends a
  * Node process (and fails this test run).
  */

@@ -1,5 +1,5 @@
 /**
- * Retention (ARCHITECTURE.md, guarantee 4) on a real Redis: the soft policies
+ * Retention (docs/guarantees.md §4) on a real Redis: the soft policies
  * (age, length) never trim an entry a consumer group has not processed; the
  * hard memory cap does, and its forced-loss counter equals exactly the number
  * of unprocessed entries removed; concurrent trimmers stay correct.

@@ -1,5 +1,5 @@
 /**
- * Store-and-forward (issue 4; ARCHITECTURE.md guarantee 1) with a real
+ * Store-and-forward (issue 4; docs/guarantees.md §1) with a real
  * redis-server and the agent as a child process: Redis outages, an agent
  * killed during one, a torn journal record, a full disk budget, and a Redis
  * crash with appendfsync always. Every test checks the stream entry by entry

@@ -1,5 +1,5 @@
 /**
- * Bounded memory under a slow Redis (ARCHITECTURE.md, guarantee 6): with
+ * Bounded memory under a slow Redis (docs/guarantees.md §6): with
  * Redis paused (CLIENT PAUSE WRITE, on every master of a cluster) the producer
  * never holds more than its configured bound, refuses (and counts) the rest,
  * says so (one warning per episode, telemetry_backpressure_refused_total,

@@ -1,5 +1,5 @@
 /**
- * The telemetry promise (ARCHITECTURE.md, guarantee 1) on a real standalone
+ * The telemetry promise (docs/guarantees.md §1) on a real standalone
  * Redis and a real local Redis Cluster: entries land in their partition with
  * their fields, per-device order holds, and retried or replayed batches never
  * create a second entry.
