@@ -1,5 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { fnv1a32, Keys, partitionOf } from '#shared/keys.js';
+import { fnv1a32, KEY_KINDS, Keys, partitionOf } from '#shared/keys.js';
+import { KEYS_DOC, renderKeysDoc } from '../../scripts/keys-docs.js';
 
 /** Redis Cluster's hash slot: CRC16 (XMODEM) of the hash tag, mod 16384. */
 function slot(key: string): number {
@@ -46,5 +48,24 @@ describe('keys and partitioning', () => {
   it('rejects prefixes and partition counts that would break the layout', () => {
     expect(() => new Keys('bad prefix')).toThrow(/prefix/);
     expect(() => new Keys('iot', 0)).toThrow(/partitions/);
+  });
+});
+
+describe('docs/keys.md', () => {
+  it('lists every kind of key that Keys makes', () => {
+    const helpers = new Set([
+      'constructor',
+      'partitionOf',
+      'telemetryStreamFor',
+      'allTelemetryStreams',
+      'device',
+    ]);
+    const makers = Object.getOwnPropertyNames(Keys.prototype).filter((name) => !helpers.has(name));
+    expect(KEY_KINDS.map((kind) => kind.method).sort()).toEqual(makers.sort());
+  });
+
+  it('is current (run npm run docs:keys after changing shared/keys.ts)', () => {
+    const onDisk = readFileSync(KEYS_DOC, 'utf8');
+    expect(onDisk).toBe(renderKeysDoc(onDisk));
   });
 });
