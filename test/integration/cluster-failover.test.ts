@@ -1,0 +1,326 @@
+/**
+ * docs/guarantees.md §1, §2, §3 across a Redis Cluster failover: a real local
+ * Cluster of three masters, each with one replica. While agent processes and
+ * MQTT devices (through the gateway) publish and commands flow, the master
+ * that owns the agents' partition is SIGKILLed (its replica takes over after
+ * the node timeout) or demoted with CLUSTER FAILOVER on its replica.
+ *
+ * - producer.durability=replicated (WAIT on every batch): nothing that was
+ *   acknowledged is lost, to the agent or to an MQTT device (PUBACK);
+ * - producer.durability=local: the test measures how many acknowledged
+ *   entries the SIGKILL lost (asynchronous replication's window) and prints
+ *   it; docs/scaling.md states the figure and why it is not zero by promise;
+ * - a graceful CLUSTER FAILOVER loses nothing even at local;
+ * - every command ends in exactly one result.
+ */
+
+import { Redis } from 'ioredis';
+import mqtt, { type MqttClient } from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sendCommand } from '#shared/commands/send.js';
+import { Keys } from '#shared/keys.js';
+import type { AgentProcess } from '../harness/agent-process.js';
+import { readResults, resultsByCommand, startCommandAgent, tempDataDir } from '../harness/commands.js';
+import { type RunningGateway, startGateway } from '../harness/gateway.js';
+import { QosPublisher } from '../harness/mqtt-device.js';
+import { randomPrefix } from '../harness/prefix.js';
+import { type RedisClusterHandle, startRedisCluster } from '../harness/redis-cluster.js';
+import type { RedisServer } from '../harness/redis-server.js';
+import { readAllTelemetry, readStream, waitFor } from '../harness/streams.js';
+
+type Durability = 'local' | 'replicated';
+type Fault = 'sigkill' | 'failover';
+
+let cluster: RedisClusterHandle;
+/** Nodes killed and not yet started again. */
+const down = new Set<RedisServer>();
+beforeAll(async () => {
+  cluster = await startRedisCluster({ masters: 3, replicasPerMaster: 1 });
+}, 60_000);
+afterAll(async () => {
+  await cluster?.destroy();
+});
+
+/** The node serving `key`'s slot as master, and its replica. */
+async function shardOf(key: string): Promise<{ master: RedisServer; replica: RedisServer | undefined }> {
+  const probe = liveNode();
+  try {
+    const slot = Number(await probe.cluster('KEYSLOT', key));
+    const ranges = await probe.cluster('SLOTS');
+    const range = ranges.find(([from, to]) => slot >= from && slot <= to);
+    if (!range) throw new Error(`slot ${slot} has no master`);
+    const [, , master, replica] = range;
+    const byPort = (port: number | undefined) => cluster.nodes.find((n) => n.port === port);
+    const m = byPort(master?.[1]);
+    const r = byPort(replica?.[1]);
+    if (!m) throw new Error(`slot ${slot}: master not one of ours`);
+    return { master: m, replica: r };
+  } finally {
+    probe.disconnect();
+  }
+}
+
+/** A plain connection to some node that is up. */
+function liveNode(): Redis {
+  const node = cluster.nodes.find((n) => !down.has(n)) ?? cluster.nodes[0]!;
+  return new Redis({ host: node.host, port: node.port, lazyConnect: false, maxRetriesPerRequest: 1 });
+}
+
+async function waitNewMaster(key: string, old: RedisServer): Promise<void> {
+  await waitFor(
+    async () => {
+      try {
+        const { master } = await shardOf(key);
+        return master !== old;
+      } catch {
+        return false;
+      }
+    },
+    30_000,
+    `a new master for ${key}`,
+  );
+}
+
+/** Brings a killed node back (it rejoins as a replica) and waits until every shard has a linked replica. */
+async function heal(killed: RedisServer | undefined): Promise<void> {
+  if (killed && down.has(killed)) {
+    await killed.start();
+    down.delete(killed);
+  }
+  await waitFor(
+    async () => {
+      let linked = 0;
+      for (const n of cluster.nodes) {
+        const c = new Redis({ host: n.host, port: n.port, maxRetriesPerRequest: 1 });
+        try {
+          const info = await c.info('replication');
+          if (info.includes('role:slave') && info.includes('master_link_status:up')) linked++;
+        } catch {
+          // not up yet
+        } finally {
+          c.disconnect();
+        }
+      }
+      return linked === 3;
+    },
+    30_000,
+    'every shard with a linked replica',
+  );
+}
+
+interface Run {
+  /** Agent entries missing from 1..max: acknowledged and lost (nothing else drops them here). */
+  agentLost: number;
+  agentEntries: number;
+  /** PUBACKed MQTT publishes missing from the stream. */
+  mqttLost: number;
+  mqttAcked: number;
+  duplicates: number;
+  commands: number;
+  commandsWithoutResult: number;
+  commandsWithTwoResults: number;
+}
+
+const DEVICES = ['fo-a', 'fo-b'];
+const MQTT_DEVICES = 2;
+
+async function runFailover(durability: Durability, fault: Fault): Promise<Run> {
+  const keys = new Keys(randomPrefix(), 4);
+  const client = cluster.client();
+  const durabilityFlags = {
+    'producer.durability': durability,
+    'producer.replicas': 1,
+    'producer.replicaTimeout': '500ms',
+  };
+  const clusterFlags = {
+    'redis.cluster': true,
+    'redis.clusterNodes': cluster.seeds.slice(1).join(','),
+  };
+  const agentDirs = DEVICES.map(() => tempDataDir());
+  const startAgents = (sensors: string) =>
+    DEVICES.map((id, i) =>
+      startCommandAgent(cluster.url, keys, id, agentDirs[i]!, {
+        ...clusterFlags,
+        ...durabilityFlags,
+        sensors,
+        'sensors.constant.interval': 10,
+        'journal.enabled': true,
+        'log.level': 'info',
+      }),
+    );
+  let agents: AgentProcess[] = startAgents('constant');
+  let gateway: RunningGateway | undefined;
+  const mqttClients: MqttClient[] = [];
+  const sent: string[] = [];
+  let sending = true;
+  let killed: RedisServer | undefined;
+  try {
+    gateway = await startGateway({
+      'gateway.mode': 'broker',
+      'redis.url': cluster.url,
+      ...clusterFlags,
+      'redis.keyPrefix': keys.prefix,
+      'redis.partitions': keys.partitions,
+      ...durabilityFlags,
+    });
+    const publishers: QosPublisher[] = [];
+    for (let i = 0; i < MQTT_DEVICES; i++) {
+      const c = await mqtt.connectAsync(gateway.url, {
+        clientId: `fo-mqtt-${i}`,
+        clean: false,
+        reconnectPeriod: 100,
+      });
+      mqttClients.push(c);
+      publishers.push(new QosPublisher(`fo-mqtt-${i}`, c, 8));
+    }
+    const sender = (async () => {
+      // A command every 100 ms to each agent, for the whole run.
+      while (sending) {
+        for (const id of DEVICES) {
+          try {
+            const s = await sendCommand(client, keys, id, { name: 'test.effect', args: {}, ttlMs: 60_000 });
+            sent.push(`${id}/${s.command.id}`);
+          } catch {
+            // no master for the slot just now: the sender retries with a new command later
+          }
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+
+    const stream = keys.telemetryStreamFor(DEVICES[0]!);
+    const countOf = async (id: string) =>
+      (await readStream(client, keys.telemetryStreamFor(id)).catch(() => [])).filter((e) => e.deviceId === id)
+        .length;
+    await waitFor(async () => (await countOf(DEVICES[0]!)) >= 100, 30_000, '100 entries before the fault');
+    await waitFor(async () => publishers.every((p) => p.acked.size >= 50), 30_000, 'MQTT devices publishing');
+
+    const { master, replica } = await shardOf(stream);
+    if (fault === 'sigkill') {
+      killed = master;
+      down.add(master);
+      await master.kill();
+    } else {
+      if (!replica) throw new Error('the shard has no replica to fail over to');
+      const r = new Redis({ host: replica.host, port: replica.port });
+      await r.cluster('FAILOVER');
+      r.disconnect();
+    }
+    await waitNewMaster(stream, master);
+    // The killed node comes back and rejoins as its successor's replica: until
+    // then that shard has no replica, and at `replicated` nothing on it can be
+    // acknowledged (the agent journals, the gateway holds PUBACKs back).
+    if (killed) {
+      await killed.start();
+      down.delete(killed);
+    }
+    const after = await countOf(DEVICES[0]!);
+    await waitFor(
+      async () => (await countOf(DEVICES[0]!)) >= after + 100,
+      60_000,
+      '100 entries after the fault',
+    );
+    const ackedAfter = publishers.map((p) => p.acked.size);
+    await waitFor(
+      async () => publishers.every((p, i) => p.acked.size >= ackedAfter[i]! + 50),
+      60_000,
+      'MQTT publishes acknowledged after the fault',
+    );
+
+    sending = false;
+    await sender;
+    await Promise.all(publishers.map((p) => p.stop()));
+    for (const a of agents) expect(await a.kill('SIGTERM')).toBe(0);
+    // Whatever a stop left journaled is replayed by the same agents, without sensors.
+    if (agents.some((a) => a.output().includes('journal closed with a backlog'))) {
+      agents = startAgents('');
+      for (const a of agents) await a.waitForLog((l) => l.msg === 'journal drained', 30_000).catch(() => {});
+      for (const a of agents) await a.kill('SIGTERM');
+    } else {
+      // The agents finish the commands already delivered to them when they run again.
+      agents = startAgents('');
+    }
+    await waitFor(
+      async () => {
+        const byCommand = resultsByCommand(await readResults(client, keys));
+        return sent.every((k) => byCommand.has(k));
+      },
+      30_000,
+      'a result for every command',
+    ).catch(() => {});
+    for (const a of agents) await a.kill('SIGTERM');
+
+    const stored = await readAllTelemetry(client, keys);
+    let agentLost = 0;
+    let agentEntries = 0;
+    let duplicates = 0;
+    for (const id of DEVICES) {
+      const seqs = stored.filter((e) => e.deviceId === id).map((e) => e.seq);
+      const have = new Set(seqs);
+      duplicates += seqs.length - have.size;
+      const max = Math.max(...seqs);
+      agentEntries += max;
+      for (let s = 1; s <= max; s++) if (!have.has(s)) agentLost++;
+    }
+    let mqttLost = 0;
+    let mqttAcked = 0;
+    for (const p of publishers) {
+      const seqs = stored.filter((e) => e.deviceId === p.id).map((e) => e.seq);
+      const have = new Set(seqs);
+      duplicates += seqs.length - have.size;
+      mqttAcked += p.acked.size;
+      for (const s of p.acked) if (!have.has(s)) mqttLost++;
+    }
+    const byCommand = resultsByCommand(await readResults(client, keys));
+    const run: Run = {
+      agentLost,
+      agentEntries,
+      mqttLost,
+      mqttAcked,
+      duplicates,
+      commands: sent.length,
+      commandsWithoutResult: sent.filter((k) => !byCommand.has(k)).length,
+      commandsWithTwoResults: [...byCommand.values()].filter((r) => r.length > 1).length,
+    };
+    console.info(`cluster failover, ${fault}, durability=${durability}: ${JSON.stringify(run)}`);
+    return run;
+  } finally {
+    sending = false;
+    await Promise.all(mqttClients.map((c) => c.endAsync(true)));
+    await gateway?.stop();
+    await Promise.all(agents.map((a) => a.kill('SIGKILL')));
+    client.disconnect();
+    await heal(killed);
+  }
+}
+
+describe('Redis Cluster failover under load', () => {
+  it('replicated: a SIGKILLed master loses nothing acknowledged, commands end once', async () => {
+    const run = await runFailover('replicated', 'sigkill');
+    expect(run.agentLost).toBe(0);
+    expect(run.mqttLost).toBe(0);
+    expect(run.mqttAcked).toBeGreaterThan(0);
+    expect(run.duplicates).toBe(0);
+    expect(run.commands).toBeGreaterThan(0);
+    expect(run.commandsWithoutResult).toBe(0);
+    expect(run.commandsWithTwoResults).toBe(0);
+  }, 180_000);
+
+  it('local: a graceful CLUSTER FAILOVER loses nothing', async () => {
+    const run = await runFailover('local', 'failover');
+    expect(run.agentLost).toBe(0);
+    expect(run.mqttLost).toBe(0);
+    expect(run.duplicates).toBe(0);
+    expect(run.commandsWithTwoResults).toBe(0);
+  }, 180_000);
+
+  it('local: a SIGKILLed master may lose acknowledged entries; the run measures how many', async () => {
+    const run = await runFailover('local', 'sigkill');
+    // Asynchronous replication: what the master acknowledged and had not yet
+    // sent its replica is gone with it. Measured and printed, not promised;
+    // what is promised still holds: nothing twice, one result per command.
+    expect(run.agentEntries).toBeGreaterThan(200);
+    expect(run.duplicates).toBe(0);
+    expect(run.commandsWithTwoResults).toBe(0);
+  }, 180_000);
+});
