@@ -44,7 +44,7 @@ async function main(): Promise<void> {
   const file = `${dir}${name}.json`;
   writeFileSync(file, `${JSON.stringify({ ...result, machine, at: new Date().toISOString() }, null, 2)}\n`);
   process.stdout.write(`\nwrote ${file}\n`);
-  process.exit(0);
+  process.exit(process.exitCode ?? 0);
 }
 
 void main();

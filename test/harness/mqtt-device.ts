@@ -52,7 +52,7 @@ export async function commandDevice(
 
 /**
  * A device publishing `{seq, v, pad}` at QoS 1 to devices/<id>/telemetry/load
- * with `window` publishes in flight (2 ms pause after each PUBACK); `acked` holds every seq whose
+ * with `window` publishes in flight (`pauseMs`, default 2 ms, after each PUBACK); `acked` holds every seq whose
  * PUBACK came back (from the gateway in broker mode, from the upstream broker
  * in bridge mode).
  */
@@ -67,6 +67,7 @@ export class QosPublisher {
     readonly id: string,
     readonly client: MqttClient,
     window = 16,
+    private readonly pauseMs = 2,
   ) {
     for (let i = 0; i < window; i++) this.pump();
   }
@@ -86,7 +87,7 @@ export class QosPublisher {
         this.inFlight--;
         if (!err) this.acked.add(seq);
         // Pace a little so the run stays short and the machine shared.
-        setTimeout(() => this.pump(), 2);
+        setTimeout(() => this.pump(), this.pauseMs);
       },
     );
   }

@@ -32,81 +32,12 @@ type Durability = 'local' | 'replicated';
 type Fault = 'sigkill' | 'failover';
 
 let cluster: RedisClusterHandle;
-/** Nodes killed and not yet started again. */
-const down = new Set<RedisServer>();
 beforeAll(async () => {
   cluster = await startRedisCluster({ masters: 3, replicasPerMaster: 1 });
 }, 60_000);
 afterAll(async () => {
   await cluster?.destroy();
 });
-
-/** The node serving `key`'s slot as master, and its replica. */
-async function shardOf(key: string): Promise<{ master: RedisServer; replica: RedisServer | undefined }> {
-  const probe = liveNode();
-  try {
-    const slot = Number(await probe.cluster('KEYSLOT', key));
-    const ranges = await probe.cluster('SLOTS');
-    const range = ranges.find(([from, to]) => slot >= from && slot <= to);
-    if (!range) throw new Error(`slot ${slot} has no master`);
-    const [, , master, replica] = range;
-    const byPort = (port: number | undefined) => cluster.nodes.find((n) => n.port === port);
-    const m = byPort(master?.[1]);
-    const r = byPort(replica?.[1]);
-    if (!m) throw new Error(`slot ${slot}: master not one of ours`);
-    return { master: m, replica: r };
-  } finally {
-    probe.disconnect();
-  }
-}
-
-/** A plain connection to some node that is up. */
-function liveNode(): Redis {
-  const node = cluster.nodes.find((n) => !down.has(n)) ?? cluster.nodes[0]!;
-  return new Redis({ host: node.host, port: node.port, lazyConnect: false, maxRetriesPerRequest: 1 });
-}
-
-async function waitNewMaster(key: string, old: RedisServer): Promise<void> {
-  await waitFor(
-    async () => {
-      try {
-        const { master } = await shardOf(key);
-        return master !== old;
-      } catch {
-        return false;
-      }
-    },
-    30_000,
-    `a new master for ${key}`,
-  );
-}
-
-/** Brings a killed node back (it rejoins as a replica) and waits until every shard has a linked replica. */
-async function heal(killed: RedisServer | undefined): Promise<void> {
-  if (killed && down.has(killed)) {
-    await killed.start();
-    down.delete(killed);
-  }
-  await waitFor(
-    async () => {
-      let linked = 0;
-      for (const n of cluster.nodes) {
-        const c = new Redis({ host: n.host, port: n.port, maxRetriesPerRequest: 1 });
-        try {
-          const info = await c.info('replication');
-          if (info.includes('role:slave') && info.includes('master_link_status:up')) linked++;
-        } catch {
-          // not up yet
-        } finally {
-          c.disconnect();
-        }
-      }
-      return linked === 3;
-    },
-    30_000,
-    'every shard with a linked replica',
-  );
-}
 
 interface Run {
   /** Agent entries missing from 1..max: acknowledged and lost (nothing else drops them here). */
@@ -195,25 +126,21 @@ async function runFailover(durability: Durability, fault: Fault): Promise<Run> {
     await waitFor(async () => (await countOf(DEVICES[0]!)) >= 100, 30_000, '100 entries before the fault');
     await waitFor(async () => publishers.every((p) => p.acked.size >= 50), 30_000, 'MQTT devices publishing');
 
-    const { master, replica } = await shardOf(stream);
+    const { master, replica } = await cluster.shardOf(stream);
     if (fault === 'sigkill') {
       killed = master;
-      down.add(master);
-      await master.kill();
+      await cluster.kill(master);
     } else {
       if (!replica) throw new Error('the shard has no replica to fail over to');
       const r = new Redis({ host: replica.host, port: replica.port });
       await r.cluster('FAILOVER');
       r.disconnect();
     }
-    await waitNewMaster(stream, master);
+    await cluster.waitNewMaster(stream, master);
     // The killed node comes back and rejoins as its successor's replica: until
     // then that shard has no replica, and at `replicated` nothing on it can be
     // acknowledged (the agent journals, the gateway holds PUBACKs back).
-    if (killed) {
-      await killed.start();
-      down.delete(killed);
-    }
+    if (killed) await cluster.revive(killed);
     const after = await countOf(DEVICES[0]!);
     await waitFor(
       async () => (await countOf(DEVICES[0]!)) >= after + 100,
@@ -290,7 +217,8 @@ async function runFailover(durability: Durability, fault: Fault): Promise<Run> {
     await gateway?.stop();
     await Promise.all(agents.map((a) => a.kill('SIGKILL')));
     client.disconnect();
-    await heal(killed);
+    if (killed) await cluster.revive(killed);
+    await cluster.waitReplicasLinked();
   }
 }
 
