@@ -66,6 +66,11 @@ export class ExpiresTooSoonError extends FleetError {
   }
 }
 
+/** Client id of a gateway's bridge connection `index`: stable, so its session survives restarts. */
+export function bridgeClientId(config: GatewayConfig, gatewayId: string, index: number): string {
+  return `${config['bridge.clientIdPrefix']}-${gatewayId}-${index}`;
+}
+
 export class GatewayBridge {
   private readonly clients: MqttClient[] = [];
   /** Messages handed to the ingestor and not yet acknowledged (at most one per connection). */
@@ -89,37 +94,10 @@ export class GatewayBridge {
   }
 
   async start(): Promise<void> {
-    const c = this.config;
     const subscriptions = Object.fromEntries(this.filters().map((f) => [f, { qos: 1 as const }]));
     const connects: Promise<void>[] = [];
-    for (let i = 0; i < c['bridge.connections']; i++) {
-      const v5 = c['bridge.protocolVersion'] === '5';
-      const options: IClientOptions = {
-        clientId: `${c['bridge.clientIdPrefix']}-${this.gatewayId}-${i}`,
-        // A persistent session [MQTT-3.1.2-4]: the broker keeps subscriptions and unacknowledged messages.
-        clean: false,
-        protocolVersion: v5 ? 5 : 4,
-        ...(v5 ? { properties: { sessionExpiryInterval: SESSION_NEVER_EXPIRES } } : {}),
-        username: c['bridge.username'],
-        password: c['bridge.password'],
-        reconnectPeriod: 1000,
-        connectTimeout: c['redis.connectTimeout'],
-        resubscribe: true,
-      };
-      const client = mqtt.connect(c['bridge.url'], options);
-      client.handleMessage = (packet, callback) => {
-        const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
-        this.busy++;
-        this.ingestor.handle({ topic: packet.topic, payload, identity: undefined }, () => {
-          this.busy--;
-          callback();
-        });
-        if (this.busy >= this.connectedCount()) this.sendNow();
-      };
-      client.on('error', (err) =>
-        this.logger.warn({ connection: i, error: err.message }, 'bridge connection error'),
-      );
-      client.on('offline', () => this.logger.warn({ connection: i }, 'bridge connection offline'));
+    for (let i = 0; i < this.config['bridge.connections']; i++) {
+      const client = this.connect(bridgeClientId(this.config, this.gatewayId, i), i);
       this.clients.push(client);
       connects.push(
         new Promise<void>((resolve) => {
@@ -135,9 +113,98 @@ export class GatewayBridge {
     }
     await Promise.all(connects);
     this.logger.info(
-      { url: c['bridge.url'], connections: this.clients.length, filters: this.filters() },
+      { url: this.config['bridge.url'], connections: this.clients.length, filters: this.filters() },
       'bridge subscribed',
     );
+  }
+
+  /**
+   * Takes over the sessions of a gateway that is gone (its lease expired,
+   * gateway/lease.ts): the broker keeps routing its share of the shared
+   * subscription to them and holds what it had in flight there. Each session
+   * is resumed under its client id, unsubscribed (no new messages go to it),
+   * drained until `idleMs` pass without a message, every message acknowledged
+   * after its append as usual, and ended (session expiry 0), so the broker
+   * gives its share to the gateways that are up. Resolves with the messages taken.
+   */
+  async adoptSessions(goneId: string, connections: number, idleMs: number): Promise<number> {
+    let taken = 0;
+    let last = Date.now();
+    const clients = Array.from({ length: connections }, (_, i) => {
+      const c = this.connect(bridgeClientId(this.config, goneId, i), i, { reconnectPeriod: 0 }, () => {
+        taken++;
+        last = Date.now();
+      });
+      return c;
+    });
+    try {
+      await Promise.all(
+        clients.map(
+          (c) =>
+            new Promise<void>((resolve, reject) => {
+              c.once('connect', () => {
+                c.unsubscribe(this.filters(), () => resolve());
+              });
+              c.once('error', reject);
+              c.once('close', () => reject(new BridgeOfflineError(this.config['bridge.url'])));
+            }),
+        ),
+      );
+      while (Date.now() - last < idleMs || clients.some((c) => c.connected && this.busy > 0)) {
+        await new Promise((r) => setTimeout(r, Math.min(100, idleMs)));
+        if (clients.every((c) => !c.connected)) break; // taken back by its owner
+      }
+    } finally {
+      // Session expiry 0 at DISCONNECT ends the session at the broker [MQTT-3.14.2-2 allows it when it was not 0].
+      await Promise.all(
+        clients.map((c) =>
+          c.connected ? c.endAsync(false, { properties: { sessionExpiryInterval: 0 } }) : c.endAsync(true),
+        ),
+      );
+    }
+    return taken;
+  }
+
+  /** One connection with a persistent session, its messages acknowledged after their append. */
+  private connect(
+    clientId: string,
+    index: number,
+    extra: IClientOptions = {},
+    onMessage: () => void = () => {},
+  ): MqttClient {
+    const c = this.config;
+    const v5 = c['bridge.protocolVersion'] === '5';
+    const options: IClientOptions = {
+      clientId,
+      // A persistent session [MQTT-3.1.2-4]: the broker keeps subscriptions and unacknowledged messages.
+      clean: false,
+      protocolVersion: v5 ? 5 : 4,
+      ...(v5 ? { properties: { sessionExpiryInterval: SESSION_NEVER_EXPIRES } } : {}),
+      username: c['bridge.username'],
+      password: c['bridge.password'],
+      reconnectPeriod: 1000,
+      connectTimeout: c['redis.connectTimeout'],
+      resubscribe: true,
+      ...extra,
+    };
+    const client = mqtt.connect(c['bridge.url'], options);
+    client.handleMessage = (packet, callback) => {
+      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+      this.busy++;
+      onMessage();
+      this.ingestor.handle({ topic: packet.topic, payload, identity: undefined }, () => {
+        this.busy--;
+        callback();
+      });
+      if (this.busy >= this.connectedCount()) this.sendNow();
+    };
+    client.on('error', (err) =>
+      this.logger.warn({ connection: index, clientId, error: err.message }, 'bridge connection error'),
+    );
+    client.on('offline', () =>
+      this.logger.warn({ connection: index, clientId }, 'bridge connection offline'),
+    );
+    return client;
   }
 
   private connectedCount(): number {

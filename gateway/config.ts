@@ -146,6 +146,16 @@ export const gatewaySchema = {
       min: 1000,
     },
   ),
+  'gateway.leaseTtl': opt.duration(
+    15_000,
+    "Lease of this gateway in Redis; once a gateway's lease has expired, another takes over its bridge sessions",
+    { min: 300 },
+  ),
+  'gateway.adoptIdle': opt.duration(
+    2000,
+    "A gone gateway's bridge session is drained until no message came for this long, then ended",
+    { min: 50 },
+  ),
   'gateway.shutdownTimeout': opt.duration(
     5000,
     'On SIGTERM/SIGINT, how long to flush what the gateway holds',

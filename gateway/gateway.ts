@@ -27,6 +27,7 @@ import type { GatewayConfig } from './config.js';
 import { dashboardOptions } from './dashboard/options.js';
 import { DashboardService } from './dashboard/server.js';
 import { createIngestMetrics, Ingestor, type Templates } from './ingest.js';
+import { GatewayLease } from './lease.js';
 import { TopicTemplate } from './mapping.js';
 import { RecordWriter } from './records.js';
 import { GatewaySequencer } from './sequencer.js';
@@ -185,6 +186,12 @@ export class Gateway {
       );
     }
     const ctx = this.context();
+    this.services.push(
+      new GatewayLease(ctx, this.bridge, {
+        ttlMs: config['gateway.leaseTtl'],
+        adoptIdleMs: config['gateway.adoptIdle'],
+      }),
+    );
     if (config['commands.enabled']) {
       this.services.push(
         new CommandDelivery(ctx, this.broker ?? NO_REACH, {

@@ -167,6 +167,21 @@ export class Keys {
     return `${this.prefix}:commands:sweeper`;
   }
 
+  /** Gateway id -> JSON {mode, bridgeConnections, startedAt}: the gateways sharing this fleet (gateway/lease.ts). */
+  gateways(): string {
+    return `${this.prefix}:gateways`;
+  }
+
+  /** A gateway's lease: present while it runs (renewed every third of gateway.leaseTtl). */
+  gatewayLease(gatewayId: string): string {
+    return `${this.prefix}:gateway:${gatewayId}:lease`;
+  }
+
+  /** Held (SET NX, with an expiry) by the gateway taking over a gone gateway's sessions. */
+  gatewayAdoption(gatewayId: string): string {
+    return `${this.prefix}:gateway:${gatewayId}:adoption`;
+  }
+
   /** Counter of the sequence numbers a gateway reserved for a device that sends none (INCRBY blocks). */
   gatewaySequence(deviceId: string): string {
     return this.device(deviceId, 'gwseq');
@@ -274,6 +289,24 @@ export const KEY_KINDS: ReadonlyArray<{
     example: (k) => k.commandDoorbell(),
     type: 'stream',
     what: 'device ids that just had a command queued (a hint for gateways; capped)',
+  },
+  {
+    method: 'gateways',
+    example: (k) => k.gateways(),
+    type: 'hash',
+    what: 'the gateways sharing the fleet: id -> {mode, bridge connections, start time} (gateway/lease.ts)',
+  },
+  {
+    method: 'gatewayLease',
+    example: (k) => k.gatewayLease('<gatewayId>'),
+    type: 'string',
+    what: "a gateway's lease, with an expiry of `gateway.leaseTtl`; gone = the gateway is gone",
+  },
+  {
+    method: 'gatewayAdoption',
+    example: (k) => k.gatewayAdoption('<gatewayId>'),
+    type: 'string',
+    what: "held by the gateway taking over a gone gateway's bridge sessions (SET NX with an expiry)",
   },
   {
     method: 'commandSweepLease',
