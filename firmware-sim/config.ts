@@ -58,7 +58,10 @@ export const simSchema = {
   'fleet.summaryFile': opt.optionalString('CLI: also write the summary as JSON to this file'),
   'fleet.progressInterval': opt.duration(1000, 'CLI: how often the progress line is refreshed', { min: 100 }),
 
-  'mqtt.url': opt.string('mqtt://127.0.0.1:1883', 'Broker the MQTT-only devices connect to (the gateway)'),
+  'mqtt.url': opt.string(
+    'mqtt://127.0.0.1:1883',
+    'Broker the MQTT-only devices connect to (the gateway); a comma-separated list spreads them over several gateways, each reconnection going to the next',
+  ),
   'mqtt.queueLimit': opt.integer(
     100,
     'Messages an MQTT device keeps while disconnected (a microcontroller has little RAM); the oldest drop first',

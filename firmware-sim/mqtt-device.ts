@@ -60,6 +60,8 @@ export class MqttDevice extends SimDevice {
   private readonly replies = new Map<string, string>();
   private reconnectTimer: NodeJS.Timeout | undefined;
   private attempts = 0;
+  /** Connections opened so far: each new one goes to the next broker of `mqtt.url`'s list. */
+  private turns = 0;
   private stopped = false;
   /** QoS 1 publishes sent and not yet acknowledged (the in-flight window). */
   private inflight = 0;
@@ -91,7 +93,7 @@ export class MqttDevice extends SimDevice {
     this.stopped = false;
     this.running = true;
     const c = this.deps.config;
-    const client = mqtt.connect(c['mqtt.url'], {
+    const client = mqtt.connect(pickBroker(c['mqtt.url'], this.id, this.turns++), {
       clientId: this.id,
       clean: false,
       keepalive: c['mqtt.keepalive'],
@@ -359,4 +361,19 @@ export class MqttDevice extends SimDevice {
       this.deps.stats.connected--;
     }
   }
+}
+
+/**
+ * `mqtt.url` may list several brokers (several gateways in broker mode),
+ * comma-separated: devices spread over them by id, and each reconnection
+ * goes to the next one, so a gateway that is gone loses its devices to the others.
+ */
+export function pickBroker(urls: string, deviceId: string, turn: number): string {
+  const list = urls
+    .split(',')
+    .map((u) => u.trim())
+    .filter(Boolean);
+  let h = 0;
+  for (let i = 0; i < deviceId.length; i++) h = (h * 31 + deviceId.charCodeAt(i)) >>> 0;
+  return list[(h + turn) % list.length] ?? urls;
 }

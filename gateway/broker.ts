@@ -137,6 +137,7 @@ export class GatewayBroker implements DeviceReach {
       if (identity === undefined) return;
       // No callback: nobody waits for it, so it is bounded (gateway.maxPendingEvents) instead.
       this.deps.records.presence(identity, 'connected', undefined);
+      this.deps.records.holdSession(identity);
       this.connections.set(identity, (this.connections.get(identity) ?? 0) + 1);
       this.onlineSet.add(identity);
       for (const l of this.changeListeners) l(identity, true);
@@ -156,6 +157,9 @@ export class GatewayBroker implements DeviceReach {
       else {
         this.connections.delete(identity);
         this.onlineSet.delete(identity);
+        this.deps.records.releaseSession(identity).catch(() => {
+          // Best effort: a gateway whose lease expires has its holders ended by another (gateway/lease.ts).
+        });
         // Memory stays bounded by connected devices (gateway/sequencer.ts).
         this.deps.ingestor.forget(identity);
         for (const l of this.changeListeners) l(identity, false);

@@ -17,6 +17,7 @@
  */
 import type { GatewayBridge } from './bridge.js';
 import type { GatewayContext, GatewayService } from './gateway.js';
+import { releaseSession } from './records.js';
 
 /** What another gateway needs to adopt this one's sessions. */
 interface GatewayRecord {
@@ -80,7 +81,8 @@ export class GatewayLease implements GatewayService {
     for (const [id, raw] of Object.entries(listed)) {
       if (id === c.gatewayId || this.stopped) continue;
       const record = JSON.parse(raw) as GatewayRecord;
-      // Bridge sessions are taken over by a bridge-mode gateway (same upstream broker and group).
+      // Bridge sessions are taken over by a bridge-mode gateway (same upstream broker and group);
+      // a broker-mode gateway's device sessions are ended by any gateway.
       if (record.mode === 'bridge' && !this.bridge) continue;
       if ((await c.client.exists(c.keys.gatewayLease(id))) === 1) continue;
       // Long enough to drain; if this gateway dies while adopting, another one takes over after it.
@@ -97,6 +99,7 @@ export class GatewayLease implements GatewayService {
         let taken = 0;
         if (record.mode === 'bridge' && this.bridge)
           taken = await this.bridge.adoptSessions(id, record.bridgeConnections, this.options.adoptIdleMs);
+        if (record.mode === 'broker') taken = await this.endSessionsOf(id);
         // Listed again only when it comes back (its start writes the record anew).
         if ((await c.client.exists(c.keys.gatewayLease(id))) === 0)
           await c.client.hdel(c.keys.gateways(), id);
@@ -113,5 +116,28 @@ export class GatewayLease implements GatewayService {
         this.adopting = false;
       }
     }
+  }
+
+  /**
+   * Broker mode: a gone gateway cannot write "disconnected" for its devices.
+   * Each device it still holds (not reconnected elsewhere since) gets a `lost`
+   * presence event saying why. Resolves with how many.
+   */
+  private async endSessionsOf(goneId: string): Promise<number> {
+    const c = this.ctx;
+    let ended = 0;
+    let cursor = '0';
+    do {
+      const [next, flat] = await c.client.hscan(c.keys.sessions(), cursor, 'COUNT', 500);
+      cursor = next;
+      for (let i = 0; i < flat.length; i += 2) {
+        const deviceId = flat[i]!;
+        if (flat[i + 1] !== goneId) continue;
+        if (!(await releaseSession(c.client, c.keys, deviceId, goneId))) continue;
+        c.records.presence(deviceId, 'lost', Buffer.from(`gateway ${goneId} is gone (its lease expired)`));
+        ended++;
+      }
+    } while (cursor !== '0');
+    return ended;
   }
 }

@@ -137,6 +137,19 @@ export class RecordWriter {
     this.append(this.keys.presence(), this.limits.presenceMaxLen, fields, callback, 0, [deviceId, now]);
   }
 
+  /** This gateway holds the device's session now (broker mode): best effort, the next connect writes it again. */
+  holdSession(deviceId: string): void {
+    if (this.closed) return;
+    this.client.hset(this.keys.sessions(), deviceId, this.gatewayId).catch((err: Error) => {
+      this.logger.warn({ deviceId, error: err.message }, 'session holder not recorded');
+    });
+  }
+
+  /** The device's last session here ended: unrecorded, unless another gateway holds it by now. */
+  releaseSession(deviceId: string): Promise<boolean> {
+    return releaseSession(this.client, this.keys, deviceId, this.gatewayId);
+  }
+
   /** Last-seen times of many devices in one HSET. */
   touch(seen: ReadonlyMap<string, number>): Promise<unknown> {
     if (seen.size === 0) return Promise.resolve();
@@ -179,3 +192,16 @@ export class RecordWriter {
     );
   }
 }
+
+/** HDEL of a session holder only if it is still `gatewayId` (a device may have moved to another gateway). */
+export async function releaseSession(
+  client: RedisClient,
+  keys: Keys,
+  deviceId: string,
+  gatewayId: string,
+): Promise<boolean> {
+  const removed = await client.eval(RELEASE_IF_HOLDER, 1, keys.sessions(), deviceId, gatewayId);
+  return removed === 1;
+}
+
+const RELEASE_IF_HOLDER = `if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0`;

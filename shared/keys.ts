@@ -167,6 +167,11 @@ export class Keys {
     return `${this.prefix}:commands:sweeper`;
   }
 
+  /** Device id -> id of the gateway holding its MQTT session (broker mode; gateway/lease.ts). */
+  sessions(): string {
+    return `${this.prefix}:sessions`;
+  }
+
   /** Gateway id -> JSON {mode, bridgeConnections, startedAt}: the gateways sharing this fleet (gateway/lease.ts). */
   gateways(): string {
     return `${this.prefix}:gateways`;
@@ -289,6 +294,12 @@ export const KEY_KINDS: ReadonlyArray<{
     example: (k) => k.commandDoorbell(),
     type: 'stream',
     what: 'device ids that just had a command queued (a hint for gateways; capped)',
+  },
+  {
+    method: 'sessions',
+    example: (k) => k.sessions(),
+    type: 'hash',
+    what: "device id -> the gateway holding its MQTT session (broker mode); a device is online while that gateway's lease lives",
   },
   {
     method: 'gateways',
