@@ -172,7 +172,7 @@ async function runFailover(durability: Durability, fault: Fault): Promise<Run> {
         const byCommand = resultsByCommand(await readResults(client, keys));
         return sent.every((k) => byCommand.has(k));
       },
-      30_000,
+      60_000,
       'a result for every command',
     ).catch(() => {});
     for (const a of agents) await a.kill('SIGTERM');
@@ -199,6 +199,17 @@ async function runFailover(durability: Durability, fault: Fault): Promise<Run> {
       for (const s of p.acked) if (!have.has(s)) mqttLost++;
     }
     const byCommand = resultsByCommand(await readResults(client, keys));
+    const missing = sent.filter((k) => !byCommand.has(k));
+    if (missing.length > 0) {
+      // Where each command without a result stopped: its ledger says how far it got.
+      const ledgers = await Promise.all(
+        missing.slice(0, 10).map(async (k) => {
+          const [id, commandId] = k.split('/') as [string, string];
+          return { k, ledger: await client.hgetall(keys.commandLedger(id, commandId)) };
+        }),
+      );
+      console.info(`commands without a result (first 10): ${JSON.stringify(ledgers)}`);
+    }
     const run: Run = {
       agentLost,
       agentEntries,
@@ -206,7 +217,7 @@ async function runFailover(durability: Durability, fault: Fault): Promise<Run> {
       mqttAcked,
       duplicates,
       commands: sent.length,
-      commandsWithoutResult: sent.filter((k) => !byCommand.has(k)).length,
+      commandsWithoutResult: missing.length,
       commandsWithTwoResults: [...byCommand.values()].filter((r) => r.length > 1).length,
     };
     console.info(`cluster failover, ${fault}, durability=${durability}: ${JSON.stringify(run)}`);
