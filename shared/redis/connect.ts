@@ -105,7 +105,29 @@ export function createRedis(cfg: RedisConnectionConfig, options: ConnectOptions 
     enableOfflineQueue: !options.failFast,
     // Pipelines and scripts here only ever touch one hash slot, so no cross-slot batching is needed.
     scaleReads: 'master',
+    // A safety net behind refreshOnRedirection: a slot map that went stale unnoticed heals by itself.
+    slotsRefreshInterval: SLOTS_REFRESH_INTERVAL_MS,
   });
+}
+
+const SLOTS_REFRESH_INTERVAL_MS = 10_000;
+
+/**
+ * ioredis follows a MOVED reply for a single command, but not inside a pipeline whose replies
+ * differ (an append MOVED beside a WAIT refused by the same node): it returns the error and
+ * keeps its slot map. After a failover, when the old master returns on its address as a
+ * replica, every pipelined batch would then go to it and fail until a restart. Callers that
+ * get such an error from a pipeline hand it here, so the next attempt goes to the new master.
+ */
+export function refreshOnRedirection(client: RedisClient, err: unknown): void {
+  if (!(client instanceof Cluster)) return;
+  const message = err instanceof Error ? err.message : String(err);
+  if (
+    /^(MOVED|ASK|CLUSTERDOWN|READONLY)\b/.test(message) ||
+    message.includes('cannot be used with replica')
+  ) {
+    client.refreshSlotsCache();
+  }
 }
 
 /** Waits until the client is ready, or throws RedisUnavailableError with the reason. */

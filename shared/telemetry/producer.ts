@@ -23,7 +23,7 @@ import { AppendTimeoutError, RedisUnavailableError, ReplicationError } from '../
 import type { Keys } from '../keys.js';
 import { EpisodeLog, type Logger } from '../log.js';
 import { Counter, Gauge, Histogram, type Registry } from '../metrics.js';
-import { type RedisClient, reconnectDelay } from '../redis/connect.js';
+import { type RedisClient, reconnectDelay, refreshOnRedirection } from '../redis/connect.js';
 import { defineScripts } from '../redis/scripts.js';
 import type { ProducerOptions } from './producer-options.js';
 
@@ -538,7 +538,11 @@ export class TelemetryProducer {
     // WAIT counts the replicas that have every write this connection made before it.
     if (o.durability === 'replicated') pipeline.wait(o.replicas, o.replicaTimeoutMs);
     const replies = (await pipeline.exec()) ?? [];
-    for (const [err] of replies) if (err) throw err;
+    for (const [err] of replies) {
+      if (!err) continue;
+      refreshOnRedirection(this.client, err);
+      throw err;
+    }
     if (o.durability === 'replicated') {
       const acked = Number(replies[replies.length - 1]?.[1] ?? 0);
       if (acked < o.replicas) throw new ReplicationError(o.replicas, acked);
