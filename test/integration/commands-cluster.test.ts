@@ -100,6 +100,27 @@ it('kill after the handler but before the ack: the recorded effect is reported o
   expect(ledger.result).toEqual(r);
 });
 
+it('killed after its effect, claimed by another agent with its own data directory: the effect happens once', async () => {
+  const keys = new Keys(randomPrefix(), 4);
+  const [dirA, dirB] = [tempDataDir(), tempDataDir()];
+  dirs.push(dirA, dirB);
+  const effect = await sendCommand(client, keys, 'cl-x', { name: 'test.effect', ttlMs: 60_000 });
+  const ping = await sendCommand(client, keys, 'cl-x', { name: 'ping', ttlMs: 60_000 });
+  const a = clusterAgent(keys, 'cl-x', dirA, {
+    'commands.consumer': 'a',
+    'commands.testDelayAfterHandler': '10s',
+  });
+  await waitFor(async () => journalPhase(dirA, effect.command.id) === 'done', 30_000, 'effect recorded');
+  await a.kill('SIGKILL');
+  clusterAgent(keys, 'cl-x', dirB, { 'commands.consumer': 'b' });
+  const rEffect = await waitForResult(client, keys, 'cl-x', effect.command.id, 30_000);
+  const rPing = await waitForResult(client, keys, 'cl-x', ping.command.id, 30_000);
+  expect(['succeeded', 'unknown']).toContain(rEffect.status);
+  expect(rPing.status).toBe('succeeded');
+  expect(effects(dirA, dirB).get(effect.command.id)).toBe(1);
+  expect(await readResults(client, keys)).toHaveLength(2);
+});
+
 it('a result fixed in the ledger while the handler ran wins: published and dead-lettered once, then acked', async () => {
   const keys = new Keys(randomPrefix(), 4);
   const dir = tempDataDir();

@@ -646,6 +646,35 @@ describe('control commands', () => {
     expect(effects(dir).get(sent.command.id)).toBe(1);
   });
 
+  it('killed after its effect, claimed by another agent with its own data directory: the effect happens once', async () => {
+    // Only the ledger in Redis is shared: the second agent has no journal of the first one's work.
+    const { keys, dir } = setup();
+    const dirB = tempDataDir();
+    dirs.push(dirB);
+    const effect = await sendCommand(client, keys, 'dev-x', { name: 'test.effect', ttlMs: 60_000 });
+    const read = await sendCommand(client, keys, 'dev-x', { name: 'test.read', ttlMs: 60_000 });
+    const ping = await sendCommand(client, keys, 'dev-x', { name: 'ping', ttlMs: 60_000 });
+    const a = agent(keys, 'dev-x', dir, {
+      'commands.consumer': 'a',
+      'commands.testDelayAfterHandler': '10s',
+    });
+    await waitFor(async () => journalPhase(dir, effect.command.id) === 'done', 20_000, 'effect recorded');
+    await a.kill('SIGKILL');
+    agent(keys, 'dev-x', dirB, { 'commands.consumer': 'b' });
+    const [rEffect, rRead, rPing] = await Promise.all([
+      waitForResult(client, keys, 'dev-x', effect.command.id, 30_000),
+      waitForResult(client, keys, 'dev-x', read.command.id, 30_000),
+      waitForResult(client, keys, 'dev-x', ping.command.id, 30_000),
+    ]);
+    expect(['succeeded', 'unknown']).toContain(rEffect.status);
+    expect(effects(dir, dirB).get(effect.command.id)).toBe(1);
+    // Read-only commands have no effect to repeat: they run (again) where they are claimed.
+    expect([rRead.status, rPing.status]).toEqual(['succeeded', 'succeeded']);
+    expect(resultsByCommand(await readResults(client, keys)).size).toBe(3);
+    expect((await readResults(client, keys)).length).toBe(3);
+    await waitFor(async () => (await pending(keys, 'dev-x')) === 0, 10_000, 'acks');
+  });
+
   it('1,000 commands with random agent kills: one result each, no effect twice', async () => {
     const { keys, dir } = setup();
     const ids: string[] = [];
@@ -654,11 +683,18 @@ describe('control commands', () => {
       ids.push((await sendCommand(client, keys, 'dev-chaos', { name, ttlMs: 120_000 })).command.id);
     }
     let kills = 0;
+    const roundDirs: string[] = [];
     const deadline = Date.now() + 45_000;
     while (kills < 6 && Date.now() < deadline) {
       const before = await client.xlen(keys.results());
       if (before >= 1000) break;
-      const a = agent(keys, 'dev-chaos', dir);
+      // Every other round on a fresh data directory: then only the ledger keeps an effect from repeating.
+      const round = kills % 2 === 0 ? dir : tempDataDir();
+      if (round !== dir) {
+        dirs.push(round);
+        roundDirs.push(round);
+      }
+      const a = agent(keys, 'dev-chaos', round);
       // Kill it at a random moment once it is making progress.
       await waitFor(
         async () => (await client.xlen(keys.results())) > before || undefined,
@@ -675,8 +711,9 @@ describe('control commands', () => {
     const grouped = resultsByCommand(await readResults(client, keys));
     expect(grouped.size).toBe(1000);
     for (const id of ids) expect(grouped.get(`dev-chaos/${id}`)?.length).toBe(1);
-    const fx = effects(dir);
+    const fx = effects(dir, ...roundDirs);
     for (const [, n] of fx) expect(n).toBe(1);
+    expect(roundDirs.length).toBeGreaterThan(0);
     for (const r of results) {
       if (r.name === 'test.effect' && r.status === 'succeeded') expect(fx.get(r.commandId)).toBe(1);
       if (r.status === 'expired' || r.status === 'failed' || r.status === 'rejected')
