@@ -88,6 +88,9 @@ export function resolve(mapping: Mapping, topic: string, payload: Buffer): Mappi
       reason,
       detail: `mapping ${mapping.name}, rule ${rule.name}: ${detail}`,
     });
+    // An ignore rule without conditions never looks at the payload (a Tasmota LWT is plain text).
+    if (rule.ignore && rule.when.length === 0)
+      return { kind: 'ignored', mapping: mapping.name, rule: rule.name };
     let value: unknown;
     try {
       value = parseForm(rule.form, payload);
