@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Keys } from '#shared/keys.js';
+import { startFleet } from '../../firmware-sim/fleet.js';
 import { startPrefixedGateway } from '../harness/gateway.js';
 import { type MosquittoBroker, startMosquitto } from '../harness/mosquitto.js';
 import { randomPrefix } from '../harness/prefix.js';
@@ -258,5 +259,49 @@ describe('broker mode (aedes)', () => {
     } finally {
       await gw.stop();
     }
+  });
+});
+
+describe('firmware-sim Tasmota-style devices', () => {
+  it('are taken by the tasmota mapping: plugs give energy, climate sensors climate, both state; their LWT is ignored', async () => {
+    const gw = await startPrefixedGateway(redis.url, { mapping: 'tasmota' });
+    const prefix = gw.keys.prefix;
+    const fleet = await startFleet({
+      'redis.url': redis.url,
+      'redis.keyPrefix': prefix,
+      'redis.partitions': 4,
+      'mqtt.url': gw.url,
+      'fleet.agents': 0,
+      'fleet.mqtt': 0,
+      'fleet.tasmota': 2,
+      'fleet.idPrefix': 'tas',
+      'profile.tasmota.telePeriod': 200,
+    });
+    try {
+      expect(fleet.tasmota).toEqual(['tasmota-tas-t-0', 'tasmota-tas-t-1']);
+      const entries = await waitFor(
+        async () => {
+          const all = await readAllTelemetry(client, gw.keys);
+          const types = new Set(all.map((e) => `${e.deviceId}/${e.type}`));
+          return types.size >= 4 ? all : undefined;
+        },
+        20_000,
+        'energy, climate and state entries',
+      );
+      expect(new Set(entries.map((e) => `${e.deviceId}/${e.type}`))).toEqual(
+        new Set([
+          'tasmota-tas-t-0/energy',
+          'tasmota-tas-t-0/state',
+          'tasmota-tas-t-1/climate',
+          'tasmota-tas-t-1/state',
+        ]),
+      );
+      expect(entries.find((e) => e.type === 'energy')?.payload).toMatchObject({ power: expect.any(Number) });
+    } finally {
+      await fleet.stop();
+      await gw.stop();
+    }
+    expect(fleet.tasmotaStats().acked).toBeGreaterThan(0);
+    expect(await rejected(gw.keys)).toEqual([]);
   });
 });
