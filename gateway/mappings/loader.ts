@@ -49,7 +49,7 @@ export function loadMapping(nameOrPath: string): Mapping {
   } catch (err) {
     throw new MappingError(nameOrPath, '', `is not valid YAML: ${(err as Error).message}`);
   }
-  return compileMapping(doc, isPath ? nameOrPath : nameOrPath, basename(file, extname(file)));
+  return compileMapping(doc, nameOrPath, basename(file, extname(file)));
 }
 
 type Obj = Record<string, unknown>;
