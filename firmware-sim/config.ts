@@ -28,6 +28,11 @@ export const simSchema = {
     min: 0,
     max: 100_000,
   }),
+  'fleet.tasmota': opt.integer(
+    0,
+    'Tasmota-style vendor devices (tele/<topic>/SENSOR and STATE JSON, no sequence numbers): the gateway takes them with --mapping tasmota',
+    { min: 0, max: 10_000 },
+  ),
   'fleet.idPrefix': opt.string('sim', 'Device ids are <prefix>-a-<n> (agents) and <prefix>-m-<n> (MQTT)'),
   'fleet.profile': opt.enum(PROFILES, 'drone', 'Signal profile: drone, environment or constant'),
   'fleet.commandAgents': opt.integer(
@@ -78,6 +83,11 @@ export const simSchema = {
   'mqtt.reconnectMax': opt.duration(10_000, 'Cap of the reconnect delay', { min: 10 }),
   'mqtt.keepalive': opt.integer(30, 'MQTT keepalive in seconds', { min: 1, max: 65535 }),
 
+  'profile.tasmota.telePeriod': opt.duration(
+    2000,
+    'Tasmota devices: TelePeriod, how often each publishes SENSOR and STATE (Tasmota defaults to 300 s)',
+    { min: 100 },
+  ),
   'profile.drone.gpsInterval': opt.duration(100, 'Drone: GPS fix interval (10 Hz)', { min: 1 }),
   'profile.drone.batteryInterval': opt.duration(1000, 'Drone: battery reading interval (1 Hz)', { min: 1 }),
   'profile.drone.speed': opt.number(15, 'Drone: cruise speed in m/s along a delivery route', {

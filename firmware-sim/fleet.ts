@@ -29,6 +29,7 @@ import { type FaultCounts, Faults } from './faults.js';
 import { type AuditReport, SeqLedger } from './ledger.js';
 import { MqttDevice } from './mqtt-device.js';
 import { createModel, ratePerDevice } from './profiles.js';
+import { type TasmotaDevice, tasmotaDevices } from './tasmota-device.js';
 
 export type { DeviceInfo, DeviceKind } from './device.js';
 export type { AuditReport } from './ledger.js';
@@ -67,6 +68,10 @@ export interface Fleet {
   readonly config: SimConfig;
   readonly keys: Keys;
   readonly devices: readonly DeviceInfo[];
+  /** Device ids (as the tasmota mapping names them) of the Tasmota-style devices (fleet.tasmota); they take no commands. */
+  readonly tasmota: readonly string[];
+  /** Their counts: connected, sent, acknowledged, errors. */
+  tasmotaStats(): KindCounts;
   stats(): FleetStats;
   /** Disconnect storm now: `share` of the MQTT devices (default faults.stormFraction), and the agents' Redis connection. */
   storm(share?: number): string[];
@@ -102,8 +107,9 @@ export async function startFleet(
   const prefix = config['fleet.idPrefix'];
   const nAgents = config['fleet.agents'];
   const nMqtt = config['fleet.mqtt'];
-  if (nAgents + nMqtt === 0)
-    throw new ConfigError('fleet.agents', 'config', 'and fleet.mqtt are both 0: no devices');
+  const nTasmota = config['fleet.tasmota'];
+  if (nAgents + nMqtt + nTasmota === 0)
+    throw new ConfigError('fleet.agents', 'config', 'fleet.mqtt and fleet.tasmota are all 0: no devices');
   const total = nAgents + nMqtt;
   const rampUp = config['fleet.rampUp'];
 
@@ -143,6 +149,19 @@ export async function startFleet(
     all.push(d);
   }
 
+  // Vendor devices beside the fleet: outside the ledger (the gateway numbers their readings).
+  const tasmotaStats = new KindStats();
+  const tasmota: TasmotaDevice[] = tasmotaDevices(
+    nTasmota,
+    prefix,
+    config['mqtt.url'].split(',')[0]!.trim(),
+    config['profile.tasmota.telePeriod'],
+    seededRandom(fnv1a32(`${prefix}-t`) ^ config['faults.seed']),
+    tasmotaStats,
+    clock,
+    logger,
+  );
+
   const later = (fn: () => void, ms: number) => {
     const t = clock.setTimeout(() => {
       timers.delete(t);
@@ -167,6 +186,8 @@ export async function startFleet(
     if (at === 0) d.start();
     else later(() => !stopping && d.start(), at);
   });
+
+  for (const d of tasmota) d.start();
 
   const ticker = clock.setInterval(() => {
     const now = clock.now();
@@ -266,6 +287,7 @@ export async function startFleet(
       for (const t of timers) clock.clearTimeout(t);
       timers.clear();
       await Promise.all(mqttDevices.map((d) => d.stop(STOP_TIMEOUT_MS)));
+      await Promise.all(tasmota.map((d) => d.stop()));
       const unsent = await pool.stop(STOP_TIMEOUT_MS);
       await metricsServer?.close();
       if (ownDataDir) rmSync(dataDir, { recursive: true, force: true });
@@ -289,6 +311,8 @@ export async function startFleet(
     config,
     keys,
     devices: all.map((d) => ({ id: d.id, kind: d.kind })),
+    tasmota: tasmota.map((d) => d.deviceId),
+    tasmotaStats: () => tasmotaStats.snapshot(),
     stats,
     storm,
     crash,

@@ -84,13 +84,17 @@ export class GatewayBridge {
     private readonly logger: Logger,
     /** Asks the producer to send what it holds now (see the file comment). */
     private readonly sendNow: () => void = () => {},
+    /** More filters to subscribe to in the same shared subscription (vendor mappings, gateway/mappings). */
+    private readonly extraFilters: readonly string[] = [],
   ) {}
 
   /** Shared-subscription filters this gateway subscribes to. */
   filters(): string[] {
     const group = this.config['bridge.group'];
     const t = this.templates;
-    return [t.telemetry.filter(), t.status.filter(), t.results.filter()].map((f) => `$share/${group}/${f}`);
+    return [t.telemetry.filter(), t.status.filter(), t.results.filter(), ...this.extraFilters].map(
+      (f) => `$share/${group}/${f}`,
+    );
   }
 
   async start(): Promise<void> {

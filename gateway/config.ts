@@ -85,6 +85,11 @@ export const gatewaySchema = {
     'devices/{deviceId}/status',
     'Topic of presence messages (online/offline, last wills): they become presence events',
   ),
+  // Vendor mappings (gateway/mappings, docs/mappings.md).
+  mapping: opt.list(
+    [],
+    'Vendor topic/payload mappings to run: built-in names (tasmota, zigbee2mqtt, shelly-gen2) or YAML file paths, comma-separated; see docs/mappings.md',
+  ),
   'gateway.maxPayloadBytes': opt.size(
     8192,
     'Largest MQTT payload accepted; larger ones go to the rejected stream',

@@ -29,6 +29,7 @@ import { DashboardService } from './dashboard/server.js';
 import { createIngestMetrics, Ingestor, type Templates } from './ingest.js';
 import { GatewayLease } from './lease.js';
 import { TopicTemplate } from './mapping.js';
+import { MappingSet } from './mappings/index.js';
 import { RecordWriter } from './records.js';
 import { GatewaySequencer } from './sequencer.js';
 
@@ -133,6 +134,8 @@ export class Gateway {
       this.registry,
     );
     const metrics = createIngestMetrics(this.registry);
+    // Vendor mappings: a bad file stops the start here, naming the file and field.
+    const mappings = config.mapping.length > 0 ? MappingSet.load(config.mapping, this.registry) : undefined;
     let ingestor: Ingestor | undefined;
     this.producer = new TelemetryProducer(this.client, this.keys, producerOptions(config), {
       logger,
@@ -158,6 +161,7 @@ export class Gateway {
         metrics,
         clock: this.clock,
         logger,
+        mappings,
       },
     );
     this.ingestor = ingestor;
@@ -181,8 +185,14 @@ export class Gateway {
         logger,
       });
     } else {
-      this.bridge = new GatewayBridge(config, this.gatewayId, this.templates, ingestor, logger, () =>
-        this.producer.sendNow(),
+      this.bridge = new GatewayBridge(
+        config,
+        this.gatewayId,
+        this.templates,
+        ingestor,
+        logger,
+        () => this.producer.sendNow(),
+        mappings?.filters() ?? [],
       );
     }
     const ctx = this.context();

@@ -25,6 +25,7 @@ import { Counter, type Registry } from '#shared/metrics.js';
 import type { BatchOutcome, TelemetryProducer } from '#shared/telemetry/producer.js';
 import type { TopicAcl } from './auth.js';
 import { decodePayload, PayloadError, type TopicTemplate, validDeviceId } from './mapping.js';
+import type { MappedReading, MappingSet } from './mappings/index.js';
 import type { RecordWriter, RejectReason } from './records.js';
 import type { GatewaySequencer } from './sequencer.js';
 
@@ -85,6 +86,8 @@ export interface IngestDeps {
   metrics: IngestMetrics;
   clock: Clock;
   logger: Logger;
+  /** Vendor topic/payload mappings (option `mapping`): they take topics outside every device namespace. */
+  mappings?: MappingSet;
 }
 
 export class Ingestor {
@@ -159,6 +162,11 @@ export class Ingestor {
     const matched = telemetry ?? status ?? result;
     const deviceId = matched?.deviceId ?? acl.deviceOf(topic);
 
+    // Hook: vendor mappings (gateway/mappings) take what no template nor device namespace does.
+    if (!matched && deviceId === undefined && this.deps.mappings) {
+      this.handleMapped(pub, this.deps.mappings, done);
+      return;
+    }
     if (identity !== undefined && deviceId !== undefined && deviceId !== identity) {
       this.deps.metrics.unauthorized.inc();
       this.reject('unauthorized', `device ${identity} may not publish as ${deviceId}`, pub, identity, done);
@@ -259,8 +267,107 @@ export class Ingestor {
     pub: IncomingPublish,
     deviceId: string | undefined,
     done: Done,
+    mapping?: string,
   ) {
     this.deps.metrics.rejected.inc({ reason });
-    this.deps.records.reject({ reason, detail, topic: pub.topic, deviceId, payload: pub.payload }, done);
+    this.deps.records.reject(
+      { reason, detail, topic: pub.topic, deviceId, payload: pub.payload, mapping },
+      done,
+    );
+  }
+
+  // ---- Vendor mappings (gateway/mappings, docs/mappings.md) ----
+
+  /**
+   * A message for the vendor mappings: rejected with the mapping's name and
+   * reason, ignored by an explicit ignore rule, or turned into readings that
+   * go the usual way (gateway sequence numbers, idempotent append, `done`
+   * once every one of them is in Redis). In broker mode the mapped device id
+   * must be the authenticated device, as for native topics.
+   */
+  private handleMapped(pub: IncomingPublish, mappings: MappingSet, done: Done): void {
+    const { topic, payload, identity } = pub;
+    if (payload.length > this.options.maxPayloadBytes) {
+      const detail = `${payload.length} bytes, over the ${this.options.maxPayloadBytes}-byte limit`;
+      this.reject('oversized', detail, pub, identity, done, mappings.names.join(','));
+      return;
+    }
+    const outcome = mappings.resolve(topic, payload);
+    switch (outcome.kind) {
+      case 'none':
+        this.reject(
+          'unmapped',
+          `topic matches no template and no rule of mapping ${mappings.names.join(', ')}`,
+          pub,
+          identity,
+          done,
+          mappings.names.join(','),
+        );
+        return;
+      case 'ignored':
+        done();
+        return;
+      case 'rejected':
+        this.reject(outcome.reason, outcome.detail, pub, identity, done, outcome.mapping);
+        return;
+    }
+    const { deviceId, mapping } = outcome;
+    if (identity !== undefined && deviceId !== identity) {
+      this.deps.metrics.unauthorized.inc();
+      const detail = `mapping ${mapping}: device ${identity} may not publish as ${deviceId}`;
+      this.reject('unauthorized', detail, pub, identity, done, mapping);
+      return;
+    }
+    if (!validDeviceId(deviceId)) {
+      const detail = `mapping ${mapping}, rule ${outcome.rule}: device id ${JSON.stringify(deviceId)} is not a valid device id`;
+      this.reject('invalid', detail, pub, undefined, done, mapping);
+      return;
+    }
+    this.seen.set(deviceId, this.deps.clock.now());
+    if (!this.known.has(deviceId)) {
+      this.known.add(deviceId);
+      this.onDevice?.(deviceId);
+    }
+    this.appendReadings(
+      deviceId,
+      outcome.time ?? this.deps.clock.now(),
+      outcome.readings,
+      pub,
+      mapping,
+      done,
+    );
+  }
+
+  /** Appends several readings of one message, each with the device's next gateway sequence number; `done` after the last. */
+  private appendReadings(
+    deviceId: string,
+    time: number,
+    readings: readonly MappedReading[],
+    pub: IncomingPublish,
+    mapping: string,
+    done: Done,
+  ): void {
+    let left = readings.length;
+    const one = () => {
+      if (--left === 0) done();
+    };
+    for (const reading of readings) {
+      this.deps.sequencer.assign(deviceId, (seq) => {
+        let entry: EncodedEnvelope;
+        try {
+          entry = encodeEnvelope(
+            { deviceId, seq, time, type: reading.type, payload: reading.payload },
+            { maxPayloadBytes: this.options.maxPayloadBytes },
+          );
+        } catch (err) {
+          if (err instanceof ValidationError) {
+            this.reject('invalid', `mapping ${mapping}: ${err.message}`, pub, deviceId, one, mapping);
+            return;
+          }
+          throw err;
+        }
+        this.offer(entry, one);
+      });
+    }
   }
 }

@@ -14,7 +14,9 @@
  *
  * Rejected entry fields: r reason, topic, d device (as authenticated or as
  * named by the topic; empty when unknown), t gateway time (ms), g gateway id,
- * n payload length, p the first bytes of the payload (UTF-8, lossy).
+ * n payload length, p the first bytes of the payload (UTF-8, lossy), m the
+ * vendor mapping that took or tried the message (only when one did, see
+ * gateway/mappings).
  *
  * Presence entry fields: d device, e event (connected | disconnected | lost |
  * will | status), t gateway time (ms), g gateway id, p payload text (will and
@@ -43,6 +45,8 @@ export interface Rejection {
   topic: string;
   deviceId: string | undefined;
   payload: Buffer;
+  /** The vendor mapping(s) that took or tried the message (gateway/mappings). */
+  mapping?: string;
 }
 
 export type PresenceEvent = 'connected' | 'disconnected' | 'lost' | 'will' | 'status';
@@ -108,6 +112,7 @@ export class RecordWriter {
       'p',
       r.payload.subarray(0, REJECTED_PREVIEW_BYTES).toString('utf8'),
     ];
+    if (r.mapping !== undefined) fields.push('m', r.mapping);
     this.append(this.keys.rejected(), this.limits.rejectedMaxLen, fields, done, 0);
   }
 

@@ -4,7 +4,9 @@
  *   1. a throw-away redis-server in a temporary directory (unless REDIS_URL is set),
  *   2. the gateway in this process: its embedded MQTT broker, command delivery, retention, the
  *      latest-state projection and the dashboard,
- *   3. a mixed simulated fleet (firmware-sim): agent devices and MQTT-only firmware,
+ *   3. a mixed simulated fleet (firmware-sim): agent devices and MQTT-only firmware, and with
+ *      --demo-tasmota N beside them N Tasmota-style vendor devices, taken by the gateway's
+ *      tasmota mapping (docs/mappings.md),
  *   4. a control loop that sends a command to a random device every few seconds and prints its result,
  *
  * prints the dashboard's URL and a live progress line, and on Ctrl-C (or
@@ -47,6 +49,11 @@ const demoSchema = {
     min: 0,
     max: 10_000,
   }),
+  'demo.tasmota': opt.integer(
+    0,
+    'Tasmota-style vendor devices beside the fleet (plugs and climate sensors); the gateway runs --mapping tasmota for them',
+    { min: 0, max: 1000 },
+  ),
   'demo.profile': opt.enum(['drone', 'environment', 'constant'], 'drone', 'Signal profile of the fleet'),
   'demo.commandInterval': opt.duration(2000, 'A command to a random device this often (0 = none)', {
     min: 0,
@@ -65,11 +72,12 @@ const demoSchema = {
 
 type DemoConfig = ConfigOf<typeof demoSchema>;
 
-const USAGE = `Usage: npm start [-- --demo-agents N --demo-mqtt N --demo-duration 30s ...]
+const USAGE = `Usage: npm start [-- --demo-agents N --demo-mqtt N --demo-tasmota N --demo-duration 30s ...]
 
 Runs the whole system on this machine: a local redis-server (unless REDIS_URL
 is set), the gateway with its MQTT broker and dashboard, a simulated fleet of
-agent and MQTT devices, and a control loop sending commands. Open the printed
+agent and MQTT devices (and Tasmota-style vendor devices with --demo-tasmota),
+and a control loop sending commands. Open the printed
 dashboard URL in a browser. Ctrl-C stops everything and prints a summary.`;
 
 function haveRedisServer(): boolean {
@@ -237,6 +245,9 @@ async function run(config: DemoConfig): Promise<void> {
         '',
         `summary after ${seconds.toFixed(1)} s`,
         `  devices      ${fleet?.devices.length ?? 0} (${config['demo.agents']} agents, ${config['demo.mqtt']} MQTT), profile ${config['demo.profile']}`,
+        fleet && fleet.tasmota.length > 0
+          ? `  tasmota      ${fleet.tasmota.length} vendor devices (mapping tasmota): ${fleet.tasmotaStats().sent} sent, ${fleet.tasmotaStats().acked} acknowledged`
+          : '',
         fleetStats
           ? `  telemetry    ${fleetStats.sent} sent, ${fleetStats.acked} acknowledged, ${fleetStats.dropped} dropped on devices, ${fleetStats.errors} device errors`
           : '  telemetry    -',
@@ -287,6 +298,8 @@ async function run(config: DemoConfig): Promise<void> {
         'dashboard.host': config['demo.dashboardHost'],
         'gateway.id': 'demo-gateway',
         'log.level': 'info',
+        // Tasmota-style devices speak their vendor's topics: the built-in mapping takes them.
+        ...(config['demo.tasmota'] > 0 ? { mapping: 'tasmota' } : {}),
       },
     });
     // The same services as `npm run gateway`: retention and the latest-state projection the dashboard reads.
@@ -305,6 +318,7 @@ async function run(config: DemoConfig): Promise<void> {
         'mqtt.url': brokerUrl,
         'fleet.agents': config['demo.agents'],
         'fleet.mqtt': config['demo.mqtt'],
+        'fleet.tasmota': config['demo.tasmota'],
         'fleet.profile': config['demo.profile'],
         'fleet.idPrefix':
           config['demo.profile'] === 'drone'
@@ -320,6 +334,10 @@ async function run(config: DemoConfig): Promise<void> {
     out(
       `fleet     ${config['demo.agents']} agent + ${config['demo.mqtt']} MQTT devices (${config['demo.profile']})\n`,
     );
+    if (fleet.tasmota.length > 0)
+      out(
+        `tasmota   ${fleet.tasmota.length} vendor devices (${fleet.tasmota.join(', ')}), gateway --mapping tasmota\n`,
+      );
     out(`dashboard ${gateway.dashboard?.url ?? '(off)'}\n`);
     out(
       `Ctrl-C stops everything${config['demo.duration'] > 0 ? `; stopping by itself after ${config['demo.duration'] / 1000} s` : ''}\n\n`,
