@@ -35,7 +35,7 @@ import { readResults, resultsByCommand, startCommandAgent, tempDataDir } from '.
 import { startGatewayProcessReady } from '../test/harness/gateway.js';
 import { QosPublisher } from '../test/harness/mqtt-device.js';
 import { freePort } from '../test/harness/ports.js';
-import { type RedisClusterHandle, startRedisCluster } from '../test/harness/redis-cluster.js';
+import { startRedisCluster } from '../test/harness/redis-cluster.js';
 import { readAllTelemetry, type StoredEntry } from '../test/harness/streams.js';
 import type { BenchResult } from './run.js';
 

@@ -71,6 +71,24 @@ export class ReplicationError extends FleetError {
   }
 }
 
+/**
+ * The server refused or failed one of our Lua scripts (it did not compile, or raised while
+ * running). Not an outage: retrying cannot help until the server or the script changes.
+ */
+export class ScriptError extends FleetError {
+  readonly code = 'SCRIPT_FAILED';
+  constructor(
+    readonly script: string,
+    readonly detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `Redis script ${script} failed on the server: ${detail}. Check that the server is a supported Redis or Valkey version (see README "Tested servers")`,
+      options,
+    );
+  }
+}
+
 /** The bounded buffer is full: the caller must back off or divert (journal). */
 export class BackpressureError extends FleetError {
   readonly code = 'BACKPRESSURE';

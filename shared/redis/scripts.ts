@@ -10,6 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Cluster, type Redis } from 'ioredis';
+import { ScriptError } from '../errors.js';
 
 /** File names of every script, <command>-<numberOfKeys>.lua. */
 export const SCRIPT_FILES = [
@@ -35,7 +36,7 @@ export function provideScriptSources(files: Record<string, string>): void {
   sources = new Map(Object.entries(files));
 }
 
-function sourceOf(file: string): string {
+export function scriptSource(file: string): string {
   sources ??= new Map();
   let text = sources.get(file);
   if (text === undefined) {
@@ -56,7 +57,7 @@ export function defineScripts(client: Client): void {
     // A script named like a client method (sendCommand, pipeline, ...) would silently replace it.
     if (m[1]! in client)
       throw new TypeError(`script ${file} would shadow the client method ${m[1]}; rename it`);
-    client.defineCommand(m[1]!, { numberOfKeys: Number(m[2]), lua: sourceOf(file) });
+    client.defineCommand(m[1]!, { numberOfKeys: Number(m[2]), lua: scriptSource(file) });
   }
   defined.add(client);
   // Load the scripts on every (re)connection before any batch can use them. EVALSHA's
@@ -71,8 +72,19 @@ export function defineScripts(client: Client): void {
 export async function loadScripts(client: Client): Promise<void> {
   const servers = client instanceof Cluster ? client.nodes('master') : [client];
   await Promise.all(
-    servers.flatMap((server) => SCRIPT_FILES.map((file) => server.script('LOAD', sourceOf(file)))),
+    servers.flatMap((server) => SCRIPT_FILES.map((file) => server.script('LOAD', scriptSource(file)))),
   );
+}
+
+// How Redis and Valkey word a script that did not compile or raised while running
+// (the reply error's text is the only signal; both keep the "user_script" chunk name).
+const SCRIPT_FAILURE = /Error compiling script|Error running script|user_script:\d+/;
+
+/** The typed error for a reply error raised by one of our scripts; undefined for any other error. */
+export function scriptErrorOf(err: unknown, script: string): ScriptError | undefined {
+  if (err instanceof ScriptError) return err;
+  if (!(err instanceof Error) || !SCRIPT_FAILURE.test(err.message)) return undefined;
+  return new ScriptError(script, err.message, { cause: err });
 }
 
 /** Typed access to the scripts once defined. */

@@ -19,12 +19,12 @@ import { type ChainableCommander, Cluster } from 'ioredis';
 import type { Clock } from '../clock.js';
 import { systemClock } from '../clock.js';
 import { type EncodedEnvelope, encodedSize } from '../envelope.js';
-import { AppendTimeoutError, RedisUnavailableError, ReplicationError } from '../errors.js';
+import { AppendTimeoutError, RedisUnavailableError, ReplicationError, ScriptError } from '../errors.js';
 import type { Keys } from '../keys.js';
 import { EpisodeLog, type Logger } from '../log.js';
 import { Counter, Gauge, Histogram, type Registry } from '../metrics.js';
 import { type RedisClient, reconnectDelay, refreshOnRedirection } from '../redis/connect.js';
-import { defineScripts } from '../redis/scripts.js';
+import { defineScripts, scriptErrorOf } from '../redis/scripts.js';
 import type { ProducerOptions } from './producer-options.js';
 
 export interface BatchOutcome {
@@ -144,6 +144,7 @@ export class TelemetryProducer {
   private readonly clock: Clock;
   private readonly backpressure: EpisodeLog;
   private readonly outage: EpisodeLog;
+  private scriptFailureLogged = false;
   readonly totals: BatchOutcome & { refused: number; failedBatches: number } = {
     appended: 0,
     duplicates: 0,
@@ -406,6 +407,7 @@ export class TelemetryProducer {
         this.deps.metrics?.batchSeconds.observe((performance.now() - started) / 1000);
         this.consecutiveFailures = 0;
         this.outage.end();
+        this.scriptFailureLogged = false;
         this.record(outcome);
         this.deps.hooks?.onAcked?.(batch.entries, outcome);
         this.afterSettle();
@@ -419,6 +421,12 @@ export class TelemetryProducer {
     this.totals.failedBatches++;
     this.deps.metrics?.failedBatches.inc();
     this.outage.hit({ error: err.message });
+    // A script the server refuses is a deployment bug, not an outage: say so once, loudly.
+    // The batch is still kept and retried (a server upgrade or failover may cure it).
+    if (err instanceof ScriptError && !this.scriptFailureLogged) {
+      this.scriptFailureLogged = true;
+      this.deps.logger.error({ err, script: err.script }, err.message);
+    }
     const taken = this.deps.hooks?.onFailed?.(batch.entries, err) ?? false;
     if (!taken && !this.closed) this.scheduleRetry(batch);
     this.afterSettle();
@@ -541,7 +549,7 @@ export class TelemetryProducer {
     for (const [err] of replies) {
       if (!err) continue;
       refreshOnRedirection(this.client, err);
-      throw err;
+      throw scriptErrorOf(err, o.idempotent ? 'appendTelemetry' : 'appendTelemetryRaw') ?? err;
     }
     if (o.durability === 'replicated') {
       const acked = Number(replies[replies.length - 1]?.[1] ?? 0);

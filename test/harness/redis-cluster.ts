@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Cluster, Redis } from 'ioredis';
 import { type RedisServer, startLocalRedis } from './redis-server.js';
+import type { ServerKind } from './server-kind.js';
 
 const run = promisify(execFile);
 
@@ -30,7 +31,7 @@ export interface RedisClusterHandle {
 }
 
 export async function startRedisCluster(
-  options: { masters?: number; replicasPerMaster?: number } = {},
+  options: { masters?: number; replicasPerMaster?: number; server?: ServerKind } = {},
 ): Promise<RedisClusterHandle> {
   const masters = options.masters ?? 3;
   const replicas = options.replicasPerMaster ?? 0;
@@ -39,6 +40,7 @@ export async function startRedisCluster(
     for (let i = 0; i < masters * (1 + replicas); i++) {
       nodes.push(
         await startLocalRedis({
+          server: options.server,
           args: [
             '--cluster-enabled',
             'yes',

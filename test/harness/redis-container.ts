@@ -1,11 +1,13 @@
-/** redis-server in a container, for machines with a Docker engine (testcontainers). */
+/** redis-server (or valkey-server) in a container, for machines with a Docker engine (testcontainers). */
 import { Redis } from 'ioredis';
 import { GenericContainer, type StartedTestContainer } from 'testcontainers';
 import type { RedisServer, RedisServerOptions } from './redis-server.js';
+import { SERVER_IMAGES } from './server-kind.js';
 
 export async function startRedisContainer(options: RedisServerOptions = {}): Promise<RedisServer> {
+  const kind = options.server ?? 'redis';
   const command = [
-    'redis-server',
+    kind === 'valkey' ? 'valkey-server' : 'redis-server',
     '--save',
     '',
     '--appendonly',
@@ -13,7 +15,7 @@ export async function startRedisContainer(options: RedisServerOptions = {}): Pro
     ...(options.aof ? ['--appendfsync', options.aof] : []),
     ...(options.args ?? []),
   ];
-  const image = new GenericContainer('redis:7.0').withCommand(command).withExposedPorts(6379);
+  const image = new GenericContainer(SERVER_IMAGES[kind]).withCommand(command).withExposedPorts(6379);
   let container: StartedTestContainer = await image.start();
   const host = container.getHost();
   const port = container.getMappedPort(6379);
@@ -22,6 +24,7 @@ export async function startRedisContainer(options: RedisServerOptions = {}): Pro
     port,
     url: `redis://${host}:${port}`,
     dir: '/data',
+    kind,
     client: () => new Redis({ host, port, maxRetriesPerRequest: 3 }),
     stop: async () => {
       await container.stop({ remove: false });

@@ -14,6 +14,7 @@ import { afterAll, beforeAll } from 'vitest';
 import { dockerAvailable } from './docker.js';
 import { freePort } from './ports.js';
 import { captureOutput, spawnTracked, waitExit, waitForPort } from './process.js';
+import { type ServerKind, serverBinary } from './server-kind.js';
 
 export interface RedisServerOptions {
   /** appendonly yes, with this fsync policy. */
@@ -22,6 +23,8 @@ export interface RedisServerOptions {
   args?: string[];
   /** Force the local binary even when Docker is reachable (needed for restart/kill tests). */
   local?: boolean;
+  /** Which server (default Redis); see server-kind.ts. */
+  server?: ServerKind;
 }
 
 export interface RedisServer {
@@ -29,6 +32,7 @@ export interface RedisServer {
   readonly port: number;
   readonly url: string;
   readonly dir: string;
+  readonly kind: ServerKind;
   /** A new client to this server (caller quits it). */
   client(): Redis;
   /** Stops the server (SHUTDOWN semantics: AOF is flushed). */
@@ -54,11 +58,14 @@ export async function startRedis(options: RedisServerOptions = {}): Promise<Redi
  * beforeAll, stopped (client first) in afterAll. Read `server` and `client`
  * inside tests, not at module level (they exist once beforeAll ran).
  */
-export function useLocalRedis(): { readonly server: RedisServer; readonly client: Redis } {
+export function useLocalRedis(kind: ServerKind = 'redis'): {
+  readonly server: RedisServer;
+  readonly client: Redis;
+} {
   let server: RedisServer | undefined;
   let client: Redis | undefined;
   beforeAll(async () => {
-    server = await startRedis({ local: true });
+    server = await startRedis({ local: true, server: kind });
     client = server.client();
   });
   afterAll(async () => {
@@ -80,7 +87,9 @@ export function useLocalRedis(): { readonly server: RedisServer; readonly client
 }
 
 export async function startLocalRedis(options: RedisServerOptions = {}): Promise<RedisServer> {
-  const dir = mkdtempSync(join(tmpdir(), 'fleet-redis-'));
+  const kind = options.server ?? 'redis';
+  const binary = serverBinary(kind);
+  const dir = mkdtempSync(join(tmpdir(), `fleet-${kind}-`));
   const port = await freePort();
   const host = '127.0.0.1';
   let child: ChildProcess | undefined;
@@ -105,12 +114,12 @@ export async function startLocalRedis(options: RedisServerOptions = {}): Promise
   ];
 
   const start = async () => {
-    child = spawnTracked('redis-server', args);
+    child = spawnTracked(binary, args);
     const out = captureOutput(child);
     try {
       await waitForPort(port, host);
     } catch (err) {
-      throw new Error(`redis-server did not start: ${(err as Error).message}\n${out.text()}`);
+      throw new Error(`${binary} did not start: ${(err as Error).message}\n${out.text()}`);
     }
   };
 
@@ -126,6 +135,7 @@ export async function startLocalRedis(options: RedisServerOptions = {}): Promise
     port,
     url: `redis://${host}:${port}`,
     dir,
+    kind,
     client: () => new Redis({ host, port, maxRetriesPerRequest: 3, lazyConnect: false }),
     stop: () => stopChild('SIGTERM'),
     kill: () => stopChild('SIGKILL'),

@@ -6,7 +6,7 @@
  */
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { commandFields, resultFields } from '#shared/commands/codec.js';
 import {
   buildCommand,
@@ -32,16 +32,17 @@ import {
 import { randomPrefix } from '../harness/prefix.js';
 import { waitExit } from '../harness/process.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
+import { forEachServer } from '../harness/server-kind.js';
 import { waitFor } from '../harness/streams.js';
 
-describe('control commands', () => {
+forEachServer('control commands', (kind) => {
   let server: RedisServer;
   let client: ReturnType<RedisServer['client']>;
   const dirs: string[] = [];
   const agents: AgentProcess[] = [];
 
   beforeAll(async () => {
-    server = await startRedis({ local: true });
+    server = await startRedis({ local: true, server: kind });
     client = server.client();
   });
   afterAll(async () => {

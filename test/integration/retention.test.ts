@@ -5,7 +5,7 @@
  * of unprocessed entries removed; concurrent trimmers stay correct.
  */
 import type { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Keys } from '#shared/keys.js';
 import { silentLogger } from '#shared/log.js';
 import { createRegistry, type Registry } from '#shared/metrics.js';
@@ -17,6 +17,7 @@ import { retentionOptions } from '../../gateway/retention/options.js';
 import { RetentionService } from '../../gateway/retention/service.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
+import { ALL_SERVERS, forEachServer } from '../harness/server-kind.js';
 import { baseRedisConfig, forEachTarget } from '../harness/targets.js';
 
 const HOUR = 3_600_000;
@@ -38,13 +39,13 @@ async function counterValue(registry: Registry, name: string, labels: Record<str
   return hit?.value ?? 0;
 }
 
-describe('retention [standalone]', () => {
+forEachServer('retention [standalone]', (kind) => {
   let server: RedisServer;
   let redis: Redis;
   const clients: RedisClient[] = [];
 
   beforeAll(async () => {
-    server = await startRedis({ local: true });
+    server = await startRedis({ local: true, server: kind });
     redis = server.client();
   });
   afterAll(async () => {
@@ -397,57 +398,61 @@ describe('retention [standalone]', () => {
   });
 });
 
-forEachTarget('retention pass over every family', (target) => {
-  it('trims each family by its own policy and keeps what a group still needs', async () => {
-    const keys = new Keys(randomPrefix(), 4);
-    const client = createRedis(target().config);
-    await waitReady(client, 'test', 10_000);
-    try {
-      const c = target().client;
-      const now = await serverTime(client);
-      const old = `${now - 2 * HOUR}`;
-      const streams = [
-        ...keys.allTelemetryStreams(),
-        keys.results(),
-        keys.presence(),
-        keys.rejected(),
-        keys.deadLetters(),
-      ];
-      for (const s of streams) {
-        await c.xadd(s, `${old}-1`, 'p', '1');
-        await c.xadd(s, `${old}-2`, 'p', '2');
-        await c.xadd(s, `${now - 1000}-1`, 'p', '3');
+forEachTarget(
+  'retention pass over every family',
+  (target) => {
+    it('trims each family by its own policy and keeps what a group still needs', async () => {
+      const keys = new Keys(randomPrefix(), 4);
+      const client = createRedis(target().config);
+      await waitReady(client, 'test', 10_000);
+      try {
+        const c = target().client;
+        const now = await serverTime(client);
+        const old = `${now - 2 * HOUR}`;
+        const streams = [
+          ...keys.allTelemetryStreams(),
+          keys.results(),
+          keys.presence(),
+          keys.rejected(),
+          keys.deadLetters(),
+        ];
+        for (const s of streams) {
+          await c.xadd(s, `${old}-1`, 'p', '1');
+          await c.xadd(s, `${old}-2`, 'p', '2');
+          await c.xadd(s, `${now - 1000}-1`, 'p', '3');
+        }
+        await c.xgroup('CREATE', keys.telemetryStream(2), 'slow', '0');
+        await c.xreadgroup('GROUP', 'slow', 'x', 'COUNT', 1, 'STREAMS', keys.telemetryStream(2), '>');
+        // Command streams of devices in different slots (on a cluster, on different masters).
+        const commandStreams = ['pi-a', 'pi-b', 'pi-c', 'pi-d'].map((d) => keys.commands(d));
+        for (const s of commandStreams) {
+          await c.xadd(s, `${old}-1`, 'p', '1');
+          await c.xadd(s, `${now - 1000}-1`, 'p', '2');
+          await c.xgroup('CREATE', s, 'agent', '$');
+        }
+        const o = options({
+          'retention.telemetry.maxAge': HOUR,
+          'retention.deadletter.maxAge': 3 * HOUR,
+          'retention.commands.maxAge': HOUR,
+        });
+        const report = await new RetentionService(client, keys, o, { logger: silentLogger() }).runPass();
+        expect(report.errors).toEqual([]);
+        const lengths = Object.fromEntries(await Promise.all(streams.map(async (s) => [s, await c.xlen(s)])));
+        expect(lengths).toEqual({
+          [keys.telemetryStream(0)]: 1,
+          [keys.telemetryStream(1)]: 1,
+          [keys.telemetryStream(2)]: 3, // 'slow' has the first entry pending
+          [keys.telemetryStream(3)]: 1,
+          [keys.results()]: 3, // no limits on the other families in this test
+          [keys.presence()]: 3,
+          [keys.rejected()]: 3,
+          [keys.deadLetters()]: 3, // younger than its 3 h
+        });
+        for (const s of commandStreams) expect(await c.xlen(s), s).toBe(1);
+      } finally {
+        client.disconnect();
       }
-      await c.xgroup('CREATE', keys.telemetryStream(2), 'slow', '0');
-      await c.xreadgroup('GROUP', 'slow', 'x', 'COUNT', 1, 'STREAMS', keys.telemetryStream(2), '>');
-      // Command streams of devices in different slots (on a cluster, on different masters).
-      const commandStreams = ['pi-a', 'pi-b', 'pi-c', 'pi-d'].map((d) => keys.commands(d));
-      for (const s of commandStreams) {
-        await c.xadd(s, `${old}-1`, 'p', '1');
-        await c.xadd(s, `${now - 1000}-1`, 'p', '2');
-        await c.xgroup('CREATE', s, 'agent', '$');
-      }
-      const o = options({
-        'retention.telemetry.maxAge': HOUR,
-        'retention.deadletter.maxAge': 3 * HOUR,
-        'retention.commands.maxAge': HOUR,
-      });
-      const report = await new RetentionService(client, keys, o, { logger: silentLogger() }).runPass();
-      expect(report.errors).toEqual([]);
-      const lengths = Object.fromEntries(await Promise.all(streams.map(async (s) => [s, await c.xlen(s)])));
-      expect(lengths).toEqual({
-        [keys.telemetryStream(0)]: 1,
-        [keys.telemetryStream(1)]: 1,
-        [keys.telemetryStream(2)]: 3, // 'slow' has the first entry pending
-        [keys.telemetryStream(3)]: 1,
-        [keys.results()]: 3, // no limits on the other families in this test
-        [keys.presence()]: 3,
-        [keys.rejected()]: 3,
-        [keys.deadLetters()]: 3, // younger than its 3 h
-      });
-      for (const s of commandStreams) expect(await c.xlen(s), s).toBe(1);
-    } finally {
-      client.disconnect();
-    }
-  });
-});
+    });
+  },
+  ALL_SERVERS,
+);

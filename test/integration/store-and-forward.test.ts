@@ -27,6 +27,7 @@ import { type AgentProcess, startAgentProcess } from '../harness/agent-process.j
 import { freePort } from '../harness/ports.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
+import { forEachServer, type ServerKind } from '../harness/server-kind.js';
 import { readStream, waitFor } from '../harness/streams.js';
 
 const DEVICE = 'dev-saf';
@@ -49,8 +50,8 @@ interface Setup {
   streamSeqs(): Promise<number[]>;
 }
 
-async function setup(aof: 'always' | 'everysec' = 'everysec'): Promise<Setup> {
-  const redis = await startRedis({ local: true, aof });
+async function setup(server: ServerKind, aof: 'always' | 'everysec' = 'everysec'): Promise<Setup> {
+  const redis = await startRedis({ local: true, aof, server });
   const dir = mkdtempSync(join(tmpdir(), 'saf-agent-'));
   cleanups.push(async () => {
     await redis.destroy();
@@ -238,13 +239,13 @@ async function outage(s: Setup, run: Run, minUnsent: number): Promise<number> {
   return before;
 }
 
-describe('store-and-forward', () => {
+forEachServer('store-and-forward', (kind) => {
   afterAll(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();
   });
 
   it('Redis stopped and restarted: every seq exactly once, live data reaches the stream during the replay', async () => {
-    const s = await setup();
+    const s = await setup(kind);
     const run = await s.start({ 'journal.replayRate': 100 });
     const outageStarted = Date.now();
     await outage(s, run, 200);
@@ -263,7 +264,7 @@ describe('store-and-forward', () => {
   });
 
   it('ordered mode: every seq exactly once and in order', async () => {
-    const s = await setup();
+    const s = await setup(kind);
     const run = await s.start({ 'journal.replay': 'ordered', 'journal.replayRate': 1000 });
     await outage(s, run, 200);
     await s.redis.start();
@@ -281,7 +282,7 @@ describe('store-and-forward', () => {
   });
 
   it('agent SIGKILLed during the outage: after Redis and then the agent restart, every produced seq exactly once', async () => {
-    const s = await setup();
+    const s = await setup(kind);
     const first = await s.start();
     await outage(s, first, 150);
     await first.agent.kill('SIGKILL');
@@ -308,7 +309,7 @@ describe('store-and-forward', () => {
   it('agent SIGKILLed in the middle of a replay: after a restart, every produced seq exactly once', async () => {
     // The replay resumes at the persisted committed offset (up to journal.commitInterval behind,
     // plus the chunk in flight): what it sends again is refused by the idempotent append.
-    const s = await setup();
+    const s = await setup(kind);
     const opts = { 'journal.replayRate': 100 };
     const first = await s.start(opts);
     await outage(s, first, 400);
@@ -340,7 +341,7 @@ describe('store-and-forward', () => {
   });
 
   it('a torn last journal record is skipped with a warning; the rest is delivered', async () => {
-    const s = await setup();
+    const s = await setup(kind);
     const first = await s.start();
     await outage(s, first, 100);
     await stopAgent(first);
@@ -377,7 +378,7 @@ describe('store-and-forward', () => {
     // Bad storage, not a crash: a record in the middle of the first segment is clobbered, so that
     // segment is cut there while the next ones still start where they did. The replay must skip
     // the lost indices (not stall), count them as dropped, and with no rate limit not hang.
-    const s = await setup();
+    const s = await setup(kind);
     const opts = { 'journal.segmentBytes': '8KiB', 'journal.replayRate': 0 };
     const first = await s.start(opts);
     await outage(s, first, 300);
@@ -423,7 +424,7 @@ describe('store-and-forward', () => {
 
   for (const policy of ['drop-oldest', 'drop-newest'] as const) {
     it(`full budget, ${policy}: the policy holds, the drop counter equals what is missing, and it recovers`, async () => {
-      const s = await setup();
+      const s = await setup(kind);
       const run = await s.start({
         'journal.maxBytes': '32KiB',
         'journal.segmentBytes': '8KiB',
@@ -469,7 +470,7 @@ describe('store-and-forward', () => {
   }
 
   it('full budget, drop-oldest: a batch Redis executed but never answered is not counted as dropped', async () => {
-    const s = await setup();
+    const s = await setup(kind);
     const proxy = await startProxy(s.redis.url);
     const run = await s.start({
       'redis.url': proxy.url,
@@ -507,7 +508,7 @@ describe('store-and-forward', () => {
   });
 
   it('appends not acknowledged within producer.appendTimeout go to the journal and arrive exactly once', async () => {
-    const s = await setup();
+    const s = await setup(kind);
     const run = await s.start({ 'producer.appendTimeout': 300 });
     await waitFor(async () => (await s.streamSeqs()).length >= 50, 20_000, 'live entries');
     // Writes hang (the connection stays up): batches time out and are journaled.
@@ -524,7 +525,7 @@ describe('store-and-forward', () => {
     // Writes hang while the agent stops: its flush times out with batches still in flight. They
     // must not vanish when the journal closes and the connection goes: they are journaled as
     // uncertain (Redis may run them once unpaused) and the idempotent append sorts them out.
-    const s = await setup();
+    const s = await setup(kind);
     const opts = {
       'producer.appendTimeout': 20_000,
       'producer.lingerMs': 100,
@@ -552,7 +553,7 @@ describe('store-and-forward', () => {
   });
 
   it('Redis killed and restarted (AOF, appendfsync always): every acknowledged entry is in the stream', async () => {
-    const s = await setup('always');
+    const s = await setup(kind, 'always');
     const run = await s.start();
     await waitFor(async () => (await s.streamSeqs()).length >= 100, 20_000, 'live entries');
     await s.redis.kill();

@@ -8,8 +8,10 @@ publish is refused entry by entry, while the rest of the batch goes in.
 KEYS[1]  telemetry partition stream          iot:telemetry:{pN}
 KEYS[2]  sequence state of that partition     iot:telemetry:{pN}:seq (hash, field = device id)
 ARGV[1]  maxGaps: ranges kept per device above its contiguous mark (the documented bound)
-ARGV[2]  the batch as JSON: [[deviceId, seq, time, type, version, payload], ...], every value a
-         string (numbers as decimal strings, so large ones never turn into exponents)
+ARGV[2]  the batch as a JSON array of entries, each one the array
+         (deviceId, seq, time, type, version, payload), every value a string
+         (numbers as decimal strings, so large ones never turn into exponents)
+         No nested double brackets in this comment: Valkey's Lua refuses them.
 
 State per device (one hash field): "<mark>" or "<mark>;<a>-<b>;<c>-<d>..."
   mark  every seq <= mark was appended (contiguous high-water mark)
