@@ -25,10 +25,10 @@ import { createWebSocketStream, WebSocketServer } from 'ws';
 import { ConfigError } from '#shared/errors.js';
 import type { Logger } from '#shared/log.js';
 import { type TopicAcl, verifyPassword } from './auth.js';
-import type { DeviceReach } from './commands.js';
 import type { GatewayConfig } from './config.js';
 import type { IngestMetrics, Ingestor } from './ingest.js';
 import type { RecordWriter } from './records.js';
+import type { DeviceReach } from './services.js';
 
 /** Topic a refused publish is renamed to: outside every device namespace, so no subscriber may receive it. */
 export const REFUSED_TOPIC = '$gateway/refused';

@@ -5,9 +5,10 @@ import { ConfigError } from '#shared/errors.js';
 import { createLogger } from '#shared/log.js';
 import { hashPassword } from './auth.js';
 import { ENV_PREFIX, type GatewayConfig, gatewaySchema } from './config.js';
-import { Gateway, type ServiceFactory } from './gateway.js';
+import { Gateway } from './gateway.js';
 import { projectionFactories } from './projection/factory.js';
 import { retentionFactories } from './retention/factory.js';
+import type { ServiceFactory } from './services.js';
 
 const USAGE = `Usage: gateway [--config FILE] [--gateway-mode broker|bridge] [--redis-url URL] [options]
        gateway hash-password < password.txt

@@ -61,8 +61,8 @@ import { Counter } from '#shared/metrics.js';
 import { type RedisClient, reconnectDelay } from '#shared/redis/connect.js';
 import { scripts } from '#shared/redis/scripts.js';
 import { ExpiresTooSoonError } from './bridge.js';
-import type { GatewayContext, GatewayService } from './gateway.js';
 import type { Done } from './ingest.js';
+import type { DeviceReach, GatewayContext, GatewayService } from './services.js';
 
 export const COMMAND_GROUP = 'gateways';
 /** After its deadline, how long a `delivered` command waits for the gateway holding it before the sweeper ends it. */
@@ -91,15 +91,6 @@ interface Held {
   /** Bridge mode: a publish in flight, or a retry of a failed one waiting. */
   sending?: boolean;
   retry?: NodeJS.Timeout;
-}
-
-/** Which devices this gateway can reach now (broker mode), and when that changes. */
-export interface DeviceReach {
-  /** Undefined in bridge mode: the upstream broker decides. */
-  online(): ReadonlySet<string> | undefined;
-  onChange(listener: (deviceId: string, online: boolean) => void): void;
-  /** The device acknowledged (PUBACK) a message on a topic. */
-  onAck(listener: (deviceId: string, topic: string, payload: Buffer) => void): void;
 }
 
 export interface CommandOptions {

@@ -22,7 +22,7 @@ import { producerOptions } from '#shared/telemetry/producer-options.js';
 import { loadCredentials, TopicAcl } from './auth.js';
 import { GatewayBridge } from './bridge.js';
 import { type BrokerPorts, GatewayBroker } from './broker.js';
-import { CommandDelivery, type DeviceReach } from './commands.js';
+import { CommandDelivery } from './commands.js';
 import type { GatewayConfig } from './config.js';
 import { dashboardOptions } from './dashboard/options.js';
 import { DashboardService } from './dashboard/server.js';
@@ -32,44 +32,10 @@ import { TopicTemplate } from './mapping.js';
 import { MappingSet } from './mappings/index.js';
 import { RecordWriter } from './records.js';
 import { GatewaySequencer } from './sequencer.js';
+import type { DeviceReach, GatewayContext, GatewayService, ServiceFactory } from './services.js';
 
 /** Bridge mode: the upstream broker knows who is online, the gateway does not. */
 const NO_REACH: DeviceReach = { online: () => undefined, onChange: () => {}, onAck: () => {} };
-
-/**
- * A service that runs inside the gateway process beside MQTT ingestion
- * (retention trimming, state projection, command delivery). The gateway
- * starts them after Redis and MQTT are up and stops them, in reverse order,
- * before it flushes its producer.
- */
-export interface GatewayService {
-  readonly name: string;
-  start(): Promise<void>;
-  stop(): Promise<void>;
-  /** A service that is dropping data reports unhealthy here; /healthz joins every service's answer. */
-  health?(): Health;
-}
-
-/** What a service factory gets from the gateway: shared connections, keys, metrics, and the way to reach devices. */
-export interface GatewayContext {
-  readonly config: GatewayConfig;
-  readonly gatewayId: string;
-  readonly client: RedisClient;
-  readonly keys: Keys;
-  readonly registry: Registry;
-  readonly logger: Logger;
-  readonly clock: Clock;
-  readonly templates: Templates;
-  readonly ingestor: Ingestor;
-  readonly records: RecordWriter;
-  /**
-   * Publishes to a device topic, through the embedded broker or the upstream one. `ttlMs`:
-   * bridge mode over MQTT v5 has the upstream broker drop the message undelivered after that.
-   */
-  publishToDevice(topic: string, payload: Buffer, qos: 0 | 1, ttlMs?: number): Promise<void>;
-}
-
-export type ServiceFactory = (ctx: GatewayContext) => GatewayService;
 
 export interface GatewayDeps {
   logger: Logger;

@@ -16,8 +16,8 @@
  * session takeover, and its unacknowledged messages go back to their owner.
  */
 import type { GatewayBridge } from './bridge.js';
-import type { GatewayContext, GatewayService } from './gateway.js';
 import { releaseSession } from './records.js';
+import type { GatewayContext, GatewayService } from './services.js';
 
 /** What another gateway needs to adopt this one's sessions. */
 interface GatewayRecord {

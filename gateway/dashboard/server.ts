@@ -7,7 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { GatewayContext, GatewayService } from '../gateway.js';
+import type { GatewayContext, GatewayService } from '../services.js';
 import { type ApiContext, ApiError, handleApi, readJsonBody } from './api.js';
 import { FleetReader } from './fleet.js';
 import { MetricsSampler, type Ring, type Sample } from './history.js';

@@ -1,5 +1,5 @@
 /** The latest-state projection as a gateway service (gateway/gateway.ts runs it beside MQTT ingestion). */
-import type { GatewayContext, ServiceFactory } from '../gateway.js';
+import type { GatewayContext, ServiceFactory } from '../services.js';
 import { type ProjectionConfig, projectionOptions } from './options.js';
 import { ProjectionService } from './service.js';
 import { ProjectionThread } from './thread.js';

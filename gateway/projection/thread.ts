@@ -9,7 +9,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '#shared/log.js';
 import type { Health, Registry } from '#shared/metrics.js';
-import type { GatewayService } from '../gateway.js';
+import type { GatewayService } from '../services.js';
 import { createProjectionMetrics, type ProjectionMetrics } from './service.js';
 import type { FromProjectionThread, MetricTotals } from './thread-protocol.js';
 import type { ProjectionWorkerData } from './worker.js';

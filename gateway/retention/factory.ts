@@ -1,5 +1,5 @@
 /** Retention as a gateway service (gateway/gateway.ts runs it beside MQTT ingestion). */
-import type { GatewayContext, ServiceFactory } from '../gateway.js';
+import type { GatewayContext, ServiceFactory } from '../services.js';
 import { type RetentionConfig, retentionOptions } from './options.js';
 import { RetentionService } from './service.js';
 

@@ -4,7 +4,7 @@
  * the project's own docs (docs/guarantees.md), never a file outside the repo.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 const root = join(import.meta.dirname, '..', '..');
@@ -17,6 +17,35 @@ function sources(dir: string): string[] {
 }
 
 const importPath = /from '((?:\.\.\/)+)([\w-]+)\/([^']+)'/g;
+
+/** Relative imports of a file (type-only ones too: a loop of types is still a loop to read). */
+function localImports(file: string): string[] {
+  const text = readFileSync(join(root, file), 'utf8');
+  return [...text.matchAll(/from '(\.{1,2}\/[^']+)\.js'/g)].map((m) =>
+    relative(root, join(root, dirname(file), `${m[1]}.ts`)),
+  );
+}
+
+/** Every import cycle among the files of `component`, each as the files in order. */
+function importCycles(component: string): string[][] {
+  const files = new Set(sources(component).filter((f) => f.endsWith('.ts')));
+  const graph = new Map([...files].map((f) => [f, localImports(f).filter((t) => files.has(t))]));
+  const cycles: string[][] = [];
+  const state = new Map<string, 'open' | 'done'>();
+  const path: string[] = [];
+  const visit = (f: string) => {
+    state.set(f, 'open');
+    path.push(f);
+    for (const t of graph.get(f) ?? []) {
+      if (state.get(t) === 'open') cycles.push([...path.slice(path.indexOf(t)), t]);
+      else if (!state.has(t)) visit(t);
+    }
+    path.pop();
+    state.set(f, 'done');
+  };
+  for (const f of files) if (!state.has(f)) visit(f);
+  return cycles;
+}
 
 describe('house rules', () => {
   it('a component imports another component only through its index.ts', () => {
@@ -34,6 +63,10 @@ describe('house rules', () => {
       }
     }
     expect(offences).toEqual([]);
+  });
+
+  it.each(components)('%s has no import loops (contracts live in their own modules)', (component) => {
+    expect(importCycles(component).map((c) => c.join(' -> '))).toEqual([]);
   });
 
   it('code cites docs/guarantees.md, not the architecture brief outside the repo', () => {
