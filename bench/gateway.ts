@@ -29,7 +29,7 @@ import { startMosquitto } from '../test/harness/mosquitto.js';
 import { freePort } from '../test/harness/ports.js';
 import { spawnTracked, waitExit, waitForPort } from '../test/harness/process.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
-import { nextSeq, payload, saturate } from './mqtt-load.js';
+import { nextSeq, payload, saturate } from './_mqtt-load.js';
 
 const PUBLISHERS = 20;
 const WINDOW = 32;
