@@ -60,8 +60,13 @@ export const gatewaySchema = {
   ),
   'bridge.connections': opt.integer(
     8,
-    'Subscriber connections per gateway: each handles one message at a time until its batch is in Redis',
+    'Subscriber connections per gateway, in one shared subscription: each carries up to bridge.inflight messages at once',
     { min: 1, max: 256 },
+  ),
+  'bridge.inflight': opt.integer(
+    32,
+    'Messages per connection handed on before their PUBACK (held until each is in Redis, sent in order); told to the broker as Receive Maximum over MQTT v5',
+    { min: 1, max: 65535 },
   ),
   'bridge.protocolVersion': opt.enum(
     ['5', '4'],

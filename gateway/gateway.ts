@@ -11,7 +11,6 @@ import type { Logger } from '#shared/log.js';
 import {
   createRegistry,
   Gauge,
-  type Health,
   type MetricsServer,
   type Registry,
   serveMetrics,
