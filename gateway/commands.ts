@@ -60,6 +60,7 @@ import { DEFAULT_LEDGER_RETENTION_MS, duplicateClient, registerDevice } from '#s
 import { Counter } from '#shared/metrics.js';
 import { type RedisClient, reconnectDelay } from '#shared/redis/connect.js';
 import { scripts } from '#shared/redis/scripts.js';
+import { GroupReader } from '#shared/streams/group-reader.js';
 import { ExpiresTooSoonError } from './bridge.js';
 import type { Done } from './ingest.js';
 import type { DeviceReach, GatewayContext, GatewayService } from './services.js';
@@ -122,9 +123,9 @@ type XReadReply = Array<[string, Array<[string, string[]]>]> | null;
 export class CommandDelivery implements GatewayService {
   readonly name = 'commands';
   private readonly held = new Map<string, Held>();
-  private readonly grouped = new Set<string>();
+  /** One group reader per device stream read here; it knows whether own pending entries were read. */
+  private readonly readers = new Map<string, GroupReader>();
   private readonly registered = new Set<string>();
-  private readonly recovered = new Set<string>();
   /** Per device, where the sweep's next read of its command stream starts (bounded by the fleet). */
   private readonly sweepCursor = new Map<string, string>();
   /** SSCAN cursor of the sweep over the fleet; '0' starts a new pass. */
@@ -229,16 +230,6 @@ export class CommandDelivery implements GatewayService {
     return this.ctx.client.smembers(this.ctx.keys.mqttDevices());
   }
 
-  private async ensureGroup(stream: string): Promise<void> {
-    if (this.grouped.has(stream)) return;
-    try {
-      await this.ctx.client.xgroup('CREATE', stream, COMMAND_GROUP, '0', 'MKSTREAM');
-    } catch (err) {
-      if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
-    }
-    this.grouped.add(stream);
-  }
-
   /**
    * Blocks on the doorbell and reads the command streams of the devices named
    * there that this gateway can reach. Each read starts after the last entry
@@ -336,7 +327,7 @@ export class CommandDelivery implements GatewayService {
         } while (state.again && this.running);
       } catch (err) {
         // An entry taken and not finished stays in our pending list: read that again next time.
-        this.recovered.delete(this.ctx.keys.commands(deviceId));
+        this.readers.get(deviceId)?.rewind();
         throw err;
       } finally {
         this.reads.delete(deviceId);
@@ -346,37 +337,35 @@ export class CommandDelivery implements GatewayService {
   }
 
   private async readOnce(deviceId: string): Promise<void> {
-    const c = this.ctx;
-    const stream = c.keys.commands(deviceId);
-    await this.ensureGroup(stream);
+    const reader = this.readerOf(deviceId);
     // First our own pending entries (read in a previous life of this gateway), then new ones.
-    let pendingFrom = this.recovered.has(stream) ? undefined : '0';
     while (this.running) {
-      const reply = (await c.client.xreadgroup(
-        'GROUP',
-        COMMAND_GROUP,
-        c.gatewayId,
-        'COUNT',
-        READ_COUNT,
-        'STREAMS',
-        stream,
-        pendingFrom ?? '>',
-      )) as XReadReply;
-      const entries = reply?.[0]?.[1] ?? [];
-      for (const [entryId, fields] of entries) {
+      const read = await reader.read();
+      for (const [entryId, fields] of read.entries) {
+        // Deleted (trimmed) while pending: nothing to deliver.
+        if (fields === null) {
+          await reader.ack(entryId);
+          continue;
+        }
         const h = await this.take(deviceId, entryId, fields);
         if (h) this.publishHeld(h);
       }
-      const full = entries.length === READ_COUNT;
-      if (pendingFrom === undefined) {
-        if (!full) return;
-      } else if (full) {
-        pendingFrom = entries[entries.length - 1]![0];
-      } else {
-        this.recovered.add(stream);
-        pendingFrom = undefined;
-      }
+      if (read.source === 'new' && read.entries.length < READ_COUNT) return;
     }
+  }
+
+  /** The gateways' group reader of one device's command stream (made on first use, kept while the gateway runs). */
+  private readerOf(deviceId: string): GroupReader {
+    let reader = this.readers.get(deviceId);
+    if (!reader) {
+      reader = new GroupReader(this.ctx.client, this.ctx.keys.commands(deviceId), {
+        group: COMMAND_GROUP,
+        consumer: this.ctx.gatewayId,
+        count: READ_COUNT,
+      });
+      this.readers.set(deviceId, reader);
+    }
+    return reader;
   }
 
   private async take(deviceId: string, entryId: string, fields: string[]): Promise<Held | undefined> {
@@ -594,7 +583,7 @@ export class CommandDelivery implements GatewayService {
           `could not record ${about.what}; retrying`,
         );
         // The entry stays pending here: a restart reads it again and finishes it.
-        this.recovered.delete(c.keys.commands(about.deviceId));
+        this.readers.get(about.deviceId)?.rewind();
       }
       if (!this.running) return false;
       await new Promise<void>((r) => c.clock.setTimeout(r, reconnectDelay(attempt, 2000)));

@@ -49,6 +49,7 @@ import { EpisodeLog, type Logger } from '#shared/log.js';
 import { Counter, Histogram, type Registry } from '#shared/metrics.js';
 import { type RedisClient, reconnectDelay } from '#shared/redis/connect.js';
 import { type ScriptCommands, scripts } from '#shared/redis/scripts.js';
+import { GroupReader, type StreamEntry } from '#shared/streams/group-reader.js';
 import type { CommandHandler, HandlerRegistry } from './handlers.js';
 import type { CommandJournal } from './journal.js';
 import type { CommandConfig } from './options.js';
@@ -144,8 +145,6 @@ export function createCommandMetrics(registry: Registry): CommandMetrics {
   };
 }
 
-type StreamEntry = [id: string, fields: string[] | null];
-
 /** When a read-only command that started at once was received and started (ms). */
 interface StartedAtOnce {
   receivedAt: number;
@@ -172,7 +171,8 @@ const isPromiseLike = (v: unknown): v is PromiseLike<unknown> =>
   typeof (v as { then?: unknown } | null)?.then === 'function';
 
 export class CommandWorker {
-  private readonly reader: RedisClient;
+  private readonly connection: RedisClient;
+  private readonly reader: GroupReader;
   private readonly run: ScriptCommands;
   private readonly stream: string;
   /** Standalone server: a command ends in one script call (its keys may span slots). */
@@ -207,9 +207,17 @@ export class CommandWorker {
     this.stream = keys.commands(options.deviceId);
     this.run = scripts(client);
     this.oneScript = !(client instanceof Cluster);
-    this.reader = duplicateClient(client);
-    this.reader.on('error', () => {
+    // A blocked read holds its connection: the reader gets one of its own.
+    this.connection = duplicateClient(client);
+    this.connection.on('error', () => {
       // the read loop reports outages once per episode
+    });
+    this.reader = new GroupReader(client, this.stream, {
+      readClient: this.connection,
+      group: options.group,
+      consumer: options.consumer,
+      count: options.readCount,
+      blockMs: Math.min(options.blockTimeMs, options.claimIntervalMs),
     });
     this.redisDown = new EpisodeLog(deps.logger, 'command worker: Redis unavailable');
   }
@@ -224,7 +232,7 @@ export class CommandWorker {
   async stop(timeoutMs = 5000): Promise<void> {
     if (!this.running) return;
     this.running = false;
-    this.reader.disconnect();
+    this.connection.disconnect();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       this.loop?.catch(() => undefined),
@@ -237,19 +245,14 @@ export class CommandWorker {
   }
 
   private async setup(): Promise<void> {
-    try {
-      // From 0: commands queued before this device ever ran are delivered too.
-      await this.client.xgroup('CREATE', this.stream, this.options.group, '0', 'MKSTREAM');
-    } catch (err) {
-      if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
-    }
+    // From 0: commands queued before this device ever ran are delivered too.
+    await this.reader.ensureGroup();
     await registerDevice(this.client, this.keys, this.options.deviceId, this.options.tags);
   }
 
   private async main(): Promise<void> {
     const o = this.options;
     let ready = false;
-    let backlogCursor: string | undefined = '0'; // own pending entries first (a previous life's), then new ones
     let failures = 0;
     while (this.running) {
       try {
@@ -261,20 +264,10 @@ export class CommandWorker {
           await this.claimDead();
           this.nextClaimAt = this.clock.now() + o.claimIntervalMs;
         }
-        // New entries ('>') were never delivered to this group: the only ones a read-only command may start at once.
-        const fresh = backlogCursor === undefined;
-        const args: (string | number)[] = ['GROUP', o.group, o.consumer, 'COUNT', o.readCount];
-        if (backlogCursor === undefined) args.push('BLOCK', Math.min(o.blockTimeMs, o.claimIntervalMs));
-        args.push('STREAMS', this.stream, backlogCursor ?? '>');
-        const reply = (await (this.reader.xreadgroup as (...a: (string | number)[]) => Promise<unknown>)(
-          ...args,
-        )) as [string, StreamEntry[]][] | null;
-        const entries = reply?.[0]?.[1] ?? [];
-        if (backlogCursor !== undefined) {
-          if (entries.length === 0) backlogCursor = undefined;
-          else backlogCursor = entries[entries.length - 1]![0];
-        }
-        await this.handleBatch(entries, fresh ? this.clock.now() : undefined);
+        // Own pending entries first (a previous life's), then new ones. New entries were never
+        // delivered to this group: the only ones a read-only command may start at once.
+        const read = await this.reader.read();
+        await this.handleBatch(read.entries, read.source === 'new' ? this.clock.now() : undefined);
         failures = 0;
         this.redisDown.end();
       } catch (err) {
@@ -284,7 +277,7 @@ export class CommandWorker {
         // Read our own pending entries again from the start: the rest of a batch that an error cut
         // short is pending for us, and reading only new ones ('>') would run newer commands first
         // and leave those to XAUTOCLAIM (claimIdle later): per-device order would break.
-        backlogCursor = '0';
+        this.reader.rewind();
         await sleep(reconnectDelay(failures, 2000));
       }
     }
@@ -292,24 +285,17 @@ export class CommandWorker {
 
   /** XAUTOCLAIM: take over commands another consumer read and never acknowledged (it died). */
   private async claimDead(): Promise<void> {
-    let cursor = '0-0';
     for (let page = 0; page < 100 && this.running; page++) {
-      const [next, entries] = (await this.client.xautoclaim(
-        this.stream,
-        this.options.group,
-        this.options.consumer,
-        this.options.claimIdleMs,
-        cursor,
-        'COUNT',
-        this.options.readCount,
-      )) as [string, StreamEntry[], string[]?];
-      if (entries.length) {
-        this.deps.metrics.claimed.inc(entries.length);
-        this.deps.logger.info({ count: entries.length }, 'claimed pending commands of a dead consumer');
-        await this.handleBatch(entries);
+      const claimed = await this.reader.claim(this.options.claimIdleMs);
+      if (claimed.entries.length) {
+        this.deps.metrics.claimed.inc(claimed.entries.length);
+        this.deps.logger.info(
+          { count: claimed.entries.length },
+          'claimed pending commands of a dead consumer',
+        );
+        await this.handleBatch(claimed.entries);
       }
-      if (next === '0-0') return;
-      cursor = next;
+      if (!claimed.more) return;
     }
   }
 
@@ -325,7 +311,7 @@ export class CommandWorker {
       const started = this.clock.now();
       if (fields === null) {
         // Deleted from the stream (trimmed) while pending: nothing to run or report.
-        await this.client.xack(this.stream, this.options.group, entryId);
+        await this.reader.ack(entryId);
         continue;
       }
       await this.handle(entryId, fields, freshAt);
@@ -543,7 +529,7 @@ export class CommandWorker {
       }
       await sleep(this.backoff(attempts));
       // Keep the entry ours while we retry: XCLAIM by its owner resets its idle time.
-      await this.client.call('XCLAIM', this.stream, o.group, o.consumer, 0, entryId, 'JUSTID');
+      await this.reader.hold(entryId);
       [code, attempts, deliveredAt, stored] = await begin('restart');
       if (code === 'done') {
         await this.republish(entryId, fields, command, expireAt, stored);
@@ -822,7 +808,7 @@ export class CommandWorker {
     );
     if (added === 1) this.deps.metrics.results.inc({ status: result.status });
     // Acknowledge only now: the result is in the ledger and in the results stream.
-    await this.client.xack(this.stream, o.group, entryId);
+    await this.reader.ack(entryId);
   }
 
   private async rejectMalformed(entryId: string, fields: string[], err: ValidationError): Promise<void> {
