@@ -694,7 +694,7 @@ export class CommandDelivery implements GatewayService {
     }
     if (result.status === 'failed') {
       const stream = c.keys.commands(deviceId);
-      const added = await publishDeadLetter(run, c.keys, {
+      const added = await publishDeadLetter(c.client, c.keys, {
         deviceId,
         stream,
         entryId,
