@@ -56,6 +56,12 @@ import {
   resultFields,
 } from '#shared/commands/codec.js';
 import { publishDeadLetter } from '#shared/commands/deadletter.js';
+import {
+  commandMessageId,
+  decodeResultMessage,
+  encodeCommandMessage,
+  type ResultReply,
+} from '#shared/commands/mqtt-messages.js';
 import { DEFAULT_LEDGER_RETENTION_MS, duplicateClient, registerDevice } from '#shared/commands/send.js';
 import { Counter } from '#shared/metrics.js';
 import { type RedisClient, reconnectDelay } from '#shared/redis/connect.js';
@@ -429,8 +435,8 @@ export class CommandDelivery implements GatewayService {
     if (online && !online.has(h.deviceId)) return;
     // Never after the deadline [docs/guarantees.md §2: expired commands are never executed].
     if (h.command.deadline <= c.clock.now()) return;
-    const { id, name, args, deadline, issuedAt } = h.command;
-    const payload = Buffer.from(JSON.stringify({ id, name, args, deadline, issuedAt }));
+    const { id, deadline } = h.command;
+    const payload = encodeCommandMessage(h.command);
     const topic = c.templates.commands.topicFor(h.deviceId);
     if (online) {
       c.publishToDevice(topic, payload, 1).catch((err: Error) =>
@@ -477,13 +483,8 @@ export class CommandDelivery implements GatewayService {
 
   private onDeviceAck(deviceId: string, topic: string, payload: Buffer): void {
     if (topic !== this.ctx.templates.commands.topicFor(deviceId)) return;
-    let id: unknown;
-    try {
-      id = (JSON.parse(payload.toString('utf8')) as { id?: unknown }).id;
-    } catch {
-      return;
-    }
-    const h = typeof id === 'string' ? this.held.get(CommandDelivery.key(deviceId, id)) : undefined;
+    const id = commandMessageId(payload);
+    const h = id === undefined ? undefined : this.held.get(CommandDelivery.key(deviceId, id));
     if (h) this.markDelivered(h);
   }
 
@@ -506,14 +507,14 @@ export class CommandDelivery implements GatewayService {
 
   private onResult(deviceId: string, payload: Buffer, done: Done): void {
     const c = this.ctx;
-    let reply: { id?: unknown; status?: unknown; output?: unknown; errorClass?: unknown; message?: unknown };
+    let reply: ResultReply;
     try {
-      reply = JSON.parse(payload.toString('utf8')) as typeof reply;
-    } catch {
+      reply = decodeResultMessage(payload);
+    } catch (err) {
       c.records.reject(
         {
           reason: 'malformed',
-          detail: 'command result is not JSON',
+          detail: (err as Error).message,
           topic: c.templates.results.topicFor(deviceId),
           deviceId,
           payload,
@@ -522,14 +523,8 @@ export class CommandDelivery implements GatewayService {
       );
       return;
     }
-    const id = typeof reply.id === 'string' ? reply.id : '';
+    const { id, status } = reply;
     const h = this.held.get(CommandDelivery.key(deviceId, id));
-    const status =
-      reply.status === 'failed' || reply.status === 'rejected'
-        ? reply.status
-        : reply.status === 'succeeded'
-          ? 'succeeded'
-          : undefined;
     if (!h || !status) {
       c.records.reject(
         {
@@ -546,12 +541,7 @@ export class CommandDelivery implements GatewayService {
       return;
     }
     this.markDelivered(h);
-    const extra = {
-      output: status === 'succeeded' ? reply.output : undefined,
-      errorClass:
-        typeof reply.errorClass === 'string' ? reply.errorClass : status === 'failed' ? 'Error' : undefined,
-      message: typeof reply.message === 'string' ? reply.message : undefined,
-    };
+    const extra = { output: reply.output, errorClass: reply.errorClass, message: reply.message };
     // The PUBACK (done) only once the result is in the ledger and the results stream: until
     // then the publish is retried (both steps are idempotent), holding this connection's reads
     // as a slow append of telemetry does. Stopped meanwhile, it is never acknowledged, and the
