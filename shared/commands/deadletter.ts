@@ -9,10 +9,7 @@
  * object).
  */
 import { describeError } from '../errors.js';
-import type { Keys } from '../keys.js';
-import type { RedisClient } from '../redis/connect.js';
 import { type Command, type CommandResult, decodeCommand, fieldMap } from './codec.js';
-import { publishOnce } from './scripts.js';
 
 /** Dead-letter stream fields. */
 export const DEAD_LETTER_FIELD = {
@@ -105,20 +102,4 @@ export function decodeDeadLetter(id: string, fields: readonly string[]): DeadLet
     command,
     problem,
   };
-}
-
-/** Appends the dead letter unless it is there already; true when this call appended it. */
-export async function publishDeadLetter(
-  client: RedisClient,
-  keys: Keys,
-  d: DeadLetterInput & { key: string; ttlMs: number },
-): Promise<boolean> {
-  const { added } = await publishOnce(client, {
-    stream: keys.deadLetters(),
-    marker: keys.publishedMarker(keys.deadLetters(), d.deviceId, d.key),
-    ttlMs: d.ttlMs,
-    maxLen: 0,
-    fields: deadLetterFields(d),
-  });
-  return added;
 }
