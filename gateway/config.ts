@@ -156,6 +156,12 @@ export const gatewaySchema = {
       min: 1000,
     },
   ),
+  // As the agent's commands.resultsMaxLen: both end commands through shared/commands/conclude.ts.
+  'commands.resultsMaxLen': opt.integer(
+    0,
+    'Approximate XADD MAXLEN cap of the results stream for the results this gateway publishes; UNCOUNTED: it drops entries past consumer groups with no metric (0 = off, leave it to retention)',
+    { min: 0 },
+  ),
   'gateway.leaseTtl': opt.duration(
     15_000,
     "Lease of this gateway in Redis; once a gateway's lease has expired, another takes over its bridge sessions",

@@ -21,7 +21,7 @@ import { producerOptions } from '#shared/telemetry/producer-options.js';
 import { loadCredentials, TopicAcl } from './auth.js';
 import { GatewayBridge } from './bridge.js';
 import { type BrokerPorts, GatewayBroker } from './broker.js';
-import { CommandDelivery } from './commands.js';
+import { CommandDelivery } from './commands/index.js';
 import type { GatewayConfig } from './config.js';
 import { dashboardOptions } from './dashboard/options.js';
 import { DashboardService } from './dashboard/server.js';
@@ -175,6 +175,7 @@ export class Gateway {
           agentResultGraceMs: config['commands.agentResultGrace'],
           retentionMs: config['commands.ledgerRetention'],
           doorbell: config['commands.doorbell'],
+          resultsMaxLen: config['commands.resultsMaxLen'],
         }),
       );
     }

@@ -26,6 +26,7 @@ import { EpisodeLog, type Logger } from '#shared/log.js';
 import { Counter, type Health, type Registry } from '#shared/metrics.js';
 import type { RedisClient } from '#shared/redis/connect.js';
 import { scripts } from '#shared/redis/scripts.js';
+import { GroupReader, type StreamEntry } from '#shared/streams/group-reader.js';
 import { idTime } from '#shared/streams/inspect.js';
 import type { ProjectionOptions } from './options.js';
 
@@ -82,11 +83,10 @@ export interface ProjectionDeps {
   clock?: Clock;
 }
 
-type RawEntry = [id: string, fields: string[] | null];
+type RawEntry = StreamEntry;
 
 /** State-script calls per pipeline on a standalone server (see runScripts). */
 const SCRIPT_CHUNK = 250;
-type ReadReply = Array<[stream: string, entries: RawEntry[]]> | null;
 interface Batch {
   stream: string;
   entries: RawEntry[];
@@ -106,9 +106,8 @@ export class ProjectionService {
   private readonly metrics: ProjectionMetrics | undefined;
   private readonly clock: Clock;
   private readonly streams: string[];
-  /** Per stream: '>' for new entries, or the id after which own pending entries are re-read. */
-  private readonly cursors = new Map<string, string>();
-  private readonly claimCursors = new Map<string, string>();
+  /** One group reader per partition: it keeps where own pending entries and XAUTOCLAIM are read on. */
+  private readonly readers = new Map<string, GroupReader>();
   private lastClaim = 0;
   private stopped = true;
   private loopDone: Promise<void> | undefined;
@@ -132,19 +131,16 @@ export class ProjectionService {
     this.metrics = deps.metrics ?? (deps.registry ? createProjectionMetrics(deps.registry) : undefined);
     this.clock = deps.clock ?? systemClock;
     this.streams = keys.allTelemetryStreams();
+    const { group, consumer, batchSize } = options;
+    for (const s of this.streams)
+      this.readers.set(s, new GroupReader(client, s, { group, consumer, count: batchSize }));
     this.dropEpisode = new EpisodeLog(this.logger, 'projection dropping entries');
     this.errorEpisode = new EpisodeLog(this.logger, 'projection failing');
   }
 
   /** Creates the consumer group on every partition (from the start of each stream; idempotent). */
   async ensureGroups(): Promise<void> {
-    await Promise.all(
-      this.streams.map((s) =>
-        this.client.xgroup('CREATE', s, this.options.group, '0', 'MKSTREAM').catch((err: Error) => {
-          if (!err.message.startsWith('BUSYGROUP')) throw err;
-        }),
-      ),
-    );
+    await Promise.all([...this.readers.values()].map((r) => r.ensureGroup()));
   }
 
   readonly name = 'projection';
@@ -238,7 +234,7 @@ export class ProjectionService {
       // (after the read in flight, if any, has settled, so its cursor updates come first).
       await this.prefetch?.catch(() => undefined);
       this.prefetch = undefined;
-      for (const s of this.streams) this.cursors.delete(s);
+      for (const r of this.readers.values()) r.rewind();
       this.metrics?.errors.inc();
       this.lastError = err instanceof Error ? err.message : String(err);
       this.errorEpisode.hit({ err: this.lastError });
@@ -263,27 +259,15 @@ export class ProjectionService {
   }
 
   private async read(stream: string): Promise<Batch> {
-    const { group, consumer, batchSize } = this.options;
-    const cursor = this.cursors.get(stream) ?? '0';
-    const reply = (await this.client.xreadgroup(
-      'GROUP',
-      group,
-      consumer,
-      'COUNT',
-      batchSize,
-      'STREAMS',
-      stream,
-      cursor,
-    )) as ReadReply;
-    const entries = reply?.[0]?.[1] ?? [];
-    if (cursor === '>') return { stream, entries };
-    // Re-reading own pending entries: page on, or switch to new entries once none are left.
-    if (entries.length === 0) {
-      this.cursors.set(stream, '>');
-      return this.read(stream);
-    }
-    this.cursors.set(stream, entries[entries.length - 1]![0]);
+    // Own pending entries first (after a failure, or a previous life), then new ones.
+    const { entries } = await this.readerOf(stream).read();
     return { stream, entries };
+  }
+
+  private readerOf(stream: string): GroupReader {
+    const reader = this.readers.get(stream);
+    if (!reader) throw new TypeError(`${stream} is not a telemetry partition of this projection`);
+    return reader;
   }
 
   /** Takes over entries other consumers left pending longer than claimIdle (at most every claimIdle). */
@@ -291,24 +275,13 @@ export class ProjectionService {
     const now = this.clock.now();
     if (now - this.lastClaim < this.options.claimIdle) return [];
     this.lastClaim = now;
-    const { group, consumer, claimIdle, batchSize } = this.options;
     return Promise.all(
       this.streams.map(async (stream) => {
-        const reply = (await this.client.xautoclaim(
-          stream,
-          group,
-          consumer,
-          claimIdle,
-          this.claimCursors.get(stream) ?? '0-0',
-          'COUNT',
-          batchSize,
-        )) as [string, RawEntry[], string[]?];
-        this.claimCursors.set(stream, reply[0]);
-        // Redis 7 removes entries that were trimmed meanwhile from the PEL and lists their ids (3rd element).
-        const deleted = reply[2]?.length ?? 0;
-        if (deleted > 0) this.dropped('missing', deleted, { stream });
-        this.metrics?.claimed.inc(reply[1].length);
-        return { stream, entries: reply[1] };
+        const claimed = await this.readerOf(stream).claim(this.options.claimIdle);
+        // Redis 7 removes entries that were trimmed meanwhile from the PEL and lists their ids.
+        if (claimed.deleted.length > 0) this.dropped('missing', claimed.deleted.length, { stream });
+        this.metrics?.claimed.inc(claimed.entries.length);
+        return { stream, entries: claimed.entries };
       }),
     );
   }
