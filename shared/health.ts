@@ -68,9 +68,9 @@ export interface StateReport {
   readonly count?: number;
 }
 
-/** A loss condition: report each loss with hit(). */
+/** A loss condition: report each loss with hit(); `detail` (where, which) is shown for the last one. */
 export interface LossCondition {
-  hit(n?: number): void;
+  hit(n?: number, detail?: string): void;
 }
 
 interface Loss {
@@ -79,6 +79,7 @@ interface Loss {
   count: number;
   first: number;
   last: number;
+  detail: string | undefined;
 }
 
 interface State {
@@ -114,10 +115,17 @@ export class HealthBook {
    * dropped (gateway.maxPendingEvents were already waiting for Redis)".
    */
   loss(code: HealthCode, what: string): LossCondition {
-    const loss: Loss = { code, what, count: 0, first: 0, last: Number.NEGATIVE_INFINITY };
+    const loss: Loss = {
+      code,
+      what,
+      count: 0,
+      first: 0,
+      last: Number.NEGATIVE_INFINITY,
+      detail: undefined,
+    };
     this.losses.push(loss);
     return {
-      hit: (n = 1) => {
+      hit: (n = 1, detail) => {
         if (n <= 0) return;
         const now = this.clock.now();
         // A loss after a quiet window starts a new count.
@@ -127,6 +135,7 @@ export class HealthBook {
         }
         loss.count += n;
         loss.last = now;
+        loss.detail = detail;
       },
     };
   }
@@ -162,7 +171,7 @@ export class HealthBook {
       if (now - l.last >= this.lossWindowMs) continue;
       reasons.push({
         code: l.code,
-        message: `${l.count} ${l.what} since ${iso(l.first)}, the last at ${iso(l.last)} (reported for ${formatMs(this.lossWindowMs)} after the last, health.lossWindow)`,
+        message: `${l.count} ${l.what} since ${iso(l.first)}, the last at ${iso(l.last)}${l.detail ? ` (${l.detail})` : ''}; reported for ${formatMs(this.lossWindowMs)} after the last (health.lossWindow)`,
         count: l.count,
         since: iso(l.first),
         last: iso(l.last),

@@ -332,7 +332,7 @@ export class RetentionService {
         }
         if (g.lost > 0) {
           m?.forcedLoss.inc(gl, g.lost);
-          this.forcedTrim.hit(g.lost);
+          this.forcedTrim.hit(g.lost, `${g.lost} of ${s.key}, group ${g.name}`);
           this.logger.error(
             {
               stream: s.key,
