@@ -24,6 +24,7 @@ import { retentionFactories } from '../../gateway/retention/factory.js';
 import type { ServiceFactory } from '../../gateway/services.js';
 import { runScript } from '../harness/agent-process.js';
 import { startGateway } from '../harness/gateway.js';
+import { startMosquitto } from '../harness/mosquitto.js';
 import { freePort } from '../harness/ports.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { startLocalRedis, useLocalRedis } from '../harness/redis-server.js';
@@ -129,6 +130,24 @@ describe('gateway', () => {
     expect(h.codes).toEqual(['publishes-refused']);
     expect(h.reasons[0]).toMatchObject({ count: 1 });
     expect(await local.client.xlen(gw.keys.rejected())).toBe(1);
+    await healthyAgain(gw.port);
+  });
+
+  it('publishes-refused in bridge mode: a malformed publish taken from a real mosquitto', async () => {
+    const mosquitto = await startMosquitto();
+    cleanups.push(() => mosquitto.stop());
+    const gw = await gateway({
+      'gateway.mode': 'bridge',
+      'bridge.url': mosquitto.url,
+      'bridge.group': randomPrefix(),
+      'bridge.connections': 1,
+    });
+    const device = await mqtt.connectAsync(mosquitto.url, { clientId: 'bad-1', reconnectPeriod: 0 });
+    cleanups.push(() => device.endAsync(true));
+    await device.publishAsync('devices/bad-1/telemetry/t', '{"seq": 1, "v":', { qos: 1 });
+    const reason = await unhealthyWith(gw.port, 'publishes-refused');
+    expect(reason.count).toBe(1);
+    await waitFor(async () => (await local.client.xlen(gw.keys.rejected())) === 1, 10_000, 'rejected entry');
     await healthyAgain(gw.port);
   });
 
