@@ -71,6 +71,7 @@ export class Agent {
       logger,
       metrics: createProducerMetrics(this.registry),
       clock: this.clock,
+      health: this.health,
       hooks: {
         onFailed: (entries, error) => this.forward?.onFailed(entries, error) ?? false,
         onAcked: (entries) => this.forward?.onAcked(entries, 'live'),

@@ -105,6 +105,7 @@ export class Gateway {
       logger,
       metrics: createProducerMetrics(this.registry),
       clock: this.clock,
+      health: this.health,
       hooks: { onAcked: (entries, outcome) => ingestor?.onAcked(entries, outcome) },
     });
     this.sequencer = new GatewaySequencer(

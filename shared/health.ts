@@ -32,6 +32,7 @@ export const HEALTH_CODES = [
   'presence-dropped',
   'publishes-refused',
   'readings-dropped',
+  'sequence-forgotten',
   'journal-dropped',
   'projection-lag',
   'projection-dropped',
@@ -102,6 +103,7 @@ export function joinHealth(parts: Iterable<Health>): Health {
 /** The named conditions of one component (or process), and its report. */
 export class HealthBook {
   private readonly losses: Loss[] = [];
+  private readonly conditions = new Map<HealthCode, LossCondition>();
   private readonly states: State[] = [];
   private readonly sources: Array<() => Health> = [];
 
@@ -113,8 +115,12 @@ export class HealthBook {
   /**
    * A loss condition. `what` completes "<count> ...", e.g. "presence events
    * dropped (gateway.maxPendingEvents were already waiting for Redis)".
+   * Asked again for a code it has, it returns that condition: several parts
+   * of a process (the agent's live and replay producers) then count as one.
    */
   loss(code: HealthCode, what: string): LossCondition {
+    const known = this.conditions.get(code);
+    if (known) return known;
     const loss: Loss = {
       code,
       what,
@@ -124,7 +130,7 @@ export class HealthBook {
       detail: undefined,
     };
     this.losses.push(loss);
-    return {
+    const condition: LossCondition = {
       hit: (n = 1, detail) => {
         if (n <= 0) return;
         const now = this.clock.now();
@@ -138,6 +144,8 @@ export class HealthBook {
         loss.detail = detail;
       },
     };
+    this.conditions.set(code, condition);
+    return condition;
   }
 
   /** A state condition: `check` is asked at every report and returns a report while the state holds. */

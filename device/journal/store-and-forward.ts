@@ -163,6 +163,7 @@ export class StoreAndForward {
     this.replayProducer = new TelemetryProducer(client, keys, producerOpts, {
       logger: deps.logger,
       clock,
+      health: deps.health,
       hooks: {
         onAcked: (entries) => this.onAcked(entries, 'replay'),
         onFailed: (entries) => {

@@ -151,6 +151,24 @@ describe('gateway', () => {
     await healthyAgain(gw.port);
   });
 
+  it('sequence-forgotten: out-of-order sequence numbers beyond producer.maxGaps', async () => {
+    const gw = await gateway({ 'producer.maxGaps': 1 });
+    const device = await mqtt.connectAsync(gw.url, { clientId: 'gap-1', reconnectPeriod: 0 });
+    cleanups.push(() => device.endAsync(true));
+    // 1, then 3 and 5: two ranges above the mark, one more than the bound, so the gap at 2 is closed.
+    for (const seq of [1, 3, 5])
+      await device.publishAsync('devices/gap-1/telemetry/t', JSON.stringify({ seq, v: seq }), { qos: 1 });
+    const h = await healthz(gw.port);
+    expect(h.status).toBe(503);
+    expect(h.codes).toEqual(['sequence-forgotten']);
+    expect(h.reasons[0]).toMatchObject({ count: 1 });
+    // Which is why it is reported: seq 2, late, is refused now.
+    await device.publishAsync('devices/gap-1/telemetry/t', JSON.stringify({ seq: 2, v: 2 }), { qos: 1 });
+    const stored = await local.client.xrange(gw.keys.telemetryStreamFor('gap-1'), '-', '+');
+    expect(stored).toHaveLength(3);
+    await healthyAgain(gw.port);
+  });
+
   it('back-pressure: while the producer buffer is full the gateway reads nothing more, and says so', async () => {
     const gw = await gateway({ 'producer.maxBufferedEntries': 10, 'producer.batchMaxEntries': 5 });
     const device = await mqtt.connectAsync(gw.url, { clientId: 'bp-1', reconnectPeriod: 0 });

@@ -81,6 +81,13 @@ describe('HealthBook', () => {
     expect(joinHealth([])).toEqual({ healthy: true, reasons: [] });
   });
 
+  it('one code is one condition: asked twice, a book gives the same one (two producers count as one)', () => {
+    const book = new HealthBook(1000, manualClock());
+    book.loss('sequence-forgotten', 'numbers forgotten').hit(2);
+    book.loss('sequence-forgotten', 'numbers forgotten').hit(3);
+    expect(book.report().reasons).toMatchObject([{ code: 'sequence-forgotten', count: 5 }]);
+  });
+
   it('defaults the window to health.lossWindow, and every code is documented in docs/operator.md', () => {
     expect(healthSchema['health.lossWindow'].default).toBe(60_000);
     const doc = readFileSync(new URL('../../docs/operator.md', import.meta.url), 'utf8');
