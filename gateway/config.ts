@@ -1,5 +1,6 @@
 /** The gateway's options: every key, its default, its environment variable and flag (docs/gateway.md). */
 import { type ConfigOf, opt } from '#shared/config/schema.js';
+import { healthSchema } from '#shared/health.js';
 import { logSchema } from '#shared/log.js';
 import { metricsSchema } from '#shared/metrics.js';
 import { redisSchema } from '#shared/redis/options.js';
@@ -185,6 +186,7 @@ export const gatewaySchema = {
   'producer.lingerMs': { ...producerSchema['producer.lingerMs'], default: 1 },
   ...logSchema,
   ...metricsSchema,
+  ...healthSchema,
   ...dashboardSchema,
   ...retentionSchema,
   ...projectionSchema,

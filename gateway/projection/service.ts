@@ -21,9 +21,10 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { type Clock, systemClock } from '#shared/clock.js';
 import { decodeEncodedEnvelope, type EncodedEnvelope } from '#shared/envelope.js';
+import { type Health, HealthBook, type LossCondition } from '#shared/health.js';
 import type { Keys } from '#shared/keys.js';
 import { EpisodeLog, type Logger } from '#shared/log.js';
-import { Counter, type Health, type Registry } from '#shared/metrics.js';
+import { Counter, type Registry } from '#shared/metrics.js';
 import type { RedisClient } from '#shared/redis/connect.js';
 import { scripts } from '#shared/redis/scripts.js';
 import { GroupReader, type StreamEntry } from '#shared/streams/group-reader.js';
@@ -81,6 +82,8 @@ export interface ProjectionDeps {
   registry?: Registry;
   metrics?: ProjectionMetrics;
   clock?: Clock;
+  /** health.lossWindow: how long a drop keeps health() unhealthy. */
+  lossWindowMs?: number;
 }
 
 type RawEntry = StreamEntry;
@@ -98,8 +101,8 @@ interface DeviceFold {
   readings: Map<string, { seq: number; packed: string }>;
 }
 
-/** How long a drop keeps /healthz unhealthy (a dropping component never reports healthy). */
-const DROP_HEALTH_WINDOW_MS = 60_000;
+/** How often the group's lag is measured for health (one XINFO GROUPS per partition). */
+export const LAG_CHECK_INTERVAL_MS = 1000;
 
 export class ProjectionService {
   private readonly logger: Logger;
@@ -112,8 +115,12 @@ export class ProjectionService {
   private stopped = true;
   private loopDone: Promise<void> | undefined;
   private wake: (() => void) | undefined;
-  private lastDropAt = Number.NEGATIVE_INFINITY;
   private lastError: string | undefined;
+  /** Entries of the group not yet folded in (lag + pending over the partitions), at the last check. */
+  private lag: number | undefined;
+  private lagTimer: NodeJS.Timeout | undefined;
+  private readonly book: HealthBook;
+  private readonly dropHealth: LossCondition;
   /** The next round's read, started while the current round is folded in. */
   private prefetch: Promise<Batch[]> | undefined;
   private closing = false;
@@ -136,6 +143,22 @@ export class ProjectionService {
       this.readers.set(s, new GroupReader(client, s, { group, consumer, count: batchSize }));
     this.dropEpisode = new EpisodeLog(this.logger, 'projection dropping entries');
     this.errorEpisode = new EpisodeLog(this.logger, 'projection failing');
+    this.book = new HealthBook(deps.lossWindowMs, this.clock);
+    this.dropHealth = this.book.loss(
+      'projection-dropped',
+      'telemetry entries the projection could not fold in: undecodable, or trimmed before it read them (see projection_dropped_total)',
+    );
+    this.book.state('projection-failing', () =>
+      this.lastError ? { message: `projection rounds failing: ${this.lastError}` } : undefined,
+    );
+    this.book.state('projection-lag', () => {
+      const { maxLag } = this.options;
+      if (maxLag <= 0 || this.lag === undefined || this.lag <= maxLag) return undefined;
+      return {
+        message: `the projection is ${this.lag} entries behind, over projection.maxLag (${maxLag}): the latest-state view is stale`,
+        count: this.lag,
+      };
+    });
   }
 
   /** Creates the consumer group on every partition (from the start of each stream; idempotent). */
@@ -150,11 +173,21 @@ export class ProjectionService {
     await this.ensureGroups();
     this.stopped = false;
     this.loopDone = this.loop();
+    if (this.options.maxLag > 0) {
+      // Its own timer, not the loop's: a projection stuck in a slow round is exactly what it must see.
+      this.lagTimer = this.clock.setInterval(() => {
+        this.measureLag().catch(() => {
+          // Redis unreachable: the failing rounds report it (projection-failing).
+        });
+      }, LAG_CHECK_INTERVAL_MS);
+    }
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     this.closing = true;
+    if (this.lagTimer) this.clock.clearInterval(this.lagTimer);
+    this.lagTimer = undefined;
     this.wake?.();
     await this.loopDone;
     // Fold in and acknowledge what the last round read ahead, rather than leave it pending.
@@ -162,11 +195,31 @@ export class ProjectionService {
   }
 
   health(): Health {
-    const reasons: string[] = [];
-    if (this.clock.now() - this.lastDropAt < DROP_HEALTH_WINDOW_MS)
-      reasons.push('projection: dropped entries it could not fold in (see projection_dropped_total)');
-    if (this.lastError) reasons.push(`projection: ${this.lastError}`);
-    return { healthy: reasons.length === 0, reasons };
+    return this.book.report();
+  }
+
+  /**
+   * Entries of the group not yet folded in, over every partition: XINFO GROUPS
+   * `lag` (not yet delivered) plus `pending` (delivered, not acknowledged).
+   * Redis 7 answers a null lag when it cannot tell (after XDEL or XSETID past
+   * entries, see the XINFO GROUPS docs); such a partition counts its pending only.
+   */
+  async measureLag(): Promise<number> {
+    const perStream = await Promise.all(
+      this.streams.map(async (stream) => {
+        const groups = (await this.client.xinfo('GROUPS', stream)) as unknown[][];
+        for (const g of groups) {
+          const info = new Map<string, unknown>();
+          for (let i = 0; i + 1 < g.length; i += 2) info.set(String(g[i]), g[i + 1]);
+          if (info.get('name') !== this.options.group) continue;
+          const lag = info.get('lag');
+          return Number(info.get('pending') ?? 0) + (typeof lag === 'number' ? lag : 0);
+        }
+        return 0;
+      }),
+    );
+    this.lag = perStream.reduce((a, b) => a + b, 0);
+    return this.lag;
   }
 
   /**
@@ -385,7 +438,7 @@ export class ProjectionService {
   private dropped(reason: 'invalid' | 'missing', n: number, fields: Record<string, unknown>): void {
     this.drops += n;
     this.metrics?.dropped.inc({ reason }, n);
-    this.lastDropAt = this.clock.now();
+    this.dropHealth.hit(n);
     this.dropEpisode.hit({ reason, ...fields }, n);
   }
 }
