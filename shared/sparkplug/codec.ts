@@ -182,12 +182,12 @@ function decodeMetric(m: RawMetric): SparkplugMetric {
   if (m.isHistorical) metric.isHistorical = true;
   if (m.isTransient) metric.isTransient = true;
   if (!m.isNull && m.value !== undefined)
-    metric.value = valueOf(m, datatype, m.name ?? `alias ${metric.alias}`);
+    metric.value = readValue(m, datatype, m.name ?? `alias ${metric.alias}`);
   return metric;
 }
 
 /** The value in the field a datatype names; a value in another field is an error. */
-function valueOf(m: RawMetric | RawDataSetValue, datatype: number, what: string): MetricValue {
+function readValue(m: RawMetric | RawDataSetValue, datatype: number, what: string): MetricValue {
   const field = m.value;
   const want = (f: string) => {
     if (field !== f)
@@ -264,7 +264,7 @@ function decodeDataSet(d: RawDataSet, what: string): DataSetValue {
       throw new SparkplugPayloadError(
         `metric ${what}: DataSet row of ${cells.length} cells, not ${columns.length}`,
       );
-    return cells.map((c, i) => (c.value === undefined ? null : valueOf(c, types[i]!, `${what} column ${i}`)));
+    return cells.map((c, i) => (c.value === undefined ? null : readValue(c, types[i]!, `${what} column ${i}`)));
   });
   return { columns, types: names, rows };
 }
