@@ -62,7 +62,7 @@ import { type RedisClient, reconnectDelay } from '#shared/redis/connect.js';
 import { scripts } from '#shared/redis/scripts.js';
 import { ExpiresTooSoonError } from './bridge.js';
 import type { Done } from './ingest.js';
-import type { DeviceReach, GatewayContext, GatewayService } from './services.js';
+import type { DeviceReach, GatewayContext, GatewayService, RoutedCommand } from './services.js';
 
 export const COMMAND_GROUP = 'gateways';
 /** After its deadline, how long a `delivered` command waits for the gateway holding it before the sweeper ends it. */
@@ -440,6 +440,12 @@ export class CommandDelivery implements GatewayService {
     if (online && !online.has(h.deviceId)) return;
     // Never after the deadline [docs/guarantees.md §2: expired commands are never executed].
     if (h.command.deadline <= c.clock.now()) return;
+    // Hook: a protocol's devices (Sparkplug B NCMD/DCMD, gateway/sparkplug) take it in their own form.
+    const routed = c.commandRoute?.route(h.deviceId, h.command);
+    if (routed) {
+      this.publishRouted(h, routed);
+      return;
+    }
     const { id, name, args, deadline, issuedAt } = h.command;
     const payload = Buffer.from(JSON.stringify({ id, name, args, deadline, issuedAt }));
     const topic = c.templates.commands.topicFor(h.deviceId);
@@ -468,6 +474,33 @@ export class CommandDelivery implements GatewayService {
           h.retry = undefined;
           h.sending = false;
           if (this.running) this.publishHeld(h);
+        }, REPUBLISH_DELAY_MS);
+      },
+    );
+  }
+
+  /** A routed command has no reply: `succeeded` once the broker took it, with the topic as output. */
+  private publishRouted(h: Held, r: RoutedCommand): void {
+    if (h.sending) return;
+    h.sending = true;
+    const c = this.ctx;
+    const about = { deviceId: h.deviceId, command: h.command.id, what: 'a routed command' };
+    c.publishToDevice(r.topic, r.payload, r.qos).then(
+      () =>
+        void this.settle(
+          () =>
+            this.finish(h.deviceId, h.entryId, h.command, h.fields, 'succeeded', undefined, true, {
+              output: { topic: r.topic },
+            }),
+          about,
+        ),
+      (err: Error) => {
+        c.logger.warn({ ...about, error: err.message }, 'command publish failed');
+        h.retry = c.clock.setTimeout(() => {
+          h.retry = undefined;
+          h.sending = false;
+          if (this.running && this.held.get(CommandDelivery.key(h.deviceId, h.command.id)) === h)
+            this.publishHeld(h);
         }, REPUBLISH_DELAY_MS);
       },
     );

@@ -264,7 +264,9 @@ function decodeDataSet(d: RawDataSet, what: string): DataSetValue {
       throw new SparkplugPayloadError(
         `metric ${what}: DataSet row of ${cells.length} cells, not ${columns.length}`,
       );
-    return cells.map((c, i) => (c.value === undefined ? null : readValue(c, types[i]!, `${what} column ${i}`)));
+    return cells.map((c, i) =>
+      c.value === undefined ? null : readValue(c, types[i]!, `${what} column ${i}`),
+    );
   });
   return { columns, types: names, rows };
 }
