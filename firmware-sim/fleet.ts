@@ -32,7 +32,9 @@ import { createModel, ratePerDevice } from './profiles.js';
 import { type TasmotaDevice, tasmotaDevices } from './tasmota-device.js';
 
 export type { DeviceInfo, DeviceKind } from './device.js';
+export { KindStats } from './device.js';
 export type { AuditReport } from './ledger.js';
+export { SparkplugNode, type SparkplugNodeOptions } from './sparkplug-node.js';
 
 export type FleetOptions = Partial<SimConfig>;
 
