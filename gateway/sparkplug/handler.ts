@@ -179,22 +179,24 @@ export class SparkplugHandler implements ProtocolHandler {
       done();
       return;
     }
+    // One rebirth request per message at most, for the first reason found.
+    let rebirth: RebirthReason | undefined;
     if (t.type !== 'NBIRTH') {
-      if (!session.born) this.requestRebirth(t, session, 'no-birth');
+      if (!session.born) rebirth = 'no-birth';
       else if (payload.seq !== undefined && session.lastSeq !== undefined) {
         if (payload.seq === session.lastSeq && payload.timestamp === session.lastTimestamp) {
           this.duplicates.inc();
           done();
           return;
         }
-        if (payload.seq !== nextSeq(session.lastSeq)) this.requestRebirth(t, session, 'seq-gap');
+        if (payload.seq !== nextSeq(session.lastSeq)) rebirth = 'seq-gap';
       }
       if (payload.seq !== undefined) {
         session.lastSeq = payload.seq;
         session.lastTimestamp = payload.timestamp;
       }
     }
-    this.take(t, session, nodeId, deviceId, payload, pub, sink, done);
+    this.take(t, session, nodeId, deviceId, payload, pub, sink, done, rebirth);
   }
 
   /** A new session; undefined when it is the current birth again (same bdSeq, seq and timestamp). */
@@ -251,6 +253,7 @@ export class SparkplugHandler implements ProtocolHandler {
     pub: IncomingPublish,
     sink: IngestSink,
     done: Done,
+    rebirth: RebirthReason | undefined,
   ): void {
     const birth = t.type === 'NBIRTH' || t.type === 'DBIRTH';
     if (t.type === 'DBIRTH' && t.kind === 'device') session.devices.add(t.device);
@@ -286,8 +289,9 @@ export class SparkplugHandler implements ProtocolHandler {
       parts.push((d) => sink.presence(deviceId, online ? 'birth' : 'death', text, d));
     }
     if (readings.length > 0) parts.push((d) => sink.append(deviceId, readings, pub, SPARKPLUG, d));
+    if (rebirth !== undefined || unknown.length > 0)
+      this.requestRebirth(t, session, rebirth ?? 'unknown-alias');
     if (unknown.length > 0) {
-      this.requestRebirth(t, session, 'unknown-alias');
       const which = unknown.map((a) => (a < 0 ? 'a metric with neither name nor alias' : `alias ${a}`));
       const detail = `sparkplug ${t.type}: ${which.join(', ')} not defined by a birth certificate of ${nodeId}; rebirth requested`;
       parts.push((d) => sink.reject('unknown-alias', detail, pub, deviceId, d, SPARKPLUG));
