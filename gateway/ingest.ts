@@ -72,6 +72,18 @@ export interface IngestSink {
   seen(deviceId: string): void;
 }
 
+/** A callback to call `n` times: `done` runs on the last call (at once when `n` is 0). */
+export function countdown(n: number, done: Done): Done {
+  if (n === 0) {
+    done();
+    return () => {};
+  }
+  let left = n;
+  return () => {
+    if (--left === 0) done();
+  };
+}
+
 /** A protocol that takes its own topics before the templates and mappings (Sparkplug B: gateway/sparkplug). */
 export interface ProtocolHandler {
   claims(topic: string): boolean;
@@ -413,14 +425,7 @@ export class Ingestor {
     mapping: string,
     done: Done,
   ): void {
-    if (readings.length === 0) {
-      done();
-      return;
-    }
-    let left = readings.length;
-    const one = () => {
-      if (--left === 0) done();
-    };
+    const one = countdown(readings.length, done);
     for (const reading of readings) {
       this.deps.sequencer.assign(deviceId, (seq) => {
         let entry: EncodedEnvelope;

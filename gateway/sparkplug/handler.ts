@@ -41,7 +41,14 @@ import {
   type SparkplugTopic,
   sparkplugDeviceId,
 } from '#shared/sparkplug/topic.js';
-import type { Done, IncomingPublish, IngestSink, ProtocolHandler, SinkReading } from '../ingest.js';
+import {
+  countdown,
+  type Done,
+  type IncomingPublish,
+  type IngestSink,
+  type ProtocolHandler,
+  type SinkReading,
+} from '../ingest.js';
 import type { SparkplugOptions } from './options.js';
 import { type NodeSession, NodeSessions, nextSeq } from './session.js';
 
@@ -234,12 +241,10 @@ export class SparkplugHandler implements ProtocolHandler {
     const text = Buffer.from(JSON.stringify({ type: 'NDEATH', bdSeq }));
     const [group, node] = nodeKey.split('/') as [string, string];
     const ids = [nodeId, ...devices.map((d) => sparkplugDeviceId(group, node, d))];
-    let left = ids.length;
+    const one = countdown(ids.length, done);
     for (const id of ids) {
       this.onPresence?.(id, false);
-      sink.presence(id, 'death', text, () => {
-        if (--left === 0) done();
-      });
+      sink.presence(id, 'death', text, one);
     }
   }
 
@@ -296,14 +301,7 @@ export class SparkplugHandler implements ProtocolHandler {
       const detail = `sparkplug ${t.type}: ${which.join(', ')} not defined by a birth certificate of ${nodeId}; rebirth requested`;
       parts.push((d) => sink.reject('unknown-alias', detail, pub, deviceId, d, SPARKPLUG));
     }
-    if (parts.length === 0) {
-      done();
-      return;
-    }
-    let left = parts.length;
-    const one = () => {
-      if (--left === 0) done();
-    };
+    const one = countdown(parts.length, done);
     for (const p of parts) p(one);
   }
 

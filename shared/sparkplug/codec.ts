@@ -89,26 +89,7 @@ export interface SparkplugPayload {
 const root = protobuf.parse(SPARKPLUG_B_PROTO, { keepCase: false }).root;
 const PayloadType = root.lookupType('org.eclipse.tahu.protobuf.Payload');
 
-/** The fields of a decoded protobufjs Metric message that this codec reads. */
-interface RawMetric {
-  name?: string;
-  alias?: Long | number;
-  timestamp?: Long | number;
-  datatype?: number;
-  isHistorical?: boolean;
-  isTransient?: boolean;
-  isNull?: boolean;
-  value?: string;
-  intValue?: number;
-  longValue?: Long | number;
-  floatValue?: number;
-  doubleValue?: number;
-  booleanValue?: boolean;
-  stringValue?: string;
-  bytesValue?: Uint8Array;
-  datasetValue?: RawDataSet;
-}
-
+/** The value fields of a decoded DataSet cell; `value` names the oneof field that is set. */
 interface RawDataSetValue {
   value?: string;
   intValue?: number;
@@ -117,6 +98,19 @@ interface RawDataSetValue {
   doubleValue?: number;
   booleanValue?: boolean;
   stringValue?: string;
+}
+
+/** The fields of a decoded protobufjs Metric message that this codec reads: a cell's, and more. */
+interface RawMetric extends RawDataSetValue {
+  name?: string;
+  alias?: Long | number;
+  timestamp?: Long | number;
+  datatype?: number;
+  isHistorical?: boolean;
+  isTransient?: boolean;
+  isNull?: boolean;
+  bytesValue?: Uint8Array;
+  datasetValue?: RawDataSet;
 }
 
 interface RawDataSet {
