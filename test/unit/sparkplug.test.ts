@@ -186,8 +186,8 @@ function harness() {
       registry: createRegistry({}, false),
     },
   );
-  const send = (topic: string, payload: Buffer) => {
-    const pub: IncomingPublish = { topic, payload, identity: undefined };
+  const send = (topic: string, payload: Buffer, identity?: string) => {
+    const pub: IncomingPublish = { topic, payload, identity };
     handler.handle(pub, sink, () => dones++);
   };
   return { handler, send, appended, rejected, presence, published, dones: () => dones };
@@ -276,6 +276,20 @@ describe('handler', () => {
       ['G:n:d', 'death'],
     ]);
     expect(h.dones()).toBe(4);
+  });
+
+  it('broker mode: only the edge node itself publishes for it and subscribes to its commands', () => {
+    const h = harness();
+    h.send('spBv1.0/G/NBIRTH/n', birth(0), 'G:other');
+    expect(h.rejected).toEqual(['unauthorized: sparkplug: device G:other may not publish as edge node G:n']);
+    h.send('spBv1.0/G/NBIRTH/n', birth(0), 'G:n');
+    expect(h.presence).toEqual([['G:n', 'birth']]);
+    expect(h.handler.allowsSubscribe('G:n', 'spBv1.0/G/NCMD/n')).toBe(true);
+    expect(h.handler.allowsSubscribe('G:n', 'spBv1.0/G/DCMD/n/+')).toBe(true);
+    expect(h.handler.allowsSubscribe('G:n', 'spBv1.0/STATE/+')).toBe(true);
+    expect(h.handler.allowsSubscribe('G:n', 'spBv1.0/G/NCMD/other')).toBe(false);
+    expect(h.handler.allowsSubscribe('G:n', 'spBv1.0/G/NDATA/n')).toBe(false);
+    expect(h.handler.allowsSubscribe('G:n', 'spBv1.0/#')).toBe(false);
   });
 
   it('routes commands of known nodes as NCMD/DCMD and leaves other ids alone', () => {
