@@ -24,7 +24,7 @@ import { startMosquitto } from '../test/harness/mosquitto.js';
 import { freePort } from '../test/harness/ports.js';
 import { spawnTracked, waitExit, waitForPort } from '../test/harness/process.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
-import { nextSeq, payload, saturate } from './mqtt-load.js';
+import { nextSeq, payload, saturate } from './_mqtt-load.js';
 
 const { values } = parseArgs({
   options: {

@@ -46,12 +46,27 @@ const env = (name: string, fallback: number) => {
   const v = Number(process.env[name]);
   return Number.isFinite(v) && v > 0 ? v : fallback;
 };
-const DEVICES = env('FLEET_BENCH_DEVICES', 2000);
-const SECONDS = env('FLEET_BENCH_SECONDS', 60);
-const COMMANDS_PER_S = env('FLEET_BENCH_COMMANDS', 100);
-const COMMAND_AGENTS = env('FLEET_BENCH_COMMAND_AGENTS', 50);
 const PREFIX = 'benchf';
-const RAMP_MS = Math.min(10_000, SECONDS * 200);
+
+/** One fleet run's shape; `npm run bench -- fleet` takes it from the environment, fleet-scale sets it per step. */
+export interface FleetRun {
+  devices: number;
+  seconds: number;
+  commandsPerS: number;
+  commandAgents: number;
+  /** Extra gateway options, `key=value,...` (experiments, e.g. projection.enabled=false). */
+  gatewaySet: string;
+}
+
+export function fleetRunFromEnv(): FleetRun {
+  return {
+    devices: env('FLEET_BENCH_DEVICES', 2000),
+    seconds: env('FLEET_BENCH_SECONDS', 60),
+    commandsPerS: env('FLEET_BENCH_COMMANDS', 100),
+    commandAgents: env('FLEET_BENCH_COMMAND_AGENTS', 50),
+    gatewaySet: process.env.FLEET_BENCH_GATEWAY_SET ?? '',
+  };
+}
 
 /** Peak resident memory of a process, from /proc (VmHWM), in MiB. */
 function peakRssMb(pid: number | undefined): number {
@@ -168,7 +183,19 @@ async function commandLoad(
   return { latencies, byKind, failed, statuses };
 }
 
-export async function run(): Promise<Record<string, unknown>> {
+export function run(): Promise<Record<string, unknown>> {
+  return runFleet(fleetRunFromEnv());
+}
+
+/** Redis, the gateway and the fleet as their own processes, commands from here; the figures of one run. */
+export async function runFleet(shape: FleetRun): Promise<Record<string, unknown>> {
+  const {
+    devices: DEVICES,
+    seconds: SECONDS,
+    commandsPerS: COMMANDS_PER_S,
+    commandAgents: COMMAND_AGENTS,
+  } = shape;
+  const RAMP_MS = Math.min(10_000, SECONDS * 200);
   const redis = await startLocalRedis();
   const dir = mkdtempSync(join(tmpdir(), 'bench-fleet-'));
   const port = await freePort();
@@ -182,7 +209,7 @@ export async function run(): Promise<Record<string, unknown>> {
     'log.level': 'warn',
     'metrics.port': metricsPort,
     ...Object.fromEntries(
-      (process.env.FLEET_BENCH_GATEWAY_SET ?? '')
+      shape.gatewaySet
         .split(',')
         .filter(Boolean)
         .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),

@@ -17,7 +17,7 @@
  *                          publish -> readable)
  *
  * GATEWAY_BENCH_SET='key=value,...' adds options to the broker-mode gateway,
- * BRIDGE_CONN sets the bridge's connections (default 32), for experiments.
+ * BRIDGE_CONN sets the bridge's connections (default: the gateway's, bridge.connections), for experiments.
  *
  * Every server runs as its own process (the gateway through its CLI), each on
  * free ports in a temporary directory; the system nats-server and mosquitto
@@ -39,7 +39,7 @@ import { startMosquitto } from '../test/harness/mosquitto.js';
 import { freePort } from '../test/harness/ports.js';
 import { spawnTracked, waitExit, waitForPort } from '../test/harness/process.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
-import { nextSeq, payload, saturate } from './mqtt-load.js';
+import { nextSeq, payload, saturate } from './_mqtt-load.js';
 
 const PUBLISHERS = 20;
 const WINDOW = 32;
@@ -263,7 +263,8 @@ async function gatewayBridge(redisUrl: string): Promise<number> {
     'gateway.mode': 'bridge',
     'gateway.id': 'bench-bridge',
     'bridge.url': mosq.url,
-    'bridge.connections': Number(process.env.BRIDGE_CONN ?? 32),
+    // The defaults (bridge.connections, bridge.inflight) unless an experiment sets them.
+    ...(process.env.BRIDGE_CONN ? { 'bridge.connections': Number(process.env.BRIDGE_CONN) } : {}),
     'redis.url': redisUrl,
     'redis.keyPrefix': 'benchr',
     'commands.enabled': false,

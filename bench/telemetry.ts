@@ -64,7 +64,7 @@ async function agent(url: string, idempotent: boolean): Promise<{ perSecond: num
     [
       '--import',
       'tsx',
-      'bench/telemetry-agent.ts',
+      'bench/_telemetry-agent.ts',
       url,
       String(COUNT),
       idempotent ? '1' : '0',

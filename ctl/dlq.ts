@@ -19,20 +19,17 @@
  * dead letters themselves (30 days).
  */
 import { createHash } from 'node:crypto';
-import {
-  type Command,
-  decodeCommand,
-  decodeResult,
-  encodeCommand,
-  fieldMap,
-} from '#shared/commands/codec.js';
+import { type Command, decodeResult, encodeCommand } from '#shared/commands/codec.js';
+import { type DeadLetter, decodeDeadLetter } from '#shared/commands/deadletter.js';
+import { replayCommand } from '#shared/commands/scripts.js';
 import { commandStatus, DEFAULT_LEDGER_RETENTION_MS, ringDoorbell } from '#shared/commands/send.js';
-import { describeError, UsageError } from '#shared/errors.js';
+import { UsageError } from '#shared/errors.js';
 import { DEVICE_ID_PATTERN, type Keys } from '#shared/keys.js';
 import type { RedisClient } from '#shared/redis/connect.js';
-import { scripts } from '#shared/redis/scripts.js';
 import { idTime } from '#shared/streams/inspect.js';
 import { type CtlCommand, table } from './context.js';
+
+export { type DeadLetter, decodeDeadLetter };
 
 const USAGE = `Usage:
   ctl dlq list [count]              the newest [count] (default 50) dead-lettered commands
@@ -46,49 +43,6 @@ const DEFAULT_REPLAY_RECORD_TTL_MS = 60 * 86_400_000;
 
 /** How many results entries a repeated replay reads looking for the replay's result once its ledger is gone. */
 const RESULT_SEARCH_LIMIT = 10_000;
-
-export interface DeadLetter {
-  /** Id of the entry in the dead-letter stream. */
-  readonly id: string;
-  readonly deviceId: string;
-  readonly commandId: string;
-  /** The command stream and entry the command came from. */
-  readonly source?: string;
-  readonly entryId?: string;
-  readonly errorClass?: string;
-  readonly message?: string;
-  readonly attempts: number;
-  /** The original command, when its fields still decode. */
-  readonly command?: Command;
-  /** Why the original command cannot be rebuilt, when it cannot. */
-  readonly problem?: string;
-}
-
-export function decodeDeadLetter(id: string, fields: readonly string[]): DeadLetter {
-  const map = fieldMap(fields);
-  let command: Command | undefined;
-  let problem: string | undefined;
-  try {
-    const original = JSON.parse(map.get('o') ?? 'null') as unknown;
-    if (typeof original !== 'object' || original === null || Array.isArray(original))
-      throw new TypeError('the original command (field "o") is missing');
-    command = decodeCommand(Object.entries(original as Record<string, string>).flat());
-  } catch (err) {
-    problem = describeError(err);
-  }
-  return {
-    id,
-    deviceId: map.get('d') ?? '',
-    commandId: map.get('i') ?? command?.id ?? '',
-    source: map.get('src'),
-    entryId: map.get('e'),
-    errorClass: map.get('ec'),
-    message: map.get('m'),
-    attempts: Number(map.get('at') ?? 0),
-    command,
-    problem,
-  };
-}
 
 /** The id a replay of this dead letter runs under: stable, so a second replay is deduplicated. */
 export function replayId(dead: Pick<DeadLetter, 'id' | 'commandId'>): string {
@@ -140,21 +94,25 @@ export async function replay(
     correlationId: original.correlationId,
   };
   const { fields } = encodeCommand(command);
-  const [code, replayedAs, entryId, at] = await scripts(client).replayCommand(
-    keys.commands(dead.deviceId),
-    keys.commandLedger(dead.deviceId, id),
-    keys.replayRecord(dead.deviceId, dead.id),
-    command.deadline + DEFAULT_LEDGER_RETENTION_MS,
+  const {
+    queued,
+    replayId: replayedAs,
+    entryId,
+    replayedAt,
+  } = await replayCommand(client, {
+    stream: keys.commands(dead.deviceId),
+    ledger: keys.commandLedger(dead.deviceId, id),
+    record: keys.replayRecord(dead.deviceId, dead.id),
+    expireAt: command.deadline + DEFAULT_LEDGER_RETENTION_MS,
     now,
-    now + (options.recordTtlMs ?? DEFAULT_REPLAY_RECORD_TTL_MS),
-    id,
-    ...fields,
-  );
-  if (Number(code) === 1) {
+    recordExpireAt: now + (options.recordTtlMs ?? DEFAULT_REPLAY_RECORD_TTL_MS),
+    replayId: id,
+    fields,
+  });
+  if (queued) {
     await ringDoorbell(client, keys, dead.deviceId);
     return { ...base, replayId: id, action: 'queued', detail: `entry ${entryId}` };
   }
-  const replayedAt = Number(at);
   const status = await replayStatus(client, keys, dead.deviceId, replayedAs, replayedAt);
   const when = Number.isFinite(replayedAt) ? new Date(replayedAt).toISOString() : 'an unknown time';
   return {

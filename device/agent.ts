@@ -6,6 +6,7 @@
 import { join } from 'node:path';
 import { type Clock, systemClock } from '#shared/clock.js';
 import { ConfigError } from '#shared/errors.js';
+import { HealthBook } from '#shared/health.js';
 import { DEVICE_ID_PATTERN, fnv1a32, Keys } from '#shared/keys.js';
 import { EpisodeLog, type Logger } from '#shared/log.js';
 import { Counter, createRegistry, type MetricsServer, type Registry, serveMetrics } from '#shared/metrics.js';
@@ -34,6 +35,8 @@ export class Agent {
   readonly sampler: Sampler;
   readonly telemetry: DeviceTelemetry;
   readonly registry: Registry;
+  /** What /healthz reports (shared/health.ts): readings dropped, journal entries lost. */
+  readonly health: HealthBook;
   /** Control commands (commands.enabled); see docs/commands.md. */
   readonly commands: CommandWorker | undefined;
   /** Disk journal and replay (journal.enabled). */
@@ -57,6 +60,7 @@ export class Agent {
     this.clock = deps.clock ?? systemClock;
     this.keys = new Keys(config['redis.keyPrefix'], config['redis.partitions']);
     this.registry = deps.registry ?? createRegistry({ device: id });
+    this.health = new HealthBook(config['health.lossWindow'], this.clock);
     const logger = deps.logger;
     this.client = createRedis(config, { connectionName: `agent:${id}`, failFast: true });
     this.client.on('error', () => {
@@ -67,6 +71,7 @@ export class Agent {
       logger,
       metrics: createProducerMetrics(this.registry),
       clock: this.clock,
+      health: this.health,
       hooks: {
         onFailed: (entries, error) => this.forward?.onFailed(entries, error) ?? false,
         onAcked: (entries) => this.forward?.onAcked(entries, 'live'),
@@ -79,6 +84,10 @@ export class Agent {
       registers: [this.registry],
     });
     this.dropLog = new EpisodeLog(logger, 'samples dropped: producer buffer full');
+    const readingsDropped = this.health.loss(
+      'readings-dropped',
+      'readings dropped: the producer buffer was full and no journal took them (see agent_samples_dropped_total)',
+    );
     const samples = new Counter({
       name: 'agent_samples_total',
       help: 'Samples taken, by type',
@@ -96,7 +105,13 @@ export class Agent {
         this.producer,
         producerOpts,
         journalOptions(config, join(config['device.dataDir'], 'journal')),
-        { logger, clock: this.clock, registry: this.registry, dropped: this.dropped },
+        {
+          logger,
+          clock: this.clock,
+          registry: this.registry,
+          dropped: this.dropped,
+          health: this.health,
+        },
       );
     }
     this.telemetry = new DeviceTelemetry(
@@ -107,6 +122,7 @@ export class Agent {
         this.droppedEntries++;
         this.dropped.inc({ reason: 'backpressure' });
         this.dropLog.hit();
+        readingsDropped.hit();
       },
       samples,
     );
@@ -143,13 +159,7 @@ export class Agent {
         this.registry,
         this.config['metrics.port'],
         this.config['metrics.host'],
-        () => {
-          const reasons = [
-            ...(this.dropLog.isActive ? ['dropping samples: producer buffer full'] : []),
-            ...(this.forward?.dropping ? ['dropping samples: journal full'] : []),
-          ];
-          return { healthy: reasons.length === 0, reasons };
-        },
+        () => this.health.report(),
       );
       this.logger.info({ port: this.metricsServer.port }, 'metrics endpoint listening');
     }

@@ -1,5 +1,6 @@
 /** The agent's options: every key, its default, its environment variable and flag (docs/config.md). */
 import { type ConfigOf, opt } from '#shared/config/schema.js';
+import { healthSchema } from '#shared/health.js';
 import { logSchema } from '#shared/log.js';
 import { metricsSchema } from '#shared/metrics.js';
 import { redisSchema } from '#shared/redis/options.js';
@@ -49,6 +50,7 @@ export const agentSchema = {
   ...journalSchema,
   ...logSchema,
   ...metricsSchema,
+  ...healthSchema,
 } as const;
 
 export type AgentSchema = typeof agentSchema;

@@ -17,6 +17,12 @@
  */
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Clock } from '#shared/clock.js';
+import {
+  type CommandMessage,
+  decodeCommandMessage,
+  encodeResultMessage,
+  type ResultMessage,
+} from '#shared/commands/mqtt-messages.js';
 import type { Payload } from '#shared/envelope.js';
 import type { Logger } from '#shared/log.js';
 import type { SimConfig } from './config.js';
@@ -43,13 +49,6 @@ interface Outgoing {
 
 /** Replies remembered for deduplication: a microcontroller keeps a few. */
 const REMEMBERED_REPLIES = 32;
-
-interface CommandMessage {
-  id: string;
-  name: string;
-  args: Record<string, unknown>;
-  deadline: number;
-}
 
 export class MqttDevice extends SimDevice {
   readonly kind = 'mqtt' as const;
@@ -230,15 +229,7 @@ export class MqttDevice extends SimDevice {
     const stats = this.deps.stats;
     let cmd: CommandMessage;
     try {
-      const parsed = JSON.parse(raw.toString('utf8')) as Partial<CommandMessage>;
-      if (typeof parsed.id !== 'string' || typeof parsed.name !== 'string')
-        throw new TypeError('no id or name');
-      cmd = {
-        id: parsed.id,
-        name: parsed.name,
-        args: typeof parsed.args === 'object' && parsed.args !== null ? parsed.args : {},
-        deadline: typeof parsed.deadline === 'number' ? parsed.deadline : Number.POSITIVE_INFINITY,
-      };
+      cmd = decodeCommandMessage(raw);
     } catch {
       stats.errors++; // nothing to answer: a command without an id cannot be replied to
       return;
@@ -255,7 +246,7 @@ export class MqttDevice extends SimDevice {
     if (this.deps.clock.now() + this.clockOffset > cmd.deadline) return;
     const stall = this.deps.faults.commandStall();
     const answer = () => {
-      const reply = JSON.stringify({ id: cmd.id, ...this.execute(cmd) });
+      const reply = encodeResultMessage({ id: cmd.id, ...this.execute(cmd) });
       this.replies.set(cmd.id, reply);
       if (this.replies.size > REMEMBERED_REPLIES) this.replies.delete(this.replies.keys().next().value!);
       stats.commandsAnswered++;
@@ -265,7 +256,7 @@ export class MqttDevice extends SimDevice {
     else answer();
   }
 
-  private execute(cmd: CommandMessage): Record<string, unknown> {
+  private execute(cmd: CommandMessage): Omit<ResultMessage, 'id'> {
     switch (cmd.name) {
       case 'ping':
         return { status: 'succeeded', output: { pong: true, time: this.deps.clock.now() } };

@@ -4,15 +4,15 @@
  * (`$share/<group>/<filter>`) so several gateways, and several connections of
  * one gateway, split the load.
  *
- * Acknowledgement after append: MQTT.js sends the PUBACK of a QoS 1 message
- * only when `handleMessage`'s callback runs, and handles a connection's next
- * packet only after that (client.js `work`/`nextTickWork`). The callback runs
- * when the entry is in Redis, so one connection carries one message per
- * append round trip; `bridge.connections` connections in the same shared
- * subscription carry that many at once, and their messages share batches.
- * Once every connected connection waits on an append, nothing more can arrive
- * until one is acknowledged, so the batch is sent at once instead of after
- * the producer's linger time (which would be pure latency per message).
+ * Acknowledgement after append: a QoS 1 message's PUBACK is held until its
+ * entry is in Redis, in arrival order, while the connection goes on reading
+ * (gateway/bridge-acks.ts): up to `bridge.inflight` messages per connection
+ * are in flight at once (the broker's window, told as Receive Maximum over
+ * v5), and `bridge.connections` connections in the same shared subscription
+ * share the producer's batches. What one read of the sockets brought is sent
+ * as soon as it has been handed on (setImmediate), not after the producer's
+ * linger time: more arrives only as PUBACKs go out, so lingering would be
+ * pure latency; under load, batches grow while earlier ones are in flight.
  *
  * Sessions persist (clean: false, stable client ids; over MQTT v5 also a
  * session expiry interval, without which a v5 session ends with its
@@ -34,6 +34,7 @@
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { FleetError } from '#shared/errors.js';
 import type { Logger } from '#shared/log.js';
+import { HeldPubacks } from './bridge-acks.js';
 import type { GatewayConfig } from './config.js';
 import type { Ingestor, Templates } from './ingest.js';
 
@@ -73,8 +74,10 @@ export function bridgeClientId(config: GatewayConfig, gatewayId: string, index: 
 
 export class GatewayBridge {
   private readonly clients: MqttClient[] = [];
-  /** Messages handed to the ingestor and not yet acknowledged (at most one per connection). */
+  /** Messages handed to the ingestor and not yet appended. */
   private busy = 0;
+  /** A send of what this read of the sockets brought is scheduled (see the file comment). */
+  private sendScheduled = false;
 
   constructor(
     private readonly config: GatewayConfig,
@@ -195,7 +198,14 @@ export class GatewayBridge {
       // A persistent session [MQTT-3.1.2-4]: the broker keeps subscriptions and unacknowledged messages.
       clean: false,
       protocolVersion: v5 ? 5 : 4,
-      ...(v5 ? { properties: { sessionExpiryInterval: SESSION_NEVER_EXPIRES } } : {}),
+      ...(v5
+        ? {
+            properties: {
+              sessionExpiryInterval: SESSION_NEVER_EXPIRES,
+              receiveMaximum: c['bridge.inflight'],
+            },
+          }
+        : {}),
       username: c['bridge.username'],
       password: c['bridge.password'],
       reconnectPeriod: 1000,
@@ -204,15 +214,21 @@ export class GatewayBridge {
       ...extra,
     };
     const client = mqtt.connect(c['bridge.url'], options);
+    const pubacks = new HeldPubacks(client);
     client.handleMessage = (packet, callback) => {
       const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
       this.busy++;
       onMessage();
+      // A broker that sends past our window (3.1.1 has no Receive Maximum) waits for this append before the next.
+      const full = pubacks.size >= c['bridge.inflight'];
+      const appended = packet.qos > 0 ? pubacks.hold(packet.messageId) : () => {};
       this.ingestor.handle({ topic: packet.topic, payload, identity: undefined }, () => {
         this.busy--;
-        callback();
+        appended();
+        if (full) callback();
       });
-      if (this.busy >= this.connectedCount()) this.sendNow();
+      if (!full) callback();
+      this.scheduleSend();
     };
     client.on('error', (err) =>
       this.logger.warn({ connection: index, clientId, error: err.message }, 'bridge connection error'),
@@ -223,10 +239,14 @@ export class GatewayBridge {
     return client;
   }
 
-  private connectedCount(): number {
-    let n = 0;
-    for (const c of this.clients) if (c.connected) n++;
-    return n;
+  /** Sends what this read of the sockets handed on once it is all handed on (see the file comment). */
+  private scheduleSend(): void {
+    if (this.sendScheduled) return;
+    this.sendScheduled = true;
+    setImmediate(() => {
+      this.sendScheduled = false;
+      this.sendNow();
+    });
   }
 
   /**

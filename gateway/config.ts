@@ -1,5 +1,6 @@
 /** The gateway's options: every key, its default, its environment variable and flag (docs/gateway.md). */
 import { type ConfigOf, opt } from '#shared/config/schema.js';
+import { healthSchema } from '#shared/health.js';
 import { logSchema } from '#shared/log.js';
 import { metricsSchema } from '#shared/metrics.js';
 import { redisSchema } from '#shared/redis/options.js';
@@ -61,8 +62,13 @@ export const gatewaySchema = {
   ),
   'bridge.connections': opt.integer(
     8,
-    'Subscriber connections per gateway: each handles one message at a time until its batch is in Redis',
+    'Subscriber connections per gateway, in one shared subscription: each carries up to bridge.inflight messages at once',
     { min: 1, max: 256 },
+  ),
+  'bridge.inflight': opt.integer(
+    32,
+    'Messages per connection handed on before their PUBACK (held until each is in Redis, sent in order); told to the broker as Receive Maximum over MQTT v5',
+    { min: 1, max: 65535 },
   ),
   'bridge.protocolVersion': opt.enum(
     ['5', '4'],
@@ -152,6 +158,12 @@ export const gatewaySchema = {
       min: 1000,
     },
   ),
+  // As the agent's commands.resultsMaxLen: both end commands through shared/commands/conclude.ts.
+  'commands.resultsMaxLen': opt.integer(
+    0,
+    'Approximate XADD MAXLEN cap of the results stream for the results this gateway publishes; UNCOUNTED: it drops entries past consumer groups with no metric (0 = off, leave it to retention)',
+    { min: 0 },
+  ),
   'gateway.leaseTtl': opt.duration(
     15_000,
     "Lease of this gateway in Redis; once a gateway's lease has expired, another takes over its bridge sessions",
@@ -175,6 +187,7 @@ export const gatewaySchema = {
   'producer.lingerMs': { ...producerSchema['producer.lingerMs'], default: 1 },
   ...logSchema,
   ...metricsSchema,
+  ...healthSchema,
   ...dashboardSchema,
   ...retentionSchema,
   ...projectionSchema,

@@ -6,23 +6,17 @@
  */
 import { hostname } from 'node:os';
 import { type Clock, systemClock } from '#shared/clock.js';
+import { HEALTHY, HealthBook } from '#shared/health.js';
 import { Keys } from '#shared/keys.js';
 import type { Logger } from '#shared/log.js';
-import {
-  createRegistry,
-  Gauge,
-  type Health,
-  type MetricsServer,
-  type Registry,
-  serveMetrics,
-} from '#shared/metrics.js';
+import { createRegistry, Gauge, type MetricsServer, type Registry, serveMetrics } from '#shared/metrics.js';
 import { createRedis, describeTarget, type RedisClient, waitReady } from '#shared/redis/connect.js';
 import { createProducerMetrics, TelemetryProducer } from '#shared/telemetry/producer.js';
 import { producerOptions } from '#shared/telemetry/producer-options.js';
 import { loadCredentials, TopicAcl } from './auth.js';
 import { GatewayBridge } from './bridge.js';
 import { type BrokerPorts, GatewayBroker } from './broker.js';
-import { CommandDelivery } from './commands.js';
+import { CommandDelivery } from './commands/index.js';
 import type { GatewayConfig } from './config.js';
 import { dashboardOptions } from './dashboard/options.js';
 import { DashboardService } from './dashboard/server.js';
@@ -62,6 +56,8 @@ export class Gateway {
   readonly templates: Templates;
   readonly records: RecordWriter;
   readonly sequencer: GatewaySequencer;
+  /** What /healthz reports: the gateway's own conditions and every service's (shared/health.ts). */
+  readonly health: HealthBook;
   broker: GatewayBroker | undefined;
   bridge: GatewayBridge | undefined;
   /** Sparkplug B edge nodes (sparkplug.enabled; docs/sparkplug.md). */
@@ -81,6 +77,7 @@ export class Gateway {
     this.gatewayId = config['gateway.id'] || `${hostname()}-${process.pid}`;
     this.keys = new Keys(config['redis.keyPrefix'], config['redis.partitions']);
     this.registry = deps.registry ?? createRegistry({ gateway: this.gatewayId });
+    this.health = new HealthBook(config['health.lossWindow'], this.clock);
     this.templates = {
       telemetry: new TopicTemplate(config['topics.telemetry'], 'topics.telemetry'),
       commands: new TopicTemplate(config['topics.commands'], 'topics.commands'),
@@ -104,6 +101,7 @@ export class Gateway {
       this.clock,
       logger,
       this.registry,
+      this.health,
     );
     const metrics = createIngestMetrics(this.registry);
     // Vendor mappings: a bad file stops the start here, naming the file and field.
@@ -123,6 +121,7 @@ export class Gateway {
       logger,
       metrics: createProducerMetrics(this.registry),
       clock: this.clock,
+      health: this.health,
       hooks: { onAcked: (entries, outcome) => ingestor?.onAcked(entries, outcome) },
     });
     this.sequencer = new GatewaySequencer(
@@ -144,10 +143,22 @@ export class Gateway {
         clock: this.clock,
         logger,
         mappings,
+        health: this.health,
         protocol: this.sparkplug,
       },
     );
     this.ingestor = ingestor;
+    const producer = this.producer;
+    // Refusing to read is refusing data: devices are slowed, not lost, but the gateway says so.
+    this.health.state('back-pressure', () =>
+      producer.isBackpressured
+        ? {
+            message:
+              'the producer buffer is full (producer.maxBufferedEntries): the gateway reads nothing more from devices until Redis takes the backlog',
+            count: producer.held,
+          }
+        : undefined,
+    );
     const pending = ingestor;
     new Gauge({
       name: 'gateway_pending_publishes',
@@ -203,6 +214,7 @@ export class Gateway {
           agentResultGraceMs: config['commands.agentResultGrace'],
           retentionMs: config['commands.ledgerRetention'],
           doorbell: config['commands.doorbell'],
+          resultsMaxLen: config['commands.resultsMaxLen'],
         }),
       );
     }
@@ -213,6 +225,7 @@ export class Gateway {
       this.dashboard = new DashboardService(ctx, dashboardOptions(config));
       this.services.push(this.dashboard);
     }
+    for (const s of this.services) if (s.health) this.health.include(() => s.health?.() ?? HEALTHY);
   }
 
   get logger(): Logger {
@@ -253,17 +266,7 @@ export class Gateway {
         this.registry,
         this.config['metrics.port'],
         this.config['metrics.host'],
-        () => {
-          const pressed = this.producer.isBackpressured;
-          const reasons = pressed ? ['back-pressure: device reads paused'] : [];
-          let healthy = true;
-          for (const s of this.services) {
-            const h = s.health?.();
-            if (h && !h.healthy) healthy = false;
-            if (h) reasons.push(...h.reasons);
-          }
-          return { healthy, reasons };
-        },
+        () => this.health.report(),
       );
     }
     let ports: BrokerPorts | undefined;

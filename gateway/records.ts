@@ -9,7 +9,8 @@
  * nobody waits for (connects and disconnects) have no such brake: at most
  * `maxPendingEvents` of them are outstanding (in flight or waiting to retry);
  * beyond that, during an outage with a reconnect storm, new ones are dropped,
- * counted (`gateway_presence_dropped_total`) and logged once per episode.
+ * counted (`gateway_presence_dropped_total`), logged once per episode and
+ * reported on /healthz (`presence-dropped`).
  * After close(), nothing is retried or written.
  *
  * Rejected entry fields: r reason, topic, d device (as authenticated or as
@@ -23,6 +24,7 @@
  * status messages only).
  */
 import type { Clock } from '#shared/clock.js';
+import type { HealthBook, LossCondition } from '#shared/health.js';
 import type { Keys } from '#shared/keys.js';
 import { EpisodeLog, type Logger } from '#shared/log.js';
 import { Counter, type Registry } from '#shared/metrics.js';
@@ -67,6 +69,7 @@ export class RecordWriter {
   private readonly retries = new Set<NodeJS.Timeout>();
   private readonly dropped: Counter;
   private readonly dropping: EpisodeLog;
+  private readonly droppedHealth: LossCondition | undefined;
 
   constructor(
     private readonly client: RedisClient,
@@ -76,6 +79,7 @@ export class RecordWriter {
     private readonly clock: Clock,
     private readonly logger: Logger,
     registry: Registry,
+    health?: HealthBook,
   ) {
     this.dropped = new Counter({
       name: 'gateway_presence_dropped_total',
@@ -83,6 +87,10 @@ export class RecordWriter {
       registers: [registry],
     });
     this.dropping = new EpisodeLog(logger, 'presence events dropped: Redis is not taking them fast enough');
+    this.droppedHealth = health?.loss(
+      'presence-dropped',
+      'presence events dropped (gateway.maxPendingEvents were already waiting for Redis)',
+    );
   }
 
   /** Presence events outstanding (in flight or waiting to retry) that no device waits for. */
@@ -129,6 +137,7 @@ export class RecordWriter {
     if (!callback) {
       if (this.pendingEvents >= this.limits.maxPendingEvents) {
         this.dropped.inc();
+        this.droppedHealth?.hit();
         this.dropping.hit({ pending: this.pendingEvents, deviceId, event });
         return;
       }

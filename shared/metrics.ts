@@ -1,11 +1,13 @@
 /**
  * Prometheus metrics: each program owns a registry (no global state) and can
- * serve it, with a /healthz that reports unhealthy while the program is
- * dropping data (honest accounting).
+ * serve it, with a /healthz that answers 503 while the program is dropping,
+ * refusing or force-trimming data (shared/health.ts): body
+ * `{"healthy":false,"reasons":[{"code","message","count"?,"since"?,"last"?}]}`.
  */
 import { createServer, type Server } from 'node:http';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { opt } from './config/schema.js';
+import { HEALTHY, type Health } from './health.js';
 
 export { Counter, Gauge, Histogram, Registry };
 
@@ -24,10 +26,7 @@ export function createRegistry(labels: Record<string, string> = {}, withDefaults
   return registry;
 }
 
-export interface Health {
-  healthy: boolean;
-  reasons: string[];
-}
+export type { Health, HealthReason } from './health.js';
 
 export interface MetricsServer {
   readonly port: number;
@@ -38,7 +37,7 @@ export async function serveMetrics(
   registry: Registry,
   port: number,
   host: string,
-  health: () => Health = () => ({ healthy: true, reasons: [] }),
+  health: () => Health = () => HEALTHY,
 ): Promise<MetricsServer> {
   const server: Server = createServer((req, res) => {
     if (req.url === '/metrics') {

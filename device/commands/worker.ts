@@ -3,55 +3,65 @@
  * consumer group (stable consumer name, blocking XREADGROUP) and executes the
  * commands one at a time, in stream order.
  *
- * Per command (see docs/commands.md for why each step is where it is):
- *   1. decode; a malformed entry ends `rejected` with the reason;
- *   2. the local journal says it already took effect -> report that result;
- *   3. beginCommand-1.lua (the Redis ledger, atomic): already terminal ->
- *      republish and ack; past the deadline -> never run: `expired` if no
- *      attempt started, else `unknown` (it may have taken effect); an
- *      earlier attempt left running -> rerun only if the handler is idempotent
+ * Per command (see docs/commands.md for why each step is where it is); the
+ * decisions are the pure steps of steps.ts, this file does the I/O between them:
+ *   1. receive (steps.receive): a malformed entry ends `rejected` with the reason;
+ *   2. check the journal (steps.checkJournal): it already took effect -> report that result;
+ *   3. begin: beginCommand-1.lua (the Redis ledger, atomic), then steps.checkLedger:
+ *      already terminal -> republish and ack; past the deadline -> never run:
+ *      `expired` if no attempt started, else `unknown` (it may have taken effect);
+ *      an earlier attempt left running -> rerun only if the handler is idempotent
  *      or the journal shows that attempt failed before its effect, else `unknown`;
- *   4. journal `start` (fsync), run the handler with its timeout, journal `done`;
- *      transient errors retry with exponential backoff and jitter, and after
- *      commands.maxAttempts the command is dead-lettered and ends `failed`;
- *   5. the one terminal result is fixed in the ledger (first one wins),
- *      published to the global results stream at most once (and, when
- *      failed, dead-lettered once), and only then acked. On a standalone
- *      server that is one script call, concludeCommand-6.lua (one round trip
- *      after the handler); on a Cluster the ledger (device slot) and the
- *      streams (their own slots) cannot share a script, so finishCommand-1.lua,
- *      publishOnce-2.lua and XACK run one after another.
+ *   4. run: journal `start` (fsync), the handler with its timeout, journal `done`;
+ *      transient errors retry (steps.afterAttempt) with exponential backoff and
+ *      jitter, and after commands.maxAttempts the command ends `failed`;
+ *   5. conclude (shared/commands/conclude.ts, as the gateway does): the one
+ *      terminal result is fixed in the ledger (first one wins), published at most
+ *      once (and, when failed, dead-lettered once), and only then acked.
+ * Reading is shared/streams/group-reader.ts: own pending entries first, then new.
  * Pending entries of a consumer that died are claimed with XAUTOCLAIM after
  * commands.claimIdle, which must exceed every handler's timeout plus
  * commands.retryMaxDelay. After any Redis error the worker re-reads its own
  * pending entries from 0, so the rest of an interrupted batch keeps its order.
  */
-import { Cluster } from 'ioredis';
 import type { Clock } from '#shared/clock.js';
 import { systemClock } from '#shared/clock.js';
+import { COMMAND_VERSION, type Command, resultFields, type salvageCommand } from '#shared/commands/codec.js';
 import {
-  COMMAND_VERSION,
-  type Command,
-  type CommandResult,
-  decodeCommand,
-  decodeResult,
-  RESULT_FIELD,
-  resultField,
-  resultFields,
-  salvageCommand,
-  type TerminalStatus,
-} from '#shared/commands/codec.js';
-import { deadLetterFields } from '#shared/commands/deadletter.js';
+  type CommandEntry,
+  Concluder,
+  type Conclusion,
+  type StartedAtOnce,
+} from '#shared/commands/conclude.js';
+import { encodeStoredResult } from '#shared/commands/ledger.js';
+import { type BeginMode, type Begun, beginCommand, publishOnce } from '#shared/commands/scripts.js';
 import { duplicateClient, registerDevice } from '#shared/commands/send.js';
-import { CommandRejectedError, ConfigError, HandlerTimeoutError, ValidationError } from '#shared/errors.js';
+import {
+  CommandRejectedError,
+  ConfigError,
+  HandlerTimeoutError,
+  type ValidationError,
+} from '#shared/errors.js';
 import type { Keys } from '#shared/keys.js';
 import { EpisodeLog, type Logger } from '#shared/log.js';
 import { Counter, Histogram, type Registry } from '#shared/metrics.js';
 import { type RedisClient, reconnectDelay } from '#shared/redis/connect.js';
-import { type ScriptCommands, scripts } from '#shared/redis/scripts.js';
+import { GroupReader, type StreamEntry } from '#shared/streams/group-reader.js';
 import type { CommandHandler, HandlerRegistry } from './handlers.js';
 import type { CommandJournal } from './journal.js';
 import type { CommandConfig } from './options.js';
+import {
+  afterAttempt,
+  backoff,
+  checkJournal,
+  checkLedger,
+  deadlinePassedWhileRetrying,
+  type Ending,
+  malformedResult,
+  type Outcome,
+  receive,
+  startsAtOnce,
+} from './steps.js';
 
 export interface WorkerOptions {
   deviceId: string;
@@ -144,21 +154,6 @@ export function createCommandMetrics(registry: Registry): CommandMetrics {
   };
 }
 
-type StreamEntry = [id: string, fields: string[] | null];
-
-/** When a read-only command that started at once was received and started (ms). */
-interface StartedAtOnce {
-  receivedAt: number;
-  startedAt: number;
-}
-
-/** Error class name for the result's `ec` field. */
-function errorClass(err: unknown): string {
-  if (err instanceof CommandRejectedError) return err.kind;
-  if (err instanceof Error) return err.name || err.constructor.name;
-  return typeof err;
-}
-
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
@@ -172,11 +167,11 @@ const isPromiseLike = (v: unknown): v is PromiseLike<unknown> =>
   typeof (v as { then?: unknown } | null)?.then === 'function';
 
 export class CommandWorker {
-  private readonly reader: RedisClient;
-  private readonly run: ScriptCommands;
+  private readonly connection: RedisClient;
+  private readonly reader: GroupReader;
   private readonly stream: string;
-  /** Standalone server: a command ends in one script call (its keys may span slots). */
-  private readonly oneScript: boolean;
+  /** How a command ends: one script call on a standalone server, step by step on a Cluster. */
+  private readonly concluder: Concluder;
   private running = false;
   private loop: Promise<void> | undefined;
   private nextClaimAt = 0;
@@ -205,11 +200,24 @@ export class CommandWorker {
     }
     this.clock = deps.clock ?? systemClock;
     this.stream = keys.commands(options.deviceId);
-    this.run = scripts(client);
-    this.oneScript = !(client instanceof Cluster);
-    this.reader = duplicateClient(client);
-    this.reader.on('error', () => {
+    this.concluder = new Concluder({
+      client,
+      keys,
+      clock: this.clock,
+      group: options.group,
+      resultsMaxLen: options.resultsMaxLen,
+    });
+    // A blocked read holds its connection: the reader gets one of its own.
+    this.connection = duplicateClient(client);
+    this.connection.on('error', () => {
       // the read loop reports outages once per episode
+    });
+    this.reader = new GroupReader(client, this.stream, {
+      readClient: this.connection,
+      group: options.group,
+      consumer: options.consumer,
+      count: options.readCount,
+      blockMs: Math.min(options.blockTimeMs, options.claimIntervalMs),
     });
     this.redisDown = new EpisodeLog(deps.logger, 'command worker: Redis unavailable');
   }
@@ -224,7 +232,7 @@ export class CommandWorker {
   async stop(timeoutMs = 5000): Promise<void> {
     if (!this.running) return;
     this.running = false;
-    this.reader.disconnect();
+    this.connection.disconnect();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       this.loop?.catch(() => undefined),
@@ -237,19 +245,14 @@ export class CommandWorker {
   }
 
   private async setup(): Promise<void> {
-    try {
-      // From 0: commands queued before this device ever ran are delivered too.
-      await this.client.xgroup('CREATE', this.stream, this.options.group, '0', 'MKSTREAM');
-    } catch (err) {
-      if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
-    }
+    // From 0: commands queued before this device ever ran are delivered too.
+    await this.reader.ensureGroup();
     await registerDevice(this.client, this.keys, this.options.deviceId, this.options.tags);
   }
 
   private async main(): Promise<void> {
     const o = this.options;
     let ready = false;
-    let backlogCursor: string | undefined = '0'; // own pending entries first (a previous life's), then new ones
     let failures = 0;
     while (this.running) {
       try {
@@ -261,20 +264,10 @@ export class CommandWorker {
           await this.claimDead();
           this.nextClaimAt = this.clock.now() + o.claimIntervalMs;
         }
-        // New entries ('>') were never delivered to this group: the only ones a read-only command may start at once.
-        const fresh = backlogCursor === undefined;
-        const args: (string | number)[] = ['GROUP', o.group, o.consumer, 'COUNT', o.readCount];
-        if (backlogCursor === undefined) args.push('BLOCK', Math.min(o.blockTimeMs, o.claimIntervalMs));
-        args.push('STREAMS', this.stream, backlogCursor ?? '>');
-        const reply = (await (this.reader.xreadgroup as (...a: (string | number)[]) => Promise<unknown>)(
-          ...args,
-        )) as [string, StreamEntry[]][] | null;
-        const entries = reply?.[0]?.[1] ?? [];
-        if (backlogCursor !== undefined) {
-          if (entries.length === 0) backlogCursor = undefined;
-          else backlogCursor = entries[entries.length - 1]![0];
-        }
-        await this.handleBatch(entries, fresh ? this.clock.now() : undefined);
+        // Own pending entries first (a previous life's), then new ones. New entries were never
+        // delivered to this group: the only ones a read-only command may start at once.
+        const read = await this.reader.read();
+        await this.handleBatch(read.entries, read.source === 'new' ? this.clock.now() : undefined);
         failures = 0;
         this.redisDown.end();
       } catch (err) {
@@ -284,7 +277,7 @@ export class CommandWorker {
         // Read our own pending entries again from the start: the rest of a batch that an error cut
         // short is pending for us, and reading only new ones ('>') would run newer commands first
         // and leave those to XAUTOCLAIM (claimIdle later): per-device order would break.
-        backlogCursor = '0';
+        this.reader.rewind();
         await sleep(reconnectDelay(failures, 2000));
       }
     }
@@ -292,24 +285,17 @@ export class CommandWorker {
 
   /** XAUTOCLAIM: take over commands another consumer read and never acknowledged (it died). */
   private async claimDead(): Promise<void> {
-    let cursor = '0-0';
     for (let page = 0; page < 100 && this.running; page++) {
-      const [next, entries] = (await this.client.xautoclaim(
-        this.stream,
-        this.options.group,
-        this.options.consumer,
-        this.options.claimIdleMs,
-        cursor,
-        'COUNT',
-        this.options.readCount,
-      )) as [string, StreamEntry[], string[]?];
-      if (entries.length) {
-        this.deps.metrics.claimed.inc(entries.length);
-        this.deps.logger.info({ count: entries.length }, 'claimed pending commands of a dead consumer');
-        await this.handleBatch(entries);
+      const claimed = await this.reader.claim(this.options.claimIdleMs);
+      if (claimed.entries.length) {
+        this.deps.metrics.claimed.inc(claimed.entries.length);
+        this.deps.logger.info(
+          { count: claimed.entries.length },
+          'claimed pending commands of a dead consumer',
+        );
+        await this.handleBatch(claimed.entries);
       }
-      if (next === '0-0') return;
-      cursor = next;
+      if (!claimed.more) return;
     }
   }
 
@@ -325,7 +311,7 @@ export class CommandWorker {
       const started = this.clock.now();
       if (fields === null) {
         // Deleted from the stream (trimmed) while pending: nothing to run or report.
-        await this.client.xack(this.stream, this.options.group, entryId);
+        await this.reader.ack(entryId);
         continue;
       }
       await this.handle(entryId, fields, freshAt);
@@ -339,250 +325,181 @@ export class CommandWorker {
     const now = readAt ?? this.clock.now();
     await Promise.all(
       entries.map(async ([, fields]) => {
-        if (!fields) return;
-        let c: Command;
-        try {
-          c = decodeCommand(fields);
-        } catch {
-          return;
-        }
-        await this.run.beginCommand(
-          this.keys.commandLedger(this.options.deviceId, c.id),
+        const received = fields ? receive(fields) : undefined;
+        if (received?.kind !== 'command') return;
+        const c = received.command;
+        await beginCommand(this.client, {
+          ledger: this.keys.commandLedger(this.options.deviceId, c.id),
           now,
-          c.deadline,
-          c.deadline + this.options.ledgerRetentionMs,
-          this.options.consumer,
-          'deliver',
-        );
+          deadline: c.deadline,
+          expireAt: c.deadline + this.options.ledgerRetentionMs,
+          consumer: this.options.consumer,
+          mode: 'deliver',
+        });
       }),
     );
   }
 
+  /** One command, step by step (steps.ts decides; this reads, runs and records between the steps). */
   private async handle(entryId: string, fields: string[], freshAt?: number): Promise<void> {
-    let command: Command;
-    try {
-      command = decodeCommand(fields);
-    } catch (err) {
-      if (!(err instanceof ValidationError)) throw err;
-      await this.rejectMalformed(entryId, fields, err);
+    const received = receive(fields);
+    if (received.kind === 'malformed') {
+      await this.rejectMalformed(entryId, fields, received.error, received.salvage);
       return;
     }
+    const { command } = received;
     const o = this.options;
-    const ledger = this.keys.commandLedger(o.deviceId, command.id);
     const expireAt = command.deadline + o.ledgerRetentionMs;
-    const base = {
-      commandId: command.id,
+    const entry: CommandEntry = {
       deviceId: o.deviceId,
-      name: command.name,
-      correlationId: command.correlationId,
       entryId,
-      issuedAt: command.issuedAt,
-      version: COMMAND_VERSION,
+      fields,
+      commandId: command.id,
+      expireAt,
+      ack: true,
     };
     const handler = this.handlers.get(command.name);
     const journaled = this.journal.get(command.id);
 
-    // The device's own journal first: it knows what took effect even when Redis forgot.
-    if (journaled?.p === 'done' && journaled.r) {
+    const recorded = checkJournal(journaled);
+    if (recorded) {
       // Killed after the handler, before the ledger was told: fix the result there first (else it
       // stays `running` for ledgerRetention, and a sender or another consumer reads it wrong).
-      const recorded = JSON.parse(journaled.r) as string[];
-      await this.finishEncoded(
-        entryId,
-        fields,
-        command,
-        expireAt,
-        decodeResult(recorded).status,
-        recorded,
-        true,
-      );
+      await this.end(entry, recorded, { duplicate: true });
       return;
     }
 
-    const begin = (mode: 'start' | 'restart' | 'deliver') =>
-      this.run.beginCommand(ledger, this.clock.now(), command.deadline, expireAt, o.consumer, mode);
+    const ledger = this.keys.commandLedger(o.deviceId, command.id);
+    const begin = (mode: BeginMode) =>
+      beginCommand(this.client, {
+        ledger,
+        now: this.clock.now(),
+        deadline: command.deadline,
+        expireAt,
+        consumer: o.consumer,
+        mode,
+      });
     // A read-only command read for the first time starts at once: it has no effect to take twice,
     // and its receipt and start are recorded with its result (docs/commands.md, "Read-only").
     // Without a handler, only record the delivery: it will be rejected, with no attempt counted.
-    let atOnce = freshAt !== undefined && this.startsAtOnce(handler, command, journaled !== undefined);
-    if (atOnce) this.deps.metrics.startedAtOnce.inc();
-    let [code, attempts, deliveredAt, stored] = atOnce
-      ? ['started', 1, String(freshAt), '']
-      : await begin(handler ? 'start' : 'deliver');
-    const timing = () => ({
-      deliveredAt: Number(deliveredAt) || undefined,
-      finishedAt: this.clock.now(),
-      attempts,
+    let atOnce = startsAtOnce({
+      handler,
+      fresh: freshAt !== undefined,
+      journaled: journaled !== undefined,
+      oneCall: this.concluder.oneCall,
+      deadline: command.deadline,
+      now: this.clock.now(),
+      clockSkewAllowanceMs: o.clockSkewAllowanceMs,
     });
+    if (atOnce) this.deps.metrics.startedAtOnce.inc();
+    let begun: Begun = atOnce
+      ? { code: 'started', attempts: 1, deliveredAt: freshAt, stored: undefined }
+      : await begin(handler ? 'start' : 'deliver');
+    const result = (ending: Ending, startedAt?: number): string[] =>
+      resultFields({
+        commandId: command.id,
+        deviceId: o.deviceId,
+        name: command.name,
+        correlationId: command.correlationId,
+        entryId,
+        issuedAt: command.issuedAt,
+        deliveredAt: begun.deliveredAt,
+        startedAt,
+        finishedAt: this.clock.now(),
+        version: COMMAND_VERSION,
+        ...ending,
+        attempts: ending.attempts ?? begun.attempts,
+      });
 
-    if (code === 'done') {
+    const check = () =>
+      checkLedger(begun, journaled, handler, {
+        deadline: command.deadline,
+        handlerNames: this.handlers.names,
+        name: command.name,
+      });
+    let decision = check();
+    if (decision.kind === 'restart') {
+      begun = await begin('restart');
+      decision = check();
+    }
+    if (decision.kind === 'republish') {
       this.deps.metrics.duplicates.inc();
-      await this.republish(entryId, fields, command, expireAt, stored);
+      await this.republish(entry, decision.stored);
       return;
     }
-    // An attempt was started before (a crash, or a consumer that was claimed from):
-    // the ledger says so, or this device's journal does (also when Redis lost the ledger).
-    const interrupted = code === 'running' || code === 'lapsed' || journaled?.p === 'start';
-    // The journal proves the last attempt threw before its effect: nothing took effect.
-    const harmless = journaled?.p === 'failed';
-    if (code === 'expired' || code === 'lapsed') {
-      const deadline = new Date(command.deadline).toISOString();
-      let result: CommandResult;
-      if (!interrupted && !harmless) {
-        result = {
-          ...base,
-          ...timing(),
-          status: 'expired',
-          message: `deadline ${deadline} passed before it ran; not executed`,
-        };
-      } else if (harmless) {
-        // Every attempt threw (no effect) and the deadline passed before the next: as when retrying.
-        result = {
-          ...base,
-          ...timing(),
-          attempts: Math.max(attempts, journaled.a),
-          status: 'failed',
-          errorClass: 'DeadlinePassed',
-          message: `an earlier attempt failed and deadline ${deadline} passed before it could be retried`,
-        };
-      } else {
-        // It started, so `expired` ("never ran") would be false; past the deadline it is not run
-        // again, idempotent or not. Whether it took effect is not known.
-        result = {
-          ...base,
-          ...timing(),
-          attempts: Math.max(attempts, journaled?.a ?? 0),
-          status: 'unknown',
-          errorClass: 'Interrupted',
-          message: `an earlier attempt was interrupted and deadline ${deadline} passed before it could be retried; it may or may not have taken effect and is not run again`,
-        };
-      }
-      await this.finish(entryId, fields, command, expireAt, result);
+    if (decision.kind === 'end') {
+      await this.end(entry, result(decision.ending));
       return;
     }
-    if (!handler) {
-      await this.finish(entryId, fields, command, expireAt, {
-        ...base,
-        ...timing(),
-        status: 'rejected',
-        errorClass: 'UnknownCommand',
-        message: `no handler named "${command.name}" on this device (known: ${this.handlers.names.join(', ')})`,
-      });
-      return;
-    }
-    if (interrupted && !handler.idempotent && !harmless) {
-      await this.finish(entryId, fields, command, expireAt, {
-        ...base,
-        ...timing(),
-        status: 'unknown',
-        errorClass: 'Interrupted',
-        message: `an earlier attempt of the non-idempotent handler "${handler.name}" was interrupted; it may or may not have taken effect and is not run again`,
-      });
-      return;
-    }
-    if (code === 'running') [code, attempts, deliveredAt, stored] = await begin('restart');
+    if (!handler) return; // checkLedger ends a command without a handler; this only narrows the type
 
     for (;;) {
       const startedAt = this.clock.now();
       this.deps.metrics.attempts.inc();
       // A read-only command that runs longer than a moment is recorded as running, as any other is.
       const recordRunning = atOnce ? () => void begin('start').catch(() => undefined) : undefined;
-      const outcome = await this.attempt(handler, command, attempts, recordRunning);
-      if (outcome.kind === 'ok' || outcome.kind === 'rejected' || outcome.kind === 'unknown') {
-        const result: CommandResult =
-          outcome.kind === 'ok'
-            ? { ...base, ...timing(), startedAt, status: 'succeeded', output: outcome.output ?? null }
-            : {
-                ...base,
-                ...timing(),
-                startedAt,
-                status: outcome.kind === 'rejected' ? 'rejected' : 'unknown',
-                errorClass: errorClass(outcome.error),
-                message: (outcome.error as Error).message,
-              };
-        const encoded = resultFields(result);
+      const outcome = await this.attempt(handler, command, begun.attempts, recordRunning);
+      if (outcome.kind !== 'transient') {
+        const next = afterAttempt(outcome, this.attemptLimits(begun.attempts, command));
+        if (next.kind !== 'end') throw new TypeError('only a transient failure is retried');
+        const encoded = result(next.ending, startedAt);
         if (!handler.idempotent)
           this.journal.append({
             i: command.id,
             p: 'done',
-            a: attempts,
+            a: begun.attempts,
             x: expireAt,
-            r: JSON.stringify(encoded),
+            r: encodeStoredResult(encoded),
           });
         if (o.delayAfterHandlerMs > 0) await sleep(o.delayAfterHandlerMs);
-        const early = atOnce ? { receivedAt: Number(deliveredAt), startedAt } : undefined;
-        await this.finishEncoded(entryId, fields, command, expireAt, result.status, encoded, false, early);
+        const early = atOnce
+          ? { receivedAt: begun.deliveredAt ?? startedAt, startedAt, consumer: o.consumer }
+          : undefined;
+        await this.end(entry, encoded, { early });
         return;
       }
       if (atOnce) {
         // It threw: before any retry the ledger records this attempt, as beginCommand would have.
         atOnce = false;
-        [code, attempts, deliveredAt, stored] = await begin('start');
-        if (code === 'done') {
+        begun = await begin('start');
+        if (begun.code === 'done') {
           this.deps.metrics.duplicates.inc();
-          await this.republish(entryId, fields, command, expireAt, stored);
+          await this.republish(entry, begun.stored ?? []);
           return;
         }
       }
       // Transient failure: it did not take effect (the handler threw), so it may be retried.
-      if (!handler.idempotent) this.journal.append({ i: command.id, p: 'failed', a: attempts, x: expireAt });
-      const pastDeadline = this.clock.now() + this.backoff(attempts) > command.deadline;
-      if (attempts >= o.maxAttempts || pastDeadline) {
-        const err = outcome.error;
-        await this.finish(entryId, fields, command, expireAt, {
-          ...base,
-          ...timing(),
-          startedAt,
-          status: 'failed',
-          errorClass: errorClass(err),
-          message: `${err instanceof Error ? err.message : String(err)}${
-            attempts < o.maxAttempts ? ' (no retry: the deadline would pass first)' : ''
-          }`,
-        });
+      if (!handler.idempotent)
+        this.journal.append({ i: command.id, p: 'failed', a: begun.attempts, x: expireAt });
+      const next = afterAttempt(outcome, this.attemptLimits(begun.attempts, command));
+      if (next.kind === 'end') {
+        await this.end(entry, result(next.ending, startedAt));
         return;
       }
-      await sleep(this.backoff(attempts));
+      await sleep(next.delayMs);
       // Keep the entry ours while we retry: XCLAIM by its owner resets its idle time.
-      await this.client.call('XCLAIM', this.stream, o.group, o.consumer, 0, entryId, 'JUSTID');
-      [code, attempts, deliveredAt, stored] = await begin('restart');
-      if (code === 'done') {
-        await this.republish(entryId, fields, command, expireAt, stored);
+      await this.reader.hold(entryId);
+      begun = await begin('restart');
+      if (begun.code === 'done') {
+        await this.republish(entry, begun.stored ?? []);
         return;
       }
-      if (code === 'expired' || code === 'lapsed') {
-        // The attempts so far threw (no effect): the deadline passed while retrying.
-        await this.finish(entryId, fields, command, expireAt, {
-          ...base,
-          ...timing(),
-          status: 'failed',
-          errorClass: errorClass(outcome.error),
-          message: `${(outcome.error as Error).message} (deadline passed while retrying)`,
-        });
+      if (begun.code === 'expired' || begun.code === 'lapsed') {
+        await this.end(entry, result(deadlinePassedWhileRetrying(outcome.error)));
         return;
       }
     }
   }
 
-  /**
-   * Whether a command may start before the ledger is asked: its handler is read-only (nothing it
-   * does can take effect twice), no journal record of it exists, this is a standalone server (the
-   * one-script conclude records its receipt), and its deadline is far enough away that the
-   * gateway's sweep, which expires commands nobody received by its own clock, cannot have ended it.
-   */
-  private startsAtOnce(handler: CommandHandler | undefined, command: Command, journaled: boolean): boolean {
-    return (
-      handler?.readOnly === true &&
-      !journaled &&
-      this.oneScript &&
-      command.deadline - this.clock.now() > this.options.clockSkewAllowanceMs
-    );
-  }
-
-  /** Exponential backoff with jitter: base * 2^(attempt-1), capped, between half and all of it. */
-  private backoff(attempt: number): number {
+  private attemptLimits(attempts: number, command: Command) {
     const o = this.options;
-    const exp = Math.min(o.retryMaxDelayMs, o.retryBaseDelayMs * 2 ** Math.min(attempt - 1, 20));
-    return Math.round(exp / 2 + (Math.random() * exp) / 2);
+    return {
+      attempts,
+      maxAttempts: o.maxAttempts,
+      now: this.clock.now(),
+      deadline: command.deadline,
+      delayMs: backoff(attempts, o.retryBaseDelayMs, o.retryMaxDelayMs),
+    };
   }
 
   /**
@@ -595,9 +512,7 @@ export class CommandWorker {
     command: Command,
     attempt: number,
     onSlow?: () => void,
-  ): Promise<
-    { kind: 'ok'; output: unknown } | { kind: 'rejected' | 'unknown' | 'transient'; error: unknown }
-  > {
+  ): Promise<Outcome> {
     if (!handler.idempotent)
       this.journal.append({
         i: command.id,
@@ -649,222 +564,69 @@ export class CommandWorker {
     }
   }
 
-  private finish(
-    entryId: string,
-    fields: string[],
-    command: Command | undefined,
-    expireAt: number,
-    result: CommandResult,
-  ): Promise<void> {
-    return this.finishEncoded(entryId, fields, command, expireAt, result.status, resultFields(result));
-  }
-
-  /** Fixes the result in the ledger (first one wins), then publishes the stored one and acks. */
-  private async finishEncoded(
-    entryId: string,
-    fields: string[],
-    command: Command | undefined,
-    expireAt: number,
-    status: TerminalStatus,
+  /** Ends the command with `encoded` (conclude.ts: ledger first-wins, publish once, then ack) and counts it. */
+  private async end(
+    entry: CommandEntry,
     encoded: string[],
-    /** A redelivery of a command that had already ended: a duplicate whoever fixes the ledger. */
-    duplicate = false,
-    /** A read-only command that started at once: its receipt and start, recorded with the result. */
-    early?: StartedAtOnce,
+    how: {
+      /** A redelivery of a command that had already ended: a duplicate whoever fixes the ledger. */
+      duplicate?: boolean;
+      early?: StartedAtOnce;
+    } = {},
   ): Promise<void> {
-    if (duplicate) this.deps.metrics.duplicates.inc();
-    if (!command) {
-      // No readable id, so no ledger: publish once under the entry id and ack.
-      await this.conclude(entryId, fields, undefined, expireAt, encoded);
-      return;
-    }
-    const text = JSON.stringify(encoded);
-    if (this.oneScript) {
-      await this.settle(entryId, fields, command, expireAt, status, text, encoded, !duplicate, early);
-      return;
-    }
-    const [fixed, stored] = await this.run.finishCommand(
-      this.keys.commandLedger(this.options.deviceId, command.id),
-      expireAt,
-      status,
-      text,
-      resultField(encoded, RESULT_FIELD.attempts) ?? 0,
-    );
-    if (fixed !== 1 && !duplicate) this.deps.metrics.duplicates.inc();
-    await this.conclude(
-      entryId,
-      fields,
-      command,
-      expireAt,
-      stored ? (JSON.parse(stored) as string[]) : encoded,
-    );
+    if (how.duplicate) this.deps.metrics.duplicates.inc();
+    const c = await this.concluder.conclude(entry, encoded, how.early);
+    if (!c.fixed && !how.duplicate) this.deps.metrics.duplicates.inc();
+    this.count(c);
   }
 
-  /** Publishes the result the ledger already holds (`stored`, its JSON) and acks. */
-  private async republish(
+  /** Publishes the result the ledger already holds and acks. */
+  private async republish(entry: CommandEntry, stored: string[]): Promise<void> {
+    this.count(await this.concluder.republish(entry, stored));
+  }
+
+  private count(c: Conclusion): void {
+    if (c.deadLetterAdded) this.deps.metrics.deadLetters.inc();
+    if (c.resultAdded) this.deps.metrics.results.inc({ status: c.status });
+  }
+
+  private async rejectMalformed(
     entryId: string,
     fields: string[],
-    command: Command,
-    expireAt: number,
-    stored: string,
-  ): Promise<void> {
-    const encoded = JSON.parse(stored) as string[];
-    if (!this.oneScript) return this.conclude(entryId, fields, command, expireAt, encoded);
-    // The ledger is terminal with this very copy, so the script's finish is a no-op and it goes
-    // straight to publishing (one round trip instead of two or three).
-    await this.settle(
-      entryId,
-      fields,
-      command,
-      expireAt,
-      decodeResult(encoded).status,
-      stored,
-      encoded,
-      false,
-    );
-  }
-
-  /**
-   * Standalone: concludeCommand-6.lua fixes, dead-letters, publishes and acks in one call. If the
-   * ledger holds a different result (fixed first elsewhere), that one wins and is concluded with the
-   * step-by-step path, which builds its dead letter from the original entry when it is `failed`.
-   */
-  private async settle(
-    entryId: string,
-    fields: string[],
-    command: Command,
-    expireAt: number,
-    status: TerminalStatus,
-    text: string,
-    encoded: string[],
-    countDuplicate: boolean,
-    early?: StartedAtOnce,
+    err: ValidationError,
+    salvage: ReturnType<typeof salvageCommand>,
   ): Promise<void> {
     const o = this.options;
-    // The dead letter's fields are built (and sent) only for a failed result.
-    const dead = status === 'failed' ? this.deadLetterFields(entryId, fields, decodeResult(encoded)) : [];
-    const [fixed, concluded, stored, resultAdded, deadAdded] = await this.run.concludeCommand(
-      this.keys.commandLedger(o.deviceId, command.id),
-      this.keys.results(),
-      this.keys.publishedMarker(this.keys.results(), o.deviceId, command.id),
-      this.keys.deadLetters(),
-      this.keys.publishedMarker(this.keys.deadLetters(), o.deviceId, command.id),
-      this.stream,
-      expireAt,
-      status,
-      text,
-      resultField(encoded, RESULT_FIELD.attempts) ?? 0,
-      this.markerTtl(expireAt),
-      o.resultsMaxLen,
-      o.group,
-      entryId,
-      dead.length,
-      ...(early ? [early.receivedAt, early.startedAt, o.consumer] : ['', '', '']),
-      ...dead,
-      ...encoded,
-    );
-    if (fixed !== 1 && countDuplicate) this.deps.metrics.duplicates.inc();
-    if (concluded !== 1) {
-      await this.conclude(entryId, fields, command, expireAt, JSON.parse(stored) as string[]);
-      return;
-    }
-    if (deadAdded === 1) this.deps.metrics.deadLetters.inc();
-    if (resultAdded === 1) this.deps.metrics.results.inc({ status });
-  }
-
-  /** Markers must outlive every redelivery of the command: as long as its ledger. */
-  private markerTtl(expireAt: number): number {
-    return Math.max(1000, expireAt - this.clock.now());
-  }
-
-  /** The dead-letter entry's fields: one builder, shared with the gateway, so both write the same entry. */
-  private deadLetterFields(entryId: string, fields: string[], result: CommandResult): (string | number)[] {
-    return deadLetterFields({
-      deviceId: this.options.deviceId,
-      stream: this.stream,
-      entryId,
-      fields,
-      result,
-    });
-  }
-
-  /**
-   * Publishes a fixed result (and dead letter) at most once each, then acknowledges the entry: the
-   * step-by-step path, for a Cluster (and the rare cases above), each step in its own slot.
-   */
-  private async conclude(
-    entryId: string,
-    fields: string[],
-    command: Command | undefined,
-    expireAt: number,
-    stored: string[],
-  ): Promise<void> {
-    const o = this.options;
-    const key = command ? command.id : `e:${entryId}`;
-    const ttl = this.markerTtl(expireAt);
-    const result = decodeResult(stored);
-    if (result.status === 'failed') {
-      const [added] = await this.run.publishOnce(
-        this.keys.deadLetters(),
-        this.keys.publishedMarker(this.keys.deadLetters(), o.deviceId, key),
-        ttl,
-        0,
-        ...this.deadLetterFields(entryId, fields, result),
-      );
-      if (added === 1) this.deps.metrics.deadLetters.inc();
-    }
-    const [added] = await this.run.publishOnce(
-      this.keys.results(),
-      this.keys.publishedMarker(this.keys.results(), o.deviceId, key),
-      ttl,
-      o.resultsMaxLen,
-      ...stored,
-    );
-    if (added === 1) this.deps.metrics.results.inc({ status: result.status });
-    // Acknowledge only now: the result is in the ledger and in the results stream.
-    await this.client.xack(this.stream, o.group, entryId);
-  }
-
-  private async rejectMalformed(entryId: string, fields: string[], err: ValidationError): Promise<void> {
-    const o = this.options;
-    const salvage = salvageCommand(fields);
     const now = this.clock.now();
-    const expireAt = now + o.ledgerRetentionMs;
-    const result: CommandResult = {
-      commandId: salvage.id ?? '',
+    const result = malformedResult(err, salvage, {
       deviceId: o.deviceId,
-      status: 'rejected',
-      name: salvage.name,
-      correlationId: salvage.correlationId,
       entryId,
-      finishedAt: now,
-      attempts: 0,
-      errorClass: 'ValidationError',
-      message: `malformed command entry: ${err.message}`,
+      now,
       version: COMMAND_VERSION,
-    };
+    });
     this.deps.logger.warn(
       { entryId, field: err.field, reason: err.reason },
       'rejected a malformed command entry',
     );
     // Malformed input also goes to the rejected stream with its reason (docs/guarantees.md §5).
-    await this.run.publishOnce(
-      this.keys.rejected(),
-      this.keys.publishedMarker(this.keys.rejected(), o.deviceId, `e:${entryId}`),
-      o.ledgerRetentionMs,
-      o.resultsMaxLen,
-      'src',
-      this.stream,
-      'e',
-      entryId,
-      'reason',
-      err.message,
-      'f',
-      JSON.stringify(fields),
+    await publishOnce(this.client, {
+      stream: this.keys.rejected(),
+      marker: this.keys.publishedMarker(this.keys.rejected(), o.deviceId, `e:${entryId}`),
+      ttlMs: o.ledgerRetentionMs,
+      maxLen: o.resultsMaxLen,
+      fields: ['src', this.stream, 'e', entryId, 'reason', err.message, 'f', JSON.stringify(fields)],
+    });
+    // Ledgered under its id when it has one, so a sender waiting on it sees `rejected`.
+    await this.end(
+      {
+        deviceId: o.deviceId,
+        entryId,
+        fields,
+        commandId: salvage.id,
+        expireAt: now + o.ledgerRetentionMs,
+        ack: true,
+      },
+      resultFields(result),
     );
-    const pseudo = salvage.id
-      ? ({ id: salvage.id } as Command) // ledger under its id, so a sender waiting on it sees `rejected`
-      : undefined;
-    await this.finish(entryId, fields, pseudo, expireAt, result);
   }
 }

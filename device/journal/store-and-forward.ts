@@ -13,11 +13,13 @@
  *
  * Nothing is lost silently: what the full journal cannot keep is counted in
  * agent_samples_dropped_total{reason="journal_full"} and logged once per episode;
- * entries cut off with a corrupt journal record in {reason="journal_corrupt"}.
+ * entries cut off with a corrupt journal record in {reason="journal_corrupt"};
+ * both are reported on /healthz (`journal-dropped`).
  */
 import type { Clock } from '#shared/clock.js';
 import type { EncodedEnvelope } from '#shared/envelope.js';
 import { RedisUnavailableError } from '#shared/errors.js';
+import type { HealthBook } from '#shared/health.js';
 import type { Keys } from '#shared/keys.js';
 import { EpisodeLog, type Logger } from '#shared/log.js';
 import { Counter, Gauge, type Registry } from '#shared/metrics.js';
@@ -34,6 +36,8 @@ export interface StoreAndForwardDeps {
   registry: Registry;
   /** The agent's drop counter; journal drops are counted with reason "journal_full". */
   dropped: Counter<'reason'>;
+  /** The agent's health: journal losses are reported there. */
+  health?: HealthBook;
 }
 
 /** "1-5,7,9-10": compact form of a list of sequence numbers, for the acknowledgement debug log. */
@@ -104,18 +108,26 @@ export class StoreAndForward {
       help: 'Journal records cut off as torn or corrupt (the bad record and the whole records after it in its segment)',
       registers,
     });
+    const lost = deps.health?.loss(
+      'journal-dropped',
+      'journal entries lost: the journal was full (journal.maxBytes, journal.fullPolicy) or a record was corrupt (see agent_samples_dropped_total)',
+    );
     this.journal = Journal.open(options.journal, {
       logger: deps.logger,
       clock,
       events: {
         onDropped: (n) => {
           deps.dropped.inc({ reason: 'journal_full' }, n);
+          lost?.hit(n);
           this.fullLog.hit({ policy: options.journal.fullPolicy }, n);
         },
         onTorn: (records, unsent) => {
           torn.inc(records);
           // Lost, not only skipped: they never reach Redis, so they count as dropped too.
-          if (unsent > 0) deps.dropped.inc({ reason: 'journal_corrupt' }, unsent);
+          if (unsent > 0) {
+            deps.dropped.inc({ reason: 'journal_corrupt' }, unsent);
+            lost?.hit(unsent);
+          }
         },
       },
     });
@@ -151,6 +163,7 @@ export class StoreAndForward {
     this.replayProducer = new TelemetryProducer(client, keys, producerOpts, {
       logger: deps.logger,
       clock,
+      health: deps.health,
       hooks: {
         onAcked: (entries) => this.onAcked(entries, 'replay'),
         onFailed: (entries) => {
@@ -187,11 +200,6 @@ export class StoreAndForward {
         { unsent: this.journal.unsent, bytes: this.journal.bytes, segments: this.journal.segmentCount },
         'journal holds a backlog from before the restart; it is replayed once Redis is reachable',
       );
-  }
-
-  /** True while the full journal is losing entries (reported on /healthz). */
-  get dropping(): boolean {
-    return this.fullLog.isActive;
   }
 
   /** Takes an entry: live, or into the journal. Always true (a drop is counted by the journal). */

@@ -22,7 +22,12 @@ export function projectionFactories(
         ctx.client,
         ctx.keys,
         projectionOptions({ ...ctx.config, 'projection.consumer': consumer }),
-        { logger: ctx.logger, registry: ctx.registry, clock: ctx.clock },
+        {
+          logger: ctx.logger,
+          registry: ctx.registry,
+          clock: ctx.clock,
+          lossWindowMs: ctx.config['health.lossWindow'],
+        },
       );
     },
   ];

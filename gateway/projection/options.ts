@@ -30,6 +30,12 @@ export const projectionSchema = {
     min: 1,
     max: 60_000,
   }),
+  // A round reads at most batchSize x partitions entries, so a bound below that is crossed by every burst.
+  'projection.maxLag': opt.integer(
+    100_000,
+    'The projection reports unhealthy (/healthz projection-lag) while its group has more entries than this not yet folded in, summed over the partitions (delivered and unacknowledged, or not yet delivered); 0 = never',
+    { min: 0 },
+  ),
   'projection.claimIdle': opt.duration(
     30_000,
     'Entries another consumer has held unacknowledged this long are claimed and folded in here (XAUTOCLAIM)',
@@ -46,6 +52,7 @@ export interface ProjectionOptions {
   readonly interval: number;
   readonly idle: number;
   readonly claimIdle: number;
+  readonly maxLag: number;
 }
 
 export function projectionOptions(config: Partial<ProjectionConfig> = {}): ProjectionOptions {
@@ -58,5 +65,6 @@ export function projectionOptions(config: Partial<ProjectionConfig> = {}): Proje
     interval: get('projection.interval'),
     idle: get('projection.idle'),
     claimIdle: get('projection.claimIdle'),
+    maxLag: get('projection.maxLag'),
   };
 }

@@ -21,11 +21,13 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { type Clock, systemClock } from '#shared/clock.js';
 import { decodeEncodedEnvelope, type EncodedEnvelope } from '#shared/envelope.js';
+import { type Health, HealthBook, type LossCondition } from '#shared/health.js';
 import type { Keys } from '#shared/keys.js';
 import { EpisodeLog, type Logger } from '#shared/log.js';
-import { Counter, type Health, type Registry } from '#shared/metrics.js';
+import { Counter, type Registry } from '#shared/metrics.js';
 import type { RedisClient } from '#shared/redis/connect.js';
 import { scripts } from '#shared/redis/scripts.js';
+import { GroupReader, type StreamEntry } from '#shared/streams/group-reader.js';
 import { idTime } from '#shared/streams/inspect.js';
 import type { ProjectionOptions } from './options.js';
 
@@ -80,13 +82,14 @@ export interface ProjectionDeps {
   registry?: Registry;
   metrics?: ProjectionMetrics;
   clock?: Clock;
+  /** health.lossWindow: how long a drop keeps health() unhealthy. */
+  lossWindowMs?: number;
 }
 
-type RawEntry = [id: string, fields: string[] | null];
+type RawEntry = StreamEntry;
 
 /** State-script calls per pipeline on a standalone server (see runScripts). */
 const SCRIPT_CHUNK = 250;
-type ReadReply = Array<[stream: string, entries: RawEntry[]]> | null;
 interface Batch {
   stream: string;
   entries: RawEntry[];
@@ -98,23 +101,26 @@ interface DeviceFold {
   readings: Map<string, { seq: number; packed: string }>;
 }
 
-/** How long a drop keeps /healthz unhealthy (a dropping component never reports healthy). */
-const DROP_HEALTH_WINDOW_MS = 60_000;
+/** How often the group's lag is measured for health (one XINFO GROUPS per partition). */
+export const LAG_CHECK_INTERVAL_MS = 1000;
 
 export class ProjectionService {
   private readonly logger: Logger;
   private readonly metrics: ProjectionMetrics | undefined;
   private readonly clock: Clock;
   private readonly streams: string[];
-  /** Per stream: '>' for new entries, or the id after which own pending entries are re-read. */
-  private readonly cursors = new Map<string, string>();
-  private readonly claimCursors = new Map<string, string>();
+  /** One group reader per partition: it keeps where own pending entries and XAUTOCLAIM are read on. */
+  private readonly readers = new Map<string, GroupReader>();
   private lastClaim = 0;
   private stopped = true;
   private loopDone: Promise<void> | undefined;
   private wake: (() => void) | undefined;
-  private lastDropAt = Number.NEGATIVE_INFINITY;
   private lastError: string | undefined;
+  /** Entries of the group not yet folded in (lag + pending over the partitions), at the last check. */
+  private lag: number | undefined;
+  private lagTimer: NodeJS.Timeout | undefined;
+  private readonly book: HealthBook;
+  private readonly dropHealth: LossCondition;
   /** The next round's read, started while the current round is folded in. */
   private prefetch: Promise<Batch[]> | undefined;
   private closing = false;
@@ -132,19 +138,32 @@ export class ProjectionService {
     this.metrics = deps.metrics ?? (deps.registry ? createProjectionMetrics(deps.registry) : undefined);
     this.clock = deps.clock ?? systemClock;
     this.streams = keys.allTelemetryStreams();
+    const { group, consumer, batchSize } = options;
+    for (const s of this.streams)
+      this.readers.set(s, new GroupReader(client, s, { group, consumer, count: batchSize }));
     this.dropEpisode = new EpisodeLog(this.logger, 'projection dropping entries');
     this.errorEpisode = new EpisodeLog(this.logger, 'projection failing');
+    this.book = new HealthBook(deps.lossWindowMs, this.clock);
+    this.dropHealth = this.book.loss(
+      'projection-dropped',
+      'telemetry entries the projection could not fold in: undecodable, or trimmed before it read them (see projection_dropped_total)',
+    );
+    this.book.state('projection-failing', () =>
+      this.lastError ? { message: `projection rounds failing: ${this.lastError}` } : undefined,
+    );
+    this.book.state('projection-lag', () => {
+      const { maxLag } = this.options;
+      if (maxLag <= 0 || this.lag === undefined || this.lag <= maxLag) return undefined;
+      return {
+        message: `the projection is ${this.lag} entries behind, over projection.maxLag (${maxLag}): the latest-state view is stale`,
+        count: this.lag,
+      };
+    });
   }
 
   /** Creates the consumer group on every partition (from the start of each stream; idempotent). */
   async ensureGroups(): Promise<void> {
-    await Promise.all(
-      this.streams.map((s) =>
-        this.client.xgroup('CREATE', s, this.options.group, '0', 'MKSTREAM').catch((err: Error) => {
-          if (!err.message.startsWith('BUSYGROUP')) throw err;
-        }),
-      ),
-    );
+    await Promise.all([...this.readers.values()].map((r) => r.ensureGroup()));
   }
 
   readonly name = 'projection';
@@ -154,11 +173,21 @@ export class ProjectionService {
     await this.ensureGroups();
     this.stopped = false;
     this.loopDone = this.loop();
+    if (this.options.maxLag > 0) {
+      // Its own timer, not the loop's: a projection stuck in a slow round is exactly what it must see.
+      this.lagTimer = this.clock.setInterval(() => {
+        this.measureLag().catch(() => {
+          // Redis unreachable: the failing rounds report it (projection-failing).
+        });
+      }, LAG_CHECK_INTERVAL_MS);
+    }
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     this.closing = true;
+    if (this.lagTimer) this.clock.clearInterval(this.lagTimer);
+    this.lagTimer = undefined;
     this.wake?.();
     await this.loopDone;
     // Fold in and acknowledge what the last round read ahead, rather than leave it pending.
@@ -166,11 +195,31 @@ export class ProjectionService {
   }
 
   health(): Health {
-    const reasons: string[] = [];
-    if (this.clock.now() - this.lastDropAt < DROP_HEALTH_WINDOW_MS)
-      reasons.push('projection: dropped entries it could not fold in (see projection_dropped_total)');
-    if (this.lastError) reasons.push(`projection: ${this.lastError}`);
-    return { healthy: reasons.length === 0, reasons };
+    return this.book.report();
+  }
+
+  /**
+   * Entries of the group not yet folded in, over every partition: XINFO GROUPS
+   * `lag` (not yet delivered) plus `pending` (delivered, not acknowledged).
+   * Redis 7 answers a null lag when it cannot tell (after XDEL or XSETID past
+   * entries, see the XINFO GROUPS docs); such a partition counts its pending only.
+   */
+  async measureLag(): Promise<number> {
+    const perStream = await Promise.all(
+      this.streams.map(async (stream) => {
+        const groups = (await this.client.xinfo('GROUPS', stream)) as unknown[][];
+        for (const g of groups) {
+          const info = new Map<string, unknown>();
+          for (let i = 0; i + 1 < g.length; i += 2) info.set(String(g[i]), g[i + 1]);
+          if (info.get('name') !== this.options.group) continue;
+          const lag = info.get('lag');
+          return Number(info.get('pending') ?? 0) + (typeof lag === 'number' ? lag : 0);
+        }
+        return 0;
+      }),
+    );
+    this.lag = perStream.reduce((a, b) => a + b, 0);
+    return this.lag;
   }
 
   /**
@@ -238,7 +287,7 @@ export class ProjectionService {
       // (after the read in flight, if any, has settled, so its cursor updates come first).
       await this.prefetch?.catch(() => undefined);
       this.prefetch = undefined;
-      for (const s of this.streams) this.cursors.delete(s);
+      for (const r of this.readers.values()) r.rewind();
       this.metrics?.errors.inc();
       this.lastError = err instanceof Error ? err.message : String(err);
       this.errorEpisode.hit({ err: this.lastError });
@@ -263,27 +312,15 @@ export class ProjectionService {
   }
 
   private async read(stream: string): Promise<Batch> {
-    const { group, consumer, batchSize } = this.options;
-    const cursor = this.cursors.get(stream) ?? '0';
-    const reply = (await this.client.xreadgroup(
-      'GROUP',
-      group,
-      consumer,
-      'COUNT',
-      batchSize,
-      'STREAMS',
-      stream,
-      cursor,
-    )) as ReadReply;
-    const entries = reply?.[0]?.[1] ?? [];
-    if (cursor === '>') return { stream, entries };
-    // Re-reading own pending entries: page on, or switch to new entries once none are left.
-    if (entries.length === 0) {
-      this.cursors.set(stream, '>');
-      return this.read(stream);
-    }
-    this.cursors.set(stream, entries[entries.length - 1]![0]);
+    // Own pending entries first (after a failure, or a previous life), then new ones.
+    const { entries } = await this.readerOf(stream).read();
     return { stream, entries };
+  }
+
+  private readerOf(stream: string): GroupReader {
+    const reader = this.readers.get(stream);
+    if (!reader) throw new TypeError(`${stream} is not a telemetry partition of this projection`);
+    return reader;
   }
 
   /** Takes over entries other consumers left pending longer than claimIdle (at most every claimIdle). */
@@ -291,24 +328,13 @@ export class ProjectionService {
     const now = this.clock.now();
     if (now - this.lastClaim < this.options.claimIdle) return [];
     this.lastClaim = now;
-    const { group, consumer, claimIdle, batchSize } = this.options;
     return Promise.all(
       this.streams.map(async (stream) => {
-        const reply = (await this.client.xautoclaim(
-          stream,
-          group,
-          consumer,
-          claimIdle,
-          this.claimCursors.get(stream) ?? '0-0',
-          'COUNT',
-          batchSize,
-        )) as [string, RawEntry[], string[]?];
-        this.claimCursors.set(stream, reply[0]);
-        // Redis 7 removes entries that were trimmed meanwhile from the PEL and lists their ids (3rd element).
-        const deleted = reply[2]?.length ?? 0;
-        if (deleted > 0) this.dropped('missing', deleted, { stream });
-        this.metrics?.claimed.inc(reply[1].length);
-        return { stream, entries: reply[1] };
+        const claimed = await this.readerOf(stream).claim(this.options.claimIdle);
+        // Redis 7 removes entries that were trimmed meanwhile from the PEL and lists their ids.
+        if (claimed.deleted.length > 0) this.dropped('missing', claimed.deleted.length, { stream });
+        this.metrics?.claimed.inc(claimed.entries.length);
+        return { stream, entries: claimed.entries };
       }),
     );
   }
@@ -412,7 +438,7 @@ export class ProjectionService {
   private dropped(reason: 'invalid' | 'missing', n: number, fields: Record<string, unknown>): void {
     this.drops += n;
     this.metrics?.dropped.inc({ reason }, n);
-    this.lastDropAt = this.clock.now();
+    this.dropHealth.hit(n);
     this.dropEpisode.hit({ reason, ...fields }, n);
   }
 }

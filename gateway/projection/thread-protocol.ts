@@ -1,5 +1,5 @@
 /** Messages between the gateway and its projection thread (thread.ts, worker.ts). */
-import type { Health } from '#shared/metrics.js';
+import type { Health } from '#shared/health.js';
 import type { ProjectionMetrics } from './service.js';
 
 /** How often the thread sends its metric totals and health. */

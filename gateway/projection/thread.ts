@@ -7,8 +7,9 @@
  * by message (thread-protocol.ts) into the gateway's registry and /healthz.
  */
 import { Worker } from 'node:worker_threads';
+import { HEALTHY, type Health } from '#shared/health.js';
 import type { Logger } from '#shared/log.js';
-import type { Health, Registry } from '#shared/metrics.js';
+import type { Registry } from '#shared/metrics.js';
 import type { GatewayService } from '../services.js';
 import { createProjectionMetrics, type ProjectionMetrics } from './service.js';
 import type { FromProjectionThread, MetricTotals } from './thread-protocol.js';
@@ -22,7 +23,7 @@ export class ProjectionThread implements GatewayService {
   private worker: Worker | undefined;
   private readonly metrics: ProjectionMetrics;
   private readonly seen = new Map<string, number>();
-  private lastHealth: Health = { healthy: true, reasons: [] };
+  private lastHealth: Health = HEALTHY;
   private exitedUnexpectedly: string | undefined;
   private stopping = false;
   private exited = false;
@@ -90,7 +91,16 @@ export class ProjectionThread implements GatewayService {
   }
 
   health(): Health {
-    if (this.exitedUnexpectedly) return { healthy: false, reasons: [this.exitedUnexpectedly] };
+    if (this.exitedUnexpectedly)
+      return {
+        healthy: false,
+        reasons: [
+          {
+            code: 'projection-stopped',
+            message: `${this.exitedUnexpectedly}: the latest-state view is not updated`,
+          },
+        ],
+      };
     return this.lastHealth;
   }
 

@@ -21,7 +21,11 @@ import {
 
 export interface ProjectionWorkerData {
   config: RedisConnectionConfig &
-    Partial<ProjectionConfig> & { 'redis.keyPrefix': string; 'redis.partitions': number };
+    Partial<ProjectionConfig> & {
+      'redis.keyPrefix': string;
+      'redis.partitions': number;
+      'health.lossWindow'?: number;
+    };
   consumer: string;
   gatewayId: string;
   logLevel: string;
@@ -43,7 +47,7 @@ const projection = new ProjectionService(
   client,
   new Keys(data.config['redis.keyPrefix'], data.config['redis.partitions']),
   projectionOptions({ ...data.config, 'projection.consumer': data.consumer }),
-  { logger, metrics },
+  { logger, metrics, lossWindowMs: data.config['health.lossWindow'] },
 );
 
 const report = async () =>

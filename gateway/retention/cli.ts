@@ -5,6 +5,7 @@
  * process of their own. The gateway runs the same services in-process.
  */
 import { exitWithError, startProgram } from '#shared/config/program.js';
+import { healthSchema, joinHealth } from '#shared/health.js';
 import { Keys } from '#shared/keys.js';
 import { createLogger, logSchema } from '#shared/log.js';
 import { createRegistry, metricsSchema, serveMetrics } from '#shared/metrics.js';
@@ -25,6 +26,7 @@ const schema = {
   ...redisSchema,
   ...logSchema,
   ...metricsSchema,
+  ...healthSchema,
   ...retentionSchema,
   ...projectionSchema,
 } as const;
@@ -41,20 +43,24 @@ async function main(): Promise<void> {
   const services: Array<RetentionService | ProjectionService> = [];
   try {
     await waitReady(client, describeTarget(config), config['redis.connectTimeout']);
+    const lossWindowMs = config['health.lossWindow'];
     if (config['retention.enabled'])
-      services.push(new RetentionService(client, keys, retentionOptions(config), { logger, registry }));
+      services.push(
+        new RetentionService(client, keys, retentionOptions(config), { logger, registry, lossWindowMs }),
+      );
     if (config['projection.enabled'])
-      services.push(new ProjectionService(client, keys, projectionOptions(config), { logger, registry }));
+      services.push(
+        new ProjectionService(client, keys, projectionOptions(config), { logger, registry, lossWindowMs }),
+      );
     for (const s of services) await s.start();
   } catch (err) {
     exitWithError('retention', err);
   }
   const metrics =
     config['metrics.port'] > 0
-      ? await serveMetrics(registry, config['metrics.port'], config['metrics.host'], () => {
-          const all = services.map((s) => s.health());
-          return { healthy: all.every((h) => h.healthy), reasons: all.flatMap((h) => h.reasons) };
-        })
+      ? await serveMetrics(registry, config['metrics.port'], config['metrics.host'], () =>
+          joinHealth(services.map((s) => s.health())),
+        )
       : undefined;
   logger.info({ services: services.map((s) => s.name) }, 'started');
   const shutdown = () => {

@@ -11,6 +11,7 @@ export function retentionFactories(config: Pick<RetentionConfig, 'retention.enab
         logger: ctx.logger,
         registry: ctx.registry,
         clock: ctx.clock,
+        lossWindowMs: ctx.config['health.lossWindow'],
       }),
   ];
 }

@@ -9,7 +9,8 @@
  * - the hard memory cap does, and the script returns, per group, exactly how
  *   many of the removed entries that group had not processed; they are
  *   counted (retention_forced_loss_entries_total), logged, and make /healthz
- *   report unhealthy until a pass loses nothing;
+ *   report unhealthy (retention-forced-trim) for health.lossWindow after the
+ *   last pass that lost any;
  * - several gateways may run retention on the same streams at the same time:
  *   no lease is needed, each call sees and changes the stream atomically and
  *   every removed entry is counted by the one call that removed it.
@@ -23,9 +24,10 @@
  * complete scan cycle (a series per device would grow with the fleet).
  */
 import { type Clock, systemClock } from '#shared/clock.js';
+import { type Health, HealthBook, type LossCondition } from '#shared/health.js';
 import type { Keys } from '#shared/keys.js';
 import { EpisodeLog, type Logger } from '#shared/log.js';
-import type { Health, Registry } from '#shared/metrics.js';
+import type { Registry } from '#shared/metrics.js';
 import type { RedisClient } from '#shared/redis/connect.js';
 import { scripts } from '#shared/redis/scripts.js';
 import {
@@ -82,6 +84,8 @@ export interface RetentionDeps {
   clock?: Clock;
   /** Time the age policy measures from; default: the Redis server's TIME (the clock that stamps ids). */
   now?: () => number;
+  /** health.lossWindow: how long a forced trim keeps health() unhealthy. */
+  lossWindowMs?: number;
 }
 
 /** Safety bound on script calls per stream per pass (each removes up to retention.maxRemovePerCall). */
@@ -124,6 +128,8 @@ export class RetentionService {
   /** The cycle being scanned, and the last complete one (what the gauges show). */
   private commandsCycle = emptyCommandsView();
   private commandsView: CommandsView | undefined;
+  private readonly book: HealthBook;
+  private readonly forcedTrim: LossCondition;
 
   constructor(
     private readonly client: RedisClient,
@@ -139,6 +145,20 @@ export class RetentionService {
     this.clock = deps.clock ?? systemClock;
     this.commandsLabel = commandStreamPattern(keys);
     this.commandScanner = new StreamScanner(client, this.commandsLabel, options.commandsScanPerPass);
+    this.book = new HealthBook(deps.lossWindowMs, this.clock);
+    this.forcedTrim = this.book.loss(
+      'retention-forced-trim',
+      'entries a consumer group had not processed were trimmed by the hard memory cap (retention.<family>.maxBytes; see retention_forced_loss_entries_total)',
+    );
+    this.book.state('retention-failing', () => {
+      const errors = this.lastPass?.errors ?? [];
+      if (errors.length === 0) return undefined;
+      const list = errors.map((e) => `${e.key}: ${e.error}`).join('; ');
+      return {
+        message: `the last retention pass could not trim ${errors.length} stream(s): ${list}`,
+        count: errors.length,
+      };
+    });
   }
 
   readonly name = 'retention';
@@ -168,22 +188,12 @@ export class RetentionService {
   }
 
   /**
-   * Healthy unless the last pass dropped unprocessed data (hard cap) or could
-   * not trim some stream. A process that loses data never reports healthy.
+   * Unhealthy for health.lossWindow after a pass whose hard cap removed
+   * unprocessed entries (retention-forced-trim), and while the last pass
+   * could not trim some stream (retention-failing).
    */
   health(): Health {
-    const pass = this.lastPass;
-    const reasons: string[] = [];
-    if (pass) {
-      for (const s of pass.streams)
-        for (const g of s.groups)
-          if (g.lost > 0)
-            reasons.push(
-              `retention: hard cap removed ${g.lost} unprocessed entries of ${s.key} (group ${g.name})`,
-            );
-      for (const e of pass.errors) reasons.push(`retention: cannot trim ${e.key}: ${e.error}`);
-    }
-    return { healthy: reasons.length === 0, reasons };
+    return this.book.report();
   }
 
   get lastReport(): PassReport | undefined {
@@ -322,6 +332,7 @@ export class RetentionService {
         }
         if (g.lost > 0) {
           m?.forcedLoss.inc(gl, g.lost);
+          this.forcedTrim.hit(g.lost, `${g.lost} of ${s.key}, group ${g.name}`);
           this.logger.error(
             {
               stream: s.key,

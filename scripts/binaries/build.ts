@@ -27,7 +27,7 @@ import {
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
-import { SCRIPT_FILES } from '#shared/redis/scripts.js';
+import { SCRIPT_FILES, scriptSource } from '#shared/redis/scripts.js';
 import { VERSION } from '#shared/version.js';
 import { agentSchema, ENV_PREFIX } from '../../device/config.js';
 import { exampleConfig } from './example-config.js';
@@ -109,8 +109,8 @@ function run(cmd: string, args: readonly string[], cwd?: string): void {
 /** Bundles the agent into one CommonJS file (an ESM main cannot be a SEA main). */
 export async function bundleAgent(outFile: string): Promise<{ bytes: number; ms: number }> {
   const started = performance.now();
-  const scriptsDir = join(ROOT, 'shared/redis/scripts');
-  const sources = Object.fromEntries(SCRIPT_FILES.map((f) => [f, readFileSync(join(scriptsDir, f), 'utf8')]));
+  // Expanded (fragments included), so the binary needs neither the scripts nor their lib/ beside it.
+  const sources = Object.fromEntries(SCRIPT_FILES.map((f) => [f, scriptSource(f)]));
   const inline: esbuild.Plugin = {
     name: 'streamfleet-entry',
     setup(build) {

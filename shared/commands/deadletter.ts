@@ -1,17 +1,30 @@
 /**
- * The dead-letter entry of a command that ended `failed`, shared by the agent's
- * worker and the gateway (commands to MQTT devices), so both write the same
- * entry, once (publishOnce-2.lua, its marker in the stream's own slot).
+ * The dead-letter codec: the entry of a command that ended `failed`, written by
+ * the agent's worker and the gateway (commands to MQTT devices) through
+ * conclude.ts, once each (publish-once marker in the stream's own slot), and
+ * read by `ctl dlq`. Encode and decode live side by side here.
  *
  * Fields: d device, i command id, src the command stream, e its entry id,
  * ec error class, m message, at attempts, o the original entry's fields (JSON
  * object).
  */
-import type { Keys } from '../keys.js';
-import type { ScriptCommands } from '../redis/scripts.js';
-import { type CommandResult, fieldMap } from './codec.js';
+import { describeError } from '../errors.js';
+import { type Command, type CommandResult, decodeCommand, fieldMap } from './codec.js';
 
-export interface DeadLetter {
+/** Dead-letter stream fields. */
+export const DEAD_LETTER_FIELD = {
+  deviceId: 'd',
+  commandId: 'i',
+  source: 'src',
+  entryId: 'e',
+  errorClass: 'ec',
+  message: 'm',
+  attempts: 'at',
+  original: 'o',
+} as const;
+
+/** What a dead letter is made from. */
+export interface DeadLetterInput {
   deviceId: string;
   /** The command stream the entry came from. */
   stream: string;
@@ -20,42 +33,73 @@ export interface DeadLetter {
   fields: readonly string[];
   /** The terminal result (status `failed`). */
   result: CommandResult;
-  /** Marker key of the entry: the command id, or `e:<entryId>` when it has none. */
-  key: string;
-  /** Marker lifetime: it must outlive every redelivery of the command. */
-  ttlMs: number;
 }
 
-/** The dead-letter entry's fields (for publishOnce-2.lua, or a script that publishes it with other steps). */
-export function deadLetterFields(d: Omit<DeadLetter, 'key' | 'ttlMs'>): (string | number)[] {
+/** The dead-letter entry's fields (for publish-once, alone or with the other conclude steps). */
+export function deadLetterFields(d: DeadLetterInput): (string | number)[] {
+  const f = DEAD_LETTER_FIELD;
   return [
-    'd',
+    f.deviceId,
     d.deviceId,
-    'i',
+    f.commandId,
     d.result.commandId,
-    'src',
+    f.source,
     d.stream,
-    'e',
+    f.entryId,
     d.entryId,
-    'ec',
+    f.errorClass,
     d.result.errorClass ?? 'Error',
-    'm',
+    f.message,
     d.result.message ?? '',
-    'at',
+    f.attempts,
     d.result.attempts,
-    'o',
+    f.original,
     JSON.stringify(Object.fromEntries(fieldMap(d.fields))),
   ];
 }
 
-/** Appends the dead letter unless it is there already; true when this call appended it. */
-export async function publishDeadLetter(run: ScriptCommands, keys: Keys, d: DeadLetter): Promise<boolean> {
-  const [added] = await run.publishOnce(
-    keys.deadLetters(),
-    keys.publishedMarker(keys.deadLetters(), d.deviceId, d.key),
-    Math.max(1000, d.ttlMs),
-    0,
-    ...deadLetterFields(d),
-  );
-  return added === 1;
+/** A dead-letter entry as read back (ctl dlq list / replay). */
+export interface DeadLetter {
+  /** Id of the entry in the dead-letter stream. */
+  readonly id: string;
+  readonly deviceId: string;
+  readonly commandId: string;
+  /** The command stream and entry the command came from. */
+  readonly source?: string;
+  readonly entryId?: string;
+  readonly errorClass?: string;
+  readonly message?: string;
+  readonly attempts: number;
+  /** The original command, when its fields still decode. */
+  readonly command?: Command;
+  /** Why the original command cannot be rebuilt, when it cannot. */
+  readonly problem?: string;
+}
+
+/** Decodes a dead-letter entry; an original that no longer decodes is named in `problem`, never thrown. */
+export function decodeDeadLetter(id: string, fields: readonly string[]): DeadLetter {
+  const f = DEAD_LETTER_FIELD;
+  const map = fieldMap(fields);
+  let command: Command | undefined;
+  let problem: string | undefined;
+  try {
+    const original = JSON.parse(map.get(f.original) ?? 'null') as unknown;
+    if (typeof original !== 'object' || original === null || Array.isArray(original))
+      throw new TypeError(`the original command (field "${f.original}") is missing`);
+    command = decodeCommand(Object.entries(original as Record<string, string>).flat());
+  } catch (err) {
+    problem = describeError(err);
+  }
+  return {
+    id,
+    deviceId: map.get(f.deviceId) ?? '',
+    commandId: map.get(f.commandId) ?? command?.id ?? '',
+    source: map.get(f.source),
+    entryId: map.get(f.entryId),
+    errorClass: map.get(f.errorClass),
+    message: map.get(f.message),
+    attempts: Number(map.get(f.attempts) ?? 0),
+    command,
+    problem,
+  };
 }

@@ -17,16 +17,9 @@ import { systemClock } from '../clock.js';
 import { CommandTimeoutError, ValidationError } from '../errors.js';
 import { assertDeviceId, type Keys } from '../keys.js';
 import type { RedisClient } from '../redis/connect.js';
-import { scripts } from '../redis/scripts.js';
-import {
-  type Command,
-  type CommandArgs,
-  type CommandResult,
-  type CommandStatus,
-  decodeResult,
-  encodeCommand,
-  isTerminal,
-} from './codec.js';
+import { type Command, type CommandArgs, type CommandResult, decodeResult, encodeCommand } from './codec.js';
+import { decodeLedger, type LedgerView } from './ledger.js';
+import { enqueueCommand } from './scripts.js';
 
 /** A new connection like `client` (a blocked read holds its connection, so blocking readers get their own). */
 export function duplicateClient(client: RedisClient): RedisClient {
@@ -94,19 +87,20 @@ export async function queueCommand(
   // another slot, so it rings once the entry exists (KEYS[3] then only repeats the device's slot).
   const cluster = client instanceof Cluster;
   const stream = keys.commands(deviceId);
-  const [ok, value] = await scripts(client).enqueueCommand(
+  const enqueued = await enqueueCommand(client, {
     stream,
-    keys.commandLedger(deviceId, command.id),
-    cluster ? stream : keys.commandDoorbell(),
+    ledger: keys.commandLedger(deviceId, command.id),
+    doorbell: cluster ? stream : keys.commandDoorbell(),
     expireAt,
     now,
-    cluster ? 0 : DOORBELL_MAX_LEN,
+    doorbellMaxLen: cluster ? 0 : DOORBELL_MAX_LEN,
     deviceId,
-    ...fields,
-  );
-  if (ok !== 1) return { command, deviceId, entryId: undefined, duplicate: true, existingStatus: value };
+    fields,
+  });
+  if (!enqueued.queued)
+    return { command, deviceId, entryId: undefined, duplicate: true, existingStatus: enqueued.status };
   if (cluster) await ringDoorbell(client, keys, deviceId);
-  return { command, deviceId, entryId: value, duplicate: false };
+  return { command, deviceId, entryId: enqueued.entryId, duplicate: false };
 }
 
 /** Approximate length of the doorbell stream: it only needs to cover what gateways read in one blocked read. */
@@ -189,14 +183,7 @@ export async function registerDevice(
   for (const tag of tags) await client.sadd(keys.tag(tag), deviceId);
 }
 
-export interface LedgerView {
-  status: CommandStatus | 'none';
-  attempts: number;
-  queuedAt?: number;
-  deliveredAt?: number;
-  startedAt?: number;
-  result?: CommandResult;
-}
+export type { LedgerView };
 
 /** What the ledger says about a command on a device (`none` when unknown or expired from the ledger). */
 export async function commandStatus(
@@ -205,17 +192,7 @@ export async function commandStatus(
   deviceId: string,
   commandId: string,
 ): Promise<LedgerView> {
-  const h = await client.hgetall(keys.commandLedger(deviceId, commandId));
-  if (!h.st) return { status: 'none', attempts: 0 };
-  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
-  return {
-    status: h.st as CommandStatus,
-    attempts: Number(h.at ?? 0),
-    queuedAt: num(h.tq),
-    deliveredAt: num(h.td),
-    startedAt: num(h.ts),
-    result: h.r && isTerminal(h.st) ? decodeResult(JSON.parse(h.r) as string[]) : undefined,
-  };
+  return decodeLedger(await client.hgetall(keys.commandLedger(deviceId, commandId)));
 }
 
 interface Waiter {

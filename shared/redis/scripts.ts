@@ -5,8 +5,14 @@
  * falls back to EVAL when the server does not have the script cached (after a
  * restart or on a new cluster node).
  *
- * Script sources are read once; the binary build inlines them (see
- * scripts/build-binaries.ts) so the executable needs no files beside it.
+ * Shared fragments (scripts/lib/<name>.lua: publish-once, the terminal-status
+ * check, ...) are written once and included at load time: a line
+ * `-- #include <name>` is replaced by the fragment's text before SCRIPT LOAD,
+ * so what runs on the server is one self-contained script, and scriptSource()
+ * returns that expanded text. A fragment is included at most once per script.
+ *
+ * Script sources are read once; the binary build inlines the expanded sources
+ * (see scripts/binaries/build.ts) so the executable needs no files beside it.
  */
 import { readFileSync } from 'node:fs';
 import { Cluster, type Redis } from 'ioredis';
@@ -34,14 +40,38 @@ let sources: Map<string, string> | undefined;
 /** Hook for bundlers: provide sources instead of reading files. */
 export function provideScriptSources(files: Record<string, string>): void {
   sources = new Map(Object.entries(files));
+  expanded.clear();
 }
 
-export function scriptSource(file: string): string {
+function rawSource(file: string): string {
   sources ??= new Map();
   let text = sources.get(file);
   if (text === undefined) {
     text = readFileSync(new URL(`./scripts/${file}`, import.meta.url), 'utf8');
     sources.set(file, text);
+  }
+  return text;
+}
+
+const INCLUDE = /^-- #include (\w+)[ \t]*$/gm;
+const NESTED_INCLUDE = /^-- #include /m;
+const expanded = new Map<string, string>();
+
+/** A script's text as sent to the server: every `-- #include <name>` line replaced by lib/<name>.lua. */
+export function scriptSource(file: string): string {
+  let text = expanded.get(file);
+  if (text === undefined) {
+    const seen = new Set<string>();
+    text = rawSource(file).replace(INCLUDE, (_line, name: string) => {
+      // Fragments define local functions: a second copy would shadow the first for nothing.
+      if (seen.has(name)) throw new TypeError(`${file} includes lib/${name}.lua twice`);
+      seen.add(name);
+      const fragment = rawSource(`lib/${name}.lua`);
+      if (NESTED_INCLUDE.test(fragment))
+        throw new TypeError(`lib/${name}.lua may not include other fragments`);
+      return fragment.trimEnd();
+    });
+    expanded.set(file, text);
   }
   return text;
 }

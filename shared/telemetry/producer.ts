@@ -20,6 +20,7 @@ import type { Clock } from '../clock.js';
 import { systemClock } from '../clock.js';
 import { type EncodedEnvelope, encodedSize } from '../envelope.js';
 import { AppendTimeoutError, RedisUnavailableError, ReplicationError, ScriptError } from '../errors.js';
+import type { HealthBook, LossCondition } from '../health.js';
 import type { Keys } from '../keys.js';
 import { EpisodeLog, type Logger } from '../log.js';
 import { Counter, Gauge, Histogram, type Registry } from '../metrics.js';
@@ -117,6 +118,8 @@ export interface ProducerDeps {
   metrics?: ProducerMetrics;
   clock?: Clock;
   hooks?: ProducerHooks;
+  /** The process's health: sequence numbers given up by the gap bound are reported there. */
+  health?: HealthBook;
 }
 
 export class TelemetryProducer {
@@ -145,6 +148,7 @@ export class TelemetryProducer {
   private readonly backpressure: EpisodeLog;
   private readonly outage: EpisodeLog;
   private scriptFailureLogged = false;
+  private readonly forgotten: LossCondition | undefined;
   readonly totals: BatchOutcome & { refused: number; failedBatches: number } = {
     appended: 0,
     duplicates: 0,
@@ -162,6 +166,10 @@ export class TelemetryProducer {
     this.clock = deps.clock ?? systemClock;
     this.backpressure = new EpisodeLog(deps.logger, 'producer back-pressure (buffer full)');
     this.outage = new EpisodeLog(deps.logger, 'telemetry appends failing');
+    this.forgotten = deps.health?.loss(
+      'sequence-forgotten',
+      'sequence numbers given up by the per-device gap bound (producer.maxGaps): entries that come with them later are refused as duplicates (see telemetry_sequence_forgotten_total)',
+    );
     defineScripts(client);
   }
 
@@ -444,6 +452,7 @@ export class TelemetryProducer {
     this.totals.appended += outcome.appended;
     this.totals.duplicates += outcome.duplicates;
     this.totals.forgotten += outcome.forgotten;
+    if (outcome.forgotten) this.forgotten?.hit(outcome.forgotten);
     const m = this.deps.metrics;
     if (m) {
       m.appended.inc(outcome.appended);

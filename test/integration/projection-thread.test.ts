@@ -66,7 +66,8 @@ it('folds entries on its thread into the state hashes and reports its counters t
     // An entry it cannot decode: counted, and the gateway is unhealthy while the projection drops.
     await local.client.xadd(keys.telemetryStream(0), '*', 'd', 'bad-one', 's', 'x');
     await waitFor(async () => (await get('/healthz')).status === 503, 10_000, 'unhealthy');
-    expect(await (await get('/healthz')).text()).toMatch(/projection: dropped entries/);
+    const body = (await (await get('/healthz')).json()) as { reasons: Array<{ code: string }> };
+    expect(body.reasons.map((r) => r.code)).toEqual(['projection-dropped']);
     // Its own connection: named for it, beside the gateway's.
     const names = (await local.client.client('LIST')) as string;
     expect(names).toMatch(/name=projection:/);
@@ -97,7 +98,8 @@ it('a thread that dies reports the gateway unhealthy, and stopping it afterwards
   // Kill the thread from outside, as a fatal error inside it would.
   await (thread as unknown as { worker: Worker }).worker.terminate();
   await waitFor(async () => !thread.health().healthy, 5000, 'unhealthy');
-  expect(thread.health().reasons.join()).toMatch(/projection thread exited/);
+  expect(thread.health().reasons.map((r) => r.code)).toEqual(['projection-stopped']);
+  expect(thread.health().reasons[0]?.message).toMatch(/projection thread exited/);
   const started = Date.now();
   await thread.stop();
   expect(Date.now() - started).toBeLessThan(1000);

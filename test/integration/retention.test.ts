@@ -6,6 +6,7 @@
  */
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { type Clock, systemClock } from '#shared/clock.js';
 import { Keys } from '#shared/keys.js';
 import { silentLogger } from '#shared/log.js';
 import { createRegistry, type Registry } from '#shared/metrics.js';
@@ -61,8 +62,8 @@ forEachServer('retention [standalone]', (kind) => {
     await waitReady(client, 'test', 10_000);
     const registry = createRegistry({}, false);
     const metrics = createRetentionMetrics(registry);
-    const make = (o: Partial<RetentionConfig>) =>
-      new RetentionService(client, keys, options(o), { logger: silentLogger(), metrics });
+    const make = (o: Partial<RetentionConfig>, clock: Clock = systemClock) =>
+      new RetentionService(client, keys, options(o), { logger: silentLogger(), metrics, clock });
     return { keys, stream: keys.telemetryStream(0), service: make(overrides), registry, make, client };
   }
 
@@ -203,11 +204,15 @@ forEachServer('retention [standalone]', (kind) => {
 
     const memory = Number(await redis.memory('USAGE', stream, 'SAMPLES', 0));
     const cap = Math.floor(memory / 2);
-    const capped = make({
-      'retention.telemetry.maxAge': HOUR,
-      'retention.telemetry.maxBytes': cap,
-      'retention.maxRemovePerCall': 700, // forces several calls in one pass
-    });
+    let time = Date.now();
+    const capped = make(
+      {
+        'retention.telemetry.maxAge': HOUR,
+        'retention.telemetry.maxBytes': cap,
+        'retention.maxRemovePerCall': 700, // forces several calls in one pass
+      },
+      { ...systemClock, now: () => time },
+    );
 
     const report = await capped.runPass();
     const remaining = new Set(await ids(stream));
@@ -231,11 +236,15 @@ forEachServer('retention [standalone]', (kind) => {
     expect(report.lost).toBe(lostWorkers + lostAudit);
     const health = capped.health();
     expect(health.healthy).toBe(false);
-    expect(health.reasons.join('\n')).toContain('workers');
+    expect(health.reasons.map((r) => r.code)).toEqual(['retention-forced-trim']);
+    expect(health.reasons[0]).toMatchObject({ count: lostWorkers + lostAudit });
+    expect(health.reasons[0]?.message).toContain('workers');
 
-    // Under the cap again: nothing more is lost and the service reports healthy.
+    // Under the cap again: nothing more is lost, and once health.lossWindow has passed it reports healthy.
     const next = await capped.runPass();
     expect(next.lost).toBe(0);
+    expect(capped.health().healthy).toBe(false);
+    time += 60_000;
     expect(capped.health().healthy).toBe(true);
   });
 

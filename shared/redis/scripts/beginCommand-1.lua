@@ -28,10 +28,12 @@ Result: { code, attempts, deliveredAt, payload }
   code "delivered" (mode deliver) recorded as received
 ]]
 
+-- #include isTerminal
+
 local key = KEYS[1]
 local now = ARGV[1]
 local st = redis.call('HGET', key, 'st')
-if st == 'succeeded' or st == 'failed' or st == 'rejected' or st == 'expired' or st == 'unknown' then
+if isTerminal(st) then
   return { 'done', 0, 0, redis.call('HGET', key, 'r') or '' }
 end
 local td = redis.call('HGET', key, 'td')

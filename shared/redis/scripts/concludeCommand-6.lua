@@ -6,8 +6,9 @@ the dead letter (when failed) and the result at most once each, and XACK.
 It does in one atomic call what a cluster does in three steps
 (finishCommand-1.lua in the device's slot, then publishOnce-2.lua for the
 dead letter and for the result in the streams' own slots, then XACK): its keys
-span several hash slots, which only a standalone server allows. The two
-halves are the same rules; keep them in step with those scripts.
+span several hash slots, which only a standalone server allows. The rules
+are shared, not copied: lib/isTerminal.lua and lib/publishOnce.lua are
+included here and in those scripts at load time.
 
 When the ledger already holds a different terminal result (another consumer
 or an earlier life fixed one first), nothing is published or acked: the
@@ -44,10 +45,14 @@ Result: { fixed, concluded, stored, resultAdded, deadLetterAdded }
              returned in stored (JSON), and nothing else was done
 ]]
 
+-- #include isTerminal
+-- #include argvFrom
+-- #include publishOnce
+
 local ledger = KEYS[1]
 local st = redis.call('HGET', ledger, 'st')
 local fixed = 0
-if st == 'succeeded' or st == 'failed' or st == 'rejected' or st == 'expired' or st == 'unknown' then
+if isTerminal(st) then
   local stored = redis.call('HGET', ledger, 'r')
   -- A terminal ledger without its copy: publish ours, as finishCommand's caller does.
   if stored and stored ~= '' and stored ~= ARGV[3] then return { 0, 0, stored, 0, 0 } end
@@ -62,26 +67,12 @@ else
   fixed = 1
 end
 
--- Publish once each, as publishOnce-2.lua: a marker in the stream's slot.
-local function publishOnce(stream, marker, maxlen, first, last)
-  if redis.call('EXISTS', marker) == 1 then return 0 end
-  local fields = {}
-  for i = first, last do fields[#fields + 1] = ARGV[i] end
-  local id
-  if maxlen > 0 then
-    id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
-  else
-    id = redis.call('XADD', stream, '*', unpack(fields))
-  end
-  redis.call('SET', marker, id, 'PX', ARGV[5])
-  return 1
-end
-
+-- Publish once each, with the same fragment as publishOnce-2.lua: a marker in the stream's slot.
 local n = tonumber(ARGV[9])
 local deadLetterAdded = 0
 -- The dead letter before the result: a sender that sees `failed` finds it.
-if n > 0 then deadLetterAdded = publishOnce(KEYS[4], KEYS[5], 0, 13, 12 + n) end
-local resultAdded = publishOnce(KEYS[2], KEYS[3], tonumber(ARGV[6]), 13 + n, #ARGV)
+if n > 0 then deadLetterAdded = publishOnce(KEYS[4], KEYS[5], ARGV[5], 0, argvFrom(13, 12 + n)) end
+local resultAdded = publishOnce(KEYS[2], KEYS[3], ARGV[5], ARGV[6], argvFrom(13 + n))
 -- Acknowledge only now: the result is in the ledger and in the results stream.
 redis.call('XACK', KEYS[6], ARGV[7], ARGV[8])
 return { fixed, 1, '', resultAdded, deadLetterAdded }

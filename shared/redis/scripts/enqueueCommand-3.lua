@@ -24,11 +24,11 @@ Result: { 1, entryId } when queued; { 0, status } when the id was already known
 (nothing is appended, nothing rings).
 ]]
 
+-- #include argvFrom
+
 local status = redis.call('HGET', KEYS[2], 'st')
 if status then return { 0, status } end
-local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
-local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
+local id = redis.call('XADD', KEYS[1], '*', unpack(argvFrom(5)))
 redis.call('HSET', KEYS[2], 'st', 'queued', 'tq', ARGV[2], 'e', id)
 redis.call('PEXPIREAT', KEYS[2], ARGV[1])
 if ARGV[3] ~= '0' then redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'd', ARGV[4]) end

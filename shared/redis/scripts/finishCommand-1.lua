@@ -14,9 +14,11 @@ ARGV[4]  attempts made (recorded as "at")
 Result: { 1, result } when this call fixed it; { 0, storedResult } otherwise.
 ]]
 
+-- #include isTerminal
+
 local key = KEYS[1]
 local st = redis.call('HGET', key, 'st')
-if st == 'succeeded' or st == 'failed' or st == 'rejected' or st == 'expired' or st == 'unknown' then
+if isTerminal(st) then
   return { 0, redis.call('HGET', key, 'r') or '' }
 end
 redis.call('HSET', key, 'st', ARGV[2], 'r', ARGV[3], 'at', ARGV[4])

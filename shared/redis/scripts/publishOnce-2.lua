@@ -18,15 +18,8 @@ ARGV[3..] the entry's fields
 Result: { 1, entryId } when appended; { 0, entryId } when it was already there.
 ]]
 
-local existing = redis.call('GET', KEYS[2])
-if existing then return { 0, existing } end
-local fields = {}
-for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
-local id
-if tonumber(ARGV[2]) > 0 then
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
-else
-  id = redis.call('XADD', KEYS[1], '*', unpack(fields))
-end
-redis.call('SET', KEYS[2], id, 'PX', ARGV[1])
-return { 1, id }
+-- #include argvFrom
+-- #include publishOnce
+
+local added, id = publishOnce(KEYS[1], KEYS[2], ARGV[1], ARGV[2], argvFrom(3))
+return { added, id }

@@ -25,6 +25,8 @@ Result: { code, replayId, entryId, replayedAt }
           its record now)
 ]]
 
+-- #include argvFrom
+
 local record = redis.call('HMGET', KEYS[3], 'c', 'e', 't')
 if record[1] then return { 0, record[1], record[2] or '', record[3] or '' } end
 local st = redis.call('HGET', KEYS[2], 'st')
@@ -34,9 +36,7 @@ if st then
   redis.call('PEXPIREAT', KEYS[3], ARGV[3])
   return { 0, ARGV[4], old[1] or '', old[2] or ARGV[2] }
 end
-local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
-local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
+local id = redis.call('XADD', KEYS[1], '*', unpack(argvFrom(5)))
 redis.call('HSET', KEYS[2], 'st', 'queued', 'tq', ARGV[2], 'e', id)
 redis.call('PEXPIREAT', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], 'c', ARGV[4], 'e', id, 't', ARGV[2])
