@@ -6,6 +6,12 @@
  *   gateway_bridge_per_s   the gateway in bridge mode behind mosquitto (entries in Redis per second)
  *   mosquitto_per_s        mosquitto alone, publish -> one QoS 1 subscriber (the MQTT ceiling)
  *   nats_jetstream_per_s   nats-server's MQTT listener with JetStream, publish -> one QoS 1 subscriber
+ *   sparkplug_per_s        the gateway in broker mode taking Sparkplug B: metrics/s acknowledged
+ *                          (PUBACK after the append), PUBLISHERS edge nodes sending DDATA of
+ *                          SPARKPLUG_METRICS metrics by alias; sparkplug_vs_json compares it with
+ *                          gateway_broker_per_s (JSON messages/s, same run), and
+ *                          sparkplug_acked_not_written counts metrics acknowledged and not in
+ *                          Redis (must be 0)
  *   p50_ms, p99_ms         gateway broker mode at a fixed offered 10,000 msg/s: publish -> PUBACK,
  *                          which comes after the entry is readable in Redis (an upper bound of
  *                          publish -> readable)
@@ -22,7 +28,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import mqtt, { type MqttClient } from 'mqtt';
+import { systemClock } from '#shared/clock.js';
 import { Keys } from '#shared/keys.js';
+import { silentLogger } from '#shared/log.js';
+import { deviceTopic } from '#shared/sparkplug/topic.js';
+import { KindStats, SparkplugNode } from '../firmware-sim/fleet.js';
 import { gatewaySchema } from '../gateway/config.js';
 import { startGatewayProcess } from '../test/harness/gateway.js';
 import { startMosquitto } from '../test/harness/mosquitto.js';
@@ -36,6 +46,7 @@ const WINDOW = 32;
 const SECONDS = 5;
 const WARMUP_MS = 1000;
 const FIXED_RATE = 10_000;
+const SPARKPLUG_METRICS = 10;
 
 async function connectPublishers(url: string, prefix: string): Promise<MqttClient[]> {
   return Promise.all(
@@ -116,6 +127,96 @@ async function gatewayBroker(redisUrl: string): Promise<{ rate: number; p50: num
   } finally {
     await gw.kill('SIGKILL');
   }
+}
+
+/**
+ * Broker mode with Sparkplug B edge nodes (firmware-sim's, protobuf payloads):
+ * each births, then keeps WINDOW DDATAs of SPARKPLUG_METRICS metrics in flight.
+ * MQTT.js sends a node's publishes in order and the gateway reads them in
+ * order, so seq never gaps (rebirths would show one).
+ */
+async function gatewaySparkplug(
+  redisUrl: string,
+): Promise<{ metricsPerS: number; ackedNotWritten: number; rebirths: number }> {
+  const port = await freePort();
+  const prefix = 'benchs';
+  const gw = startGatewayProcess({
+    'gateway.id': 'bench-sparkplug',
+    'broker.port': port,
+    'redis.url': redisUrl,
+    'redis.keyPrefix': prefix,
+    'producer.idempotent': true,
+    'commands.enabled': false,
+    'log.level': 'warn',
+    ...extraOptions(),
+  });
+  const redis = new Redis(redisUrl);
+  const stats = new KindStats();
+  const nodes = Array.from(
+    { length: PUBLISHERS },
+    (_, i) =>
+      new SparkplugNode(
+        {
+          group: 'bench',
+          node: `n${i}`,
+          devices: ['d0'],
+          url: `mqtt://127.0.0.1:${port}`,
+          metricsPerDevice: SPARKPLUG_METRICS,
+          periodMs: 0,
+        },
+        stats,
+        systemClock,
+        silentLogger(),
+      ),
+  );
+  try {
+    await waitForPort(port);
+    await Promise.all(nodes.map((n) => n.start()));
+    // Births: 3 node metrics (bdSeq, Rebirth, Uptime) and the device's metrics.
+    let ackedMetrics = nodes.length * (3 + SPARKPLUG_METRICS);
+    const pumpFor = async (ms: number) => {
+      let acked = 0;
+      let running = true;
+      const pump = (n: SparkplugNode) => {
+        if (!running) return;
+        const topic = deviceTopic('bench', 'DDATA', n.options.node, 'd0');
+        n.raw(topic, n.dataPayload('d0')).then(
+          () => {
+            acked++;
+            pump(n);
+          },
+          () => pump(n),
+        );
+      };
+      for (const n of nodes) for (let w = 0; w < WINDOW; w++) pump(n);
+      await new Promise((r) => setTimeout(r, ms));
+      running = false;
+      // Let what is in flight be acknowledged, so the count below is complete.
+      await waitForQuiet(() => stats.acked + stats.errors, stats.sent);
+      return acked;
+    };
+    ackedMetrics += (await pumpFor(WARMUP_MS)) * SPARKPLUG_METRICS;
+    const started = performance.now();
+    const acked = await pumpFor(SECONDS * 1000);
+    const seconds = (performance.now() - started) / 1000;
+    ackedMetrics += acked * SPARKPLUG_METRICS;
+    const written = await telemetryCount(redis, prefix);
+    return {
+      metricsPerS: (acked * SPARKPLUG_METRICS) / seconds,
+      ackedNotWritten: Math.max(0, ackedMetrics - written),
+      rebirths: nodes.reduce((a, n) => a + n.rebirths, 0),
+    };
+  } finally {
+    await Promise.all(nodes.map((n) => n.kill().catch(() => {})));
+    redis.disconnect();
+    await gw.kill('SIGKILL');
+  }
+}
+
+/** Waits (at most 10 s) until `done()` reaches `total`. */
+async function waitForQuiet(done: () => number, total: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (done() < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
 }
 
 /** Offers FIXED_RATE msg/s spread over the publishers for SECONDS; returns publish -> PUBACK latencies in ms. */
@@ -231,11 +332,17 @@ export async function run(): Promise<Record<string, unknown>> {
   const redis = await startLocalRedis();
   try {
     const broker = await gatewayBroker(redis.url);
+    const sparkplug = await gatewaySparkplug(redis.url);
     const bridge = await gatewayBridge(redis.url);
     const mosquitto = await mosquittoAlone();
     const nats = await natsJetStream();
     return {
       gateway_broker_per_s: Math.round(broker.rate),
+      sparkplug_per_s: Math.round(sparkplug.metricsPerS),
+      sparkplug_vs_json: sparkplug.metricsPerS / broker.rate,
+      sparkplug_acked_not_written: sparkplug.ackedNotWritten,
+      sparkplug_rebirths: sparkplug.rebirths,
+      sparkplug_metrics_per_message: SPARKPLUG_METRICS,
       gateway_bridge_per_s: Math.round(bridge),
       mosquitto_per_s: Math.round(mosquitto),
       nats_jetstream_per_s: Math.round(nats),

@@ -33,6 +33,11 @@ export const simSchema = {
     'Tasmota-style vendor devices (tele/<topic>/SENSOR and STATE JSON, no sequence numbers): the gateway takes them with --mapping tasmota',
     { min: 0, max: 10_000 },
   ),
+  'fleet.sparkplug': opt.integer(
+    0,
+    'Sparkplug B edge nodes (protobuf NBIRTH/DBIRTH/DDATA by alias, two devices of 10 metrics each, NDEATH will): the gateway takes them with sparkplug.enabled',
+    { min: 0, max: 10_000 },
+  ),
   'fleet.idPrefix': opt.string('sim', 'Device ids are <prefix>-a-<n> (agents) and <prefix>-m-<n> (MQTT)'),
   'fleet.profile': opt.enum(PROFILES, 'drone', 'Signal profile: drone, environment or constant'),
   'fleet.commandAgents': opt.integer(
@@ -86,6 +91,11 @@ export const simSchema = {
   'profile.tasmota.telePeriod': opt.duration(
     2000,
     'Tasmota devices: TelePeriod, how often each publishes SENSOR and STATE (Tasmota defaults to 300 s)',
+    { min: 100 },
+  ),
+  'profile.sparkplug.period': opt.duration(
+    2000,
+    'Sparkplug edge nodes: how often each device of a node publishes a DDATA',
     { min: 100 },
   ),
   'profile.drone.gpsInterval': opt.duration(100, 'Drone: GPS fix interval (10 Hz)', { min: 1 }),

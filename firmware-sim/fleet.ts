@@ -29,10 +29,13 @@ import { type FaultCounts, Faults } from './faults.js';
 import { type AuditReport, SeqLedger } from './ledger.js';
 import { MqttDevice } from './mqtt-device.js';
 import { createModel, ratePerDevice } from './profiles.js';
+import { type SparkplugNode, sparkplugNodes } from './sparkplug-node.js';
 import { type TasmotaDevice, tasmotaDevices } from './tasmota-device.js';
 
 export type { DeviceInfo, DeviceKind } from './device.js';
+export { KindStats } from './device.js';
 export type { AuditReport } from './ledger.js';
+export { SparkplugNode, type SparkplugNodeOptions } from './sparkplug-node.js';
 
 export type FleetOptions = Partial<SimConfig>;
 
@@ -72,6 +75,9 @@ export interface Fleet {
   readonly tasmota: readonly string[];
   /** Their counts: connected, sent, acknowledged, errors. */
   tasmotaStats(): KindCounts;
+  /** Node ids (`<group>:<node>`) of the Sparkplug B edge nodes (fleet.sparkplug); their devices are `<node id>:d0`, `:d1`. */
+  readonly sparkplug: readonly string[];
+  sparkplugStats(): KindCounts;
   stats(): FleetStats;
   /** Disconnect storm now: `share` of the MQTT devices (default faults.stormFraction), and the agents' Redis connection. */
   storm(share?: number): string[];
@@ -108,8 +114,13 @@ export async function startFleet(
   const nAgents = config['fleet.agents'];
   const nMqtt = config['fleet.mqtt'];
   const nTasmota = config['fleet.tasmota'];
-  if (nAgents + nMqtt + nTasmota === 0)
-    throw new ConfigError('fleet.agents', 'config', 'fleet.mqtt and fleet.tasmota are all 0: no devices');
+  const nSparkplug = config['fleet.sparkplug'];
+  if (nAgents + nMqtt + nTasmota + nSparkplug === 0)
+    throw new ConfigError(
+      'fleet.agents',
+      'config',
+      'fleet.mqtt, fleet.tasmota and fleet.sparkplug are all 0: no devices',
+    );
   const total = nAgents + nMqtt;
   const rampUp = config['fleet.rampUp'];
 
@@ -162,6 +173,18 @@ export async function startFleet(
     logger,
   );
 
+  const sparkplugStats = new KindStats();
+  const sparkplug: SparkplugNode[] = sparkplugNodes(
+    nSparkplug,
+    prefix,
+    config['mqtt.url'].split(',')[0]!.trim(),
+    config['profile.sparkplug.period'],
+    seededRandom(fnv1a32(`${prefix}-s`) ^ config['faults.seed']),
+    sparkplugStats,
+    clock,
+    logger,
+  );
+
   const later = (fn: () => void, ms: number) => {
     const t = clock.setTimeout(() => {
       timers.delete(t);
@@ -188,6 +211,10 @@ export async function startFleet(
   });
 
   for (const d of tasmota) d.start();
+  for (const n of sparkplug)
+    n.start().catch((err: Error) =>
+      logger.warn({ node: n.nodeId, error: err.message }, 'sparkplug node did not start'),
+    );
 
   const ticker = clock.setInterval(() => {
     const now = clock.now();
@@ -288,6 +315,7 @@ export async function startFleet(
       timers.clear();
       await Promise.all(mqttDevices.map((d) => d.stop(STOP_TIMEOUT_MS)));
       await Promise.all(tasmota.map((d) => d.stop()));
+      await Promise.all(sparkplug.map((n) => n.stop()));
       const unsent = await pool.stop(STOP_TIMEOUT_MS);
       await metricsServer?.close();
       if (ownDataDir) rmSync(dataDir, { recursive: true, force: true });
@@ -313,6 +341,8 @@ export async function startFleet(
     devices: all.map((d) => ({ id: d.id, kind: d.kind })),
     tasmota: tasmota.map((d) => d.deviceId),
     tasmotaStats: () => tasmotaStats.snapshot(),
+    sparkplug: sparkplug.map((n) => n.nodeId),
+    sparkplugStats: () => sparkplugStats.snapshot(),
     stats,
     storm,
     crash,

@@ -89,6 +89,12 @@ export class GatewayBridge {
     private readonly sendNow: () => void = () => {},
     /** More filters to subscribe to in the same shared subscription (vendor mappings, gateway/mappings). */
     private readonly extraFilters: readonly string[] = [],
+    /**
+     * Filters subscribed without a shared subscription, on connection 0 only
+     * (Sparkplug B, gateway/sparkplug): one stateful reader per edge node, so
+     * its messages are taken in the order it sent them.
+     */
+    private readonly orderedFilters: readonly string[] = [],
   ) {}
 
   /** Shared-subscription filters this gateway subscribes to. */
@@ -102,6 +108,7 @@ export class GatewayBridge {
 
   async start(): Promise<void> {
     const subscriptions = Object.fromEntries(this.filters().map((f) => [f, { qos: 1 as const }]));
+    const ordered = Object.fromEntries(this.orderedFilters.map((f) => [f, { qos: 1 as const }]));
     const connects: Promise<void>[] = [];
     for (let i = 0; i < this.config['bridge.connections']; i++) {
       const client = this.connect(bridgeClientId(this.config, this.gatewayId, i), i);
@@ -110,7 +117,7 @@ export class GatewayBridge {
         new Promise<void>((resolve) => {
           client.once('connect', () => {
             // A resumed session keeps its subscriptions; subscribing again is harmless and covers a lost one.
-            client.subscribe(subscriptions, (err) => {
+            client.subscribe(i === 0 ? { ...subscriptions, ...ordered } : subscriptions, (err) => {
               if (err) this.logger.error({ connection: i, error: err.message }, 'bridge subscribe failed');
               resolve();
             });
@@ -120,7 +127,12 @@ export class GatewayBridge {
     }
     await Promise.all(connects);
     this.logger.info(
-      { url: this.config['bridge.url'], connections: this.clients.length, filters: this.filters() },
+      {
+        url: this.config['bridge.url'],
+        connections: this.clients.length,
+        filters: this.filters(),
+        ordered: this.orderedFilters,
+      },
       'bridge subscribed',
     );
   }

@@ -40,6 +40,8 @@ export interface BrokerDeps {
   credentials: Map<string, string> | undefined;
   metrics: IngestMetrics;
   logger: Logger;
+  /** Subscriptions outside the device's namespace that a protocol allows (a Sparkplug node's NCMD/DCMD). */
+  mayAlsoSubscribe?: (identity: string, filter: string) => boolean;
 }
 
 export interface BrokerPorts {
@@ -122,7 +124,10 @@ export class GatewayBroker implements DeviceReach {
       authorizePublish: (client, packet, done) => this.authorizePublish(client, packet, done),
       authorizeSubscribe: (client, sub, done) => {
         const identity = this.identities.get(client);
-        if (identity !== undefined && this.deps.acl.allows(identity, sub.topic)) {
+        if (
+          identity !== undefined &&
+          (this.deps.acl.allows(identity, sub.topic) || this.deps.mayAlsoSubscribe?.(identity, sub.topic))
+        ) {
           done(null, sub);
           return;
         }
@@ -319,7 +324,8 @@ export class GatewayBroker implements DeviceReach {
     const will = client !== null && (client as ClientInternals).will === packet;
     const topic = packet.topic;
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
-    if (will && identity !== undefined) {
+    // A protocol's will (a Sparkplug NDEATH) is its message, not a presence record: the ingestor takes it.
+    if (will && identity !== undefined && !this.deps.ingestor.claims(topic)) {
       if (!this.deps.acl.allows(identity, topic)) {
         this.refuse(packet, done);
         return;

@@ -8,6 +8,7 @@ import { producerSchema } from '#shared/telemetry/producer-options.js';
 import { dashboardSchema } from './dashboard/options.js';
 import { projectionSchema } from './projection/options.js';
 import { retentionSchema } from './retention/options.js';
+import { sparkplugSchema } from './sparkplug/options.js';
 
 export const ENV_PREFIX = 'GATEWAY';
 
@@ -190,6 +191,7 @@ export const gatewaySchema = {
   ...dashboardSchema,
   ...retentionSchema,
   ...projectionSchema,
+  ...sparkplugSchema,
 } as const;
 
 export type GatewaySchema = typeof gatewaySchema;

@@ -27,6 +27,10 @@ import { MappingSet } from './mappings/index.js';
 import { RecordWriter } from './records.js';
 import { GatewaySequencer } from './sequencer.js';
 import type { DeviceReach, GatewayContext, GatewayService, ServiceFactory } from './services.js';
+import { SparkplugCommands } from './sparkplug/commands.js';
+import { SparkplugHandler } from './sparkplug/handler.js';
+import { sparkplugOptions } from './sparkplug/options.js';
+import { SparkplugReach } from './sparkplug/reach.js';
 
 /** Bridge mode: the upstream broker knows who is online, the gateway does not. */
 const NO_REACH: DeviceReach = { online: () => undefined, onChange: () => {}, onAck: () => {} };
@@ -56,6 +60,8 @@ export class Gateway {
   readonly health: HealthBook;
   broker: GatewayBroker | undefined;
   bridge: GatewayBridge | undefined;
+  /** Sparkplug B edge nodes (sparkplug.enabled; docs/sparkplug.md). */
+  readonly sparkplug: SparkplugHandler | undefined;
   /** The web dashboard (dashboard.port >= 0); its URL is known after start. */
   readonly dashboard: DashboardService | undefined;
   private readonly services: GatewayService[] = [];
@@ -100,6 +106,16 @@ export class Gateway {
     const metrics = createIngestMetrics(this.registry);
     // Vendor mappings: a bad file stops the start here, naming the file and field.
     const mappings = config.mapping.length > 0 ? MappingSet.load(config.mapping, this.registry) : undefined;
+    // Sparkplug B: its rebirth requests go out the way commands do (set up below, once the MQTT side exists).
+    const sp = sparkplugOptions(config);
+    this.sparkplug = sp.enabled
+      ? new SparkplugHandler(sp, {
+          publish: (topic, payload) => this.publishToDevice(topic, payload, 0),
+          clock: this.clock,
+          logger,
+          registry: this.registry,
+        })
+      : undefined;
     let ingestor: Ingestor | undefined;
     this.producer = new TelemetryProducer(this.client, this.keys, producerOptions(config), {
       logger,
@@ -128,6 +144,7 @@ export class Gateway {
         logger,
         mappings,
         health: this.health,
+        protocol: this.sparkplug,
       },
     );
     this.ingestor = ingestor;
@@ -160,6 +177,9 @@ export class Gateway {
         credentials: file ? loadCredentials(file) : undefined,
         metrics,
         logger,
+        mayAlsoSubscribe: this.sparkplug
+          ? (identity, filter) => this.sparkplug?.allowsSubscribe(identity, filter) ?? false
+          : undefined,
       });
     } else {
       this.bridge = new GatewayBridge(
@@ -170,9 +190,16 @@ export class Gateway {
         logger,
         () => this.producer.sendNow(),
         mappings?.filters() ?? [],
+        this.sparkplug?.filters() ?? [],
       );
     }
     const ctx = this.context();
+    let reach: DeviceReach = this.broker ?? NO_REACH;
+    if (this.sparkplug) {
+      const sparkplugReach = new SparkplugReach(reach);
+      this.sparkplug.onPresence = (deviceId, online) => sparkplugReach.set(deviceId, online);
+      reach = sparkplugReach;
+    }
     this.services.push(
       new GatewayLease(ctx, this.bridge, {
         ttlMs: config['gateway.leaseTtl'],
@@ -181,7 +208,7 @@ export class Gateway {
     );
     if (config['commands.enabled']) {
       this.services.push(
-        new CommandDelivery(ctx, this.broker ?? NO_REACH, {
+        new CommandDelivery(ctx, reach, {
           pollIntervalMs: config['commands.pollInterval'],
           sweepIntervalMs: config['commands.sweepInterval'],
           agentResultGraceMs: config['commands.agentResultGrace'],
@@ -217,12 +244,17 @@ export class Gateway {
       templates: this.templates,
       ingestor: this.ingestor,
       records: this.records,
-      publishToDevice: (topic, payload, qos, ttlMs) => {
-        if (this.broker) return this.broker.publish(topic, payload, qos);
-        if (this.bridge) return this.bridge.publish(topic, payload, qos, ttlMs);
-        return Promise.reject(new TypeError('gateway has no MQTT side'));
-      },
+      publishToDevice: (topic, payload, qos, ttlMs) => this.publishToDevice(topic, payload, qos, ttlMs),
+      commandRoute: this.sparkplug
+        ? new SparkplugCommands(this.sparkplug.sessions, () => this.clock.now())
+        : undefined,
     };
+  }
+
+  private publishToDevice(topic: string, payload: Buffer, qos: 0 | 1, ttlMs?: number): Promise<void> {
+    if (this.broker) return this.broker.publish(topic, payload, qos);
+    if (this.bridge) return this.bridge.publish(topic, payload, qos, ttlMs);
+    return Promise.reject(new TypeError('gateway has no MQTT side'));
   }
 
   /** Connects to Redis, opens the MQTT side, then starts the services. Resolves with the broker's ports. */

@@ -18,7 +18,7 @@
  * close) drops its entry instead of offering it to a closed producer.
  */
 import type { Clock } from '#shared/clock.js';
-import { type EncodedEnvelope, encodeEnvelope } from '#shared/envelope.js';
+import { type EncodedEnvelope, type Payload as EnvelopePayload, encodeEnvelope } from '#shared/envelope.js';
 import { ValidationError } from '#shared/errors.js';
 import type { HealthBook, LossCondition } from '#shared/health.js';
 import type { Logger } from '#shared/log.js';
@@ -26,8 +26,8 @@ import { Counter, type Registry } from '#shared/metrics.js';
 import type { BatchOutcome, TelemetryProducer } from '#shared/telemetry/producer.js';
 import type { TopicAcl } from './auth.js';
 import { decodePayload, PayloadError, type TopicTemplate, validDeviceId } from './mapping.js';
-import type { MappedReading, MappingSet } from './mappings/index.js';
-import type { RecordWriter, RejectReason } from './records.js';
+import type { MappingSet } from './mappings/index.js';
+import type { PresenceEvent, RecordWriter, RejectReason } from './records.js';
 import type { GatewaySequencer } from './sequencer.js';
 
 export interface IncomingPublish {
@@ -38,6 +38,58 @@ export interface IncomingPublish {
 }
 
 export type Done = () => void;
+
+/** One telemetry entry a protocol handler asks for; it gets the device's next gateway sequence number. */
+export interface SinkReading {
+  time: number;
+  type: string;
+  payload: EnvelopePayload;
+}
+
+/**
+ * What a protocol handler may do with a publish it took: append entries,
+ * reject it with a reason, record presence. Every path ends in `done` once
+ * its records are in Redis, as for native topics.
+ */
+export interface IngestSink {
+  /** Appends the readings of one device in order, each with its next gateway sequence number; `done` after the last. */
+  append(
+    deviceId: string,
+    readings: readonly SinkReading[],
+    pub: IncomingPublish,
+    label: string,
+    done: Done,
+  ): void;
+  reject(
+    reason: RejectReason,
+    detail: string,
+    pub: IncomingPublish,
+    deviceId: string | undefined,
+    done: Done,
+    label?: string,
+  ): void;
+  presence(deviceId: string, event: PresenceEvent, payload: Buffer | undefined, done: Done): void;
+  /** The device was heard from: its last-seen time, and command delivery learns of it. */
+  seen(deviceId: string): void;
+}
+
+/** A callback to call `n` times: `done` runs on the last call (at once when `n` is 0). */
+export function countdown(n: number, done: Done): Done {
+  if (n === 0) {
+    done();
+    return () => {};
+  }
+  let left = n;
+  return () => {
+    if (--left === 0) done();
+  };
+}
+
+/** A protocol that takes its own topics before the templates and mappings (Sparkplug B: gateway/sparkplug). */
+export interface ProtocolHandler {
+  claims(topic: string): boolean;
+  handle(pub: IncomingPublish, sink: IngestSink, done: Done): void;
+}
 
 export interface Templates {
   telemetry: TopicTemplate;
@@ -91,6 +143,8 @@ export interface IngestDeps {
   mappings?: MappingSet;
   /** The gateway's health: refused publishes are reported there (`publishes-refused`). */
   health?: HealthBook;
+  /** A protocol with topics of its own (Sparkplug B), asked before everything else. */
+  protocol?: ProtocolHandler;
 }
 
 export class Ingestor {
@@ -111,6 +165,9 @@ export class Ingestor {
   /** Publishes refused (rejected, or refused by the broker's ACL): each one turns /healthz unhealthy for a while. */
   readonly refusals: LossCondition;
 
+  /** What the protocol handler is given (see IngestSink). */
+  private readonly sink: IngestSink;
+
   constructor(
     private readonly options: IngestOptions,
     private readonly deps: IngestDeps,
@@ -119,6 +176,22 @@ export class Ingestor {
       'publishes-refused',
       'publishes refused (written to the rejected stream with the reason, or refused by the topic ACL; see gateway_rejected_total)',
     ) ?? { hit: () => {} };
+    this.sink = {
+      append: (deviceId, readings, pub, label, done) =>
+        this.appendReadings(deviceId, readings, pub, label, done),
+      reject: (reason, detail, pub, deviceId, done, label) => {
+        if (reason === 'unauthorized') this.deps.metrics.unauthorized.inc();
+        this.reject(reason, detail, pub, deviceId, done, label);
+      },
+      presence: (deviceId, event, payload, done) =>
+        this.deps.records.presence(deviceId, event, payload, done),
+      seen: (deviceId) => this.see(deviceId),
+    };
+  }
+
+  /** Whether a protocol handler takes this topic (the broker routes such wills here, not to presence). */
+  claims(topic: string): boolean {
+    return this.deps.protocol?.claims(topic) ?? false;
   }
 
   /** Wire as the producer's onAcked hook. */
@@ -165,6 +238,11 @@ export class Ingestor {
     this.deps.metrics.received.inc();
     const { templates, acl } = this.deps;
     const { topic, payload, identity } = pub;
+    // Hook: a protocol with topics of its own (Sparkplug B) takes them before the templates.
+    if (this.deps.protocol?.claims(topic)) {
+      this.deps.protocol.handle(pub, this.sink, done);
+      return;
+    }
 
     const telemetry = templates.telemetry.match(topic);
     const status = telemetry ? undefined : templates.status.match(topic);
@@ -200,11 +278,7 @@ export class Ingestor {
       );
       return;
     }
-    this.seen.set(deviceId, this.deps.clock.now());
-    if (!this.known.has(deviceId)) {
-      this.known.add(deviceId);
-      this.onDevice?.(deviceId);
-    }
+    this.see(deviceId);
     if (status) {
       this.deps.records.presence(deviceId, 'status', payload, done);
       return;
@@ -247,6 +321,14 @@ export class Ingestor {
     };
     if (reading.seq !== undefined) append(reading.seq);
     else this.deps.sequencer.assign(deviceId, append);
+  }
+
+  private see(deviceId: string): void {
+    this.seen.set(deviceId, this.deps.clock.now());
+    if (!this.known.has(deviceId)) {
+      this.known.add(deviceId);
+      this.onDevice?.(deviceId);
+    }
   }
 
   private offer(entry: EncodedEnvelope, done: Done): void {
@@ -334,15 +416,11 @@ export class Ingestor {
       this.reject('invalid', detail, pub, undefined, done, mapping);
       return;
     }
-    this.seen.set(deviceId, this.deps.clock.now());
-    if (!this.known.has(deviceId)) {
-      this.known.add(deviceId);
-      this.onDevice?.(deviceId);
-    }
+    this.see(deviceId);
+    const time = outcome.time ?? this.deps.clock.now();
     this.appendReadings(
       deviceId,
-      outcome.time ?? this.deps.clock.now(),
-      outcome.readings,
+      outcome.readings.map((r) => ({ time, type: r.type, payload: r.payload })),
       pub,
       mapping,
       done,
@@ -352,22 +430,18 @@ export class Ingestor {
   /** Appends several readings of one message, each with the device's next gateway sequence number; `done` after the last. */
   private appendReadings(
     deviceId: string,
-    time: number,
-    readings: readonly MappedReading[],
+    readings: readonly SinkReading[],
     pub: IncomingPublish,
     mapping: string,
     done: Done,
   ): void {
-    let left = readings.length;
-    const one = () => {
-      if (--left === 0) done();
-    };
+    const one = countdown(readings.length, done);
     for (const reading of readings) {
       this.deps.sequencer.assign(deviceId, (seq) => {
         let entry: EncodedEnvelope;
         try {
           entry = encodeEnvelope(
-            { deviceId, seq, time, type: reading.type, payload: reading.payload },
+            { deviceId, seq, time: reading.time, type: reading.type, payload: reading.payload },
             { maxPayloadBytes: this.options.maxPayloadBytes },
           );
         } catch (err) {

@@ -20,7 +20,7 @@
  * gateway/mappings).
  *
  * Presence entry fields: d device, e event (connected | disconnected | lost |
- * will | status), t gateway time (ms), g gateway id, p payload text (will and
+ * will | status | birth | death: Sparkplug B, gateway/sparkplug), t gateway time (ms), g gateway id, p payload text (will and
  * status messages only).
  */
 import type { Clock } from '#shared/clock.js';
@@ -39,7 +39,9 @@ export type RejectReason =
   | 'unmapped'
   | 'unauthorized'
   | 'invalid'
-  | 'unknown-command';
+  | 'unknown-command'
+  // Sparkplug B: a metric by an alias no birth certificate defined (gateway/sparkplug).
+  | 'unknown-alias';
 
 export interface Rejection {
   reason: RejectReason;
@@ -51,7 +53,7 @@ export interface Rejection {
   mapping?: string;
 }
 
-export type PresenceEvent = 'connected' | 'disconnected' | 'lost' | 'will' | 'status';
+export type PresenceEvent = 'connected' | 'disconnected' | 'lost' | 'will' | 'status' | 'birth' | 'death';
 
 export interface RecordLimits {
   rejectedMaxLen: number;

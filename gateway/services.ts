@@ -45,6 +45,21 @@ export interface GatewayContext {
    * bridge mode over MQTT v5 has the upstream broker drop the message undelivered after that.
    */
   publishToDevice(topic: string, payload: Buffer, qos: 0 | 1, ttlMs?: number): Promise<void>;
+  /** Devices whose commands take another form than the JSON command topic (Sparkplug B NCMD/DCMD). */
+  readonly commandRoute?: CommandRoute;
+}
+
+/** A command as a protocol's devices take it: they answer none, so it ends `succeeded` once published. */
+export interface RoutedCommand {
+  topic: string;
+  payload: Buffer;
+  qos: 0 | 1;
+}
+
+/** A protocol whose devices take commands in their own form (gateway/sparkplug/commands.ts). */
+export interface CommandRoute {
+  /** The command for this device, or undefined when the device is not this protocol's. */
+  route(deviceId: string, command: { name: string; args: unknown }): RoutedCommand | undefined;
 }
 
 export type ServiceFactory = (ctx: GatewayContext) => GatewayService;

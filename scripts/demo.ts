@@ -7,6 +7,7 @@
  *   3. a mixed simulated fleet (firmware-sim): agent devices and MQTT-only firmware, and with
  *      --demo-tasmota N beside them N Tasmota-style vendor devices, taken by the gateway's
  *      tasmota mapping (docs/mappings.md),
+ *      --demo-sparkplug N and N Sparkplug B edge nodes of two devices each (docs/sparkplug.md),
  *   4. a control loop that sends a command to a random device every few seconds and prints its result,
  *
  * prints the dashboard's URL and a live progress line, and on Ctrl-C (or
@@ -54,6 +55,11 @@ const demoSchema = {
     'Tasmota-style vendor devices beside the fleet (plugs and climate sensors); the gateway runs --mapping tasmota for them',
     { min: 0, max: 1000 },
   ),
+  'demo.sparkplug': opt.integer(
+    0,
+    'Sparkplug B edge nodes beside the fleet (two devices of 10 metrics each); the gateway takes them in broker mode',
+    { min: 0, max: 1000 },
+  ),
   'demo.profile': opt.enum(['drone', 'environment', 'constant'], 'drone', 'Signal profile of the fleet'),
   'demo.commandInterval': opt.duration(2000, 'A command to a random device this often (0 = none)', {
     min: 0,
@@ -72,11 +78,12 @@ const demoSchema = {
 
 type DemoConfig = ConfigOf<typeof demoSchema>;
 
-const USAGE = `Usage: npm start [-- --demo-agents N --demo-mqtt N --demo-tasmota N --demo-duration 30s ...]
+const USAGE = `Usage: npm start [-- --demo-agents N --demo-mqtt N --demo-tasmota N --demo-sparkplug N --demo-duration 30s ...]
 
 Runs the whole system on this machine: a local redis-server (unless REDIS_URL
 is set), the gateway with its MQTT broker and dashboard, a simulated fleet of
-agent and MQTT devices (and Tasmota-style vendor devices with --demo-tasmota),
+agent and MQTT devices (and Tasmota-style vendor devices with --demo-tasmota,
+Sparkplug B edge nodes with --demo-sparkplug),
 and a control loop sending commands. Open the printed
 dashboard URL in a browser. Ctrl-C stops everything and prints a summary.`;
 
@@ -248,6 +255,9 @@ async function run(config: DemoConfig): Promise<void> {
         fleet && fleet.tasmota.length > 0
           ? `  tasmota      ${fleet.tasmota.length} vendor devices (mapping tasmota): ${fleet.tasmotaStats().sent} sent, ${fleet.tasmotaStats().acked} acknowledged`
           : '',
+        fleet && fleet.sparkplug.length > 0
+          ? `  sparkplug    ${fleet.sparkplug.length} edge nodes: ${fleet.sparkplugStats().sent} messages sent, ${fleet.sparkplugStats().acked} acknowledged`
+          : '',
         fleetStats
           ? `  telemetry    ${fleetStats.sent} sent, ${fleetStats.acked} acknowledged, ${fleetStats.dropped} dropped on devices, ${fleetStats.errors} device errors`
           : '  telemetry    -',
@@ -319,6 +329,7 @@ async function run(config: DemoConfig): Promise<void> {
         'fleet.agents': config['demo.agents'],
         'fleet.mqtt': config['demo.mqtt'],
         'fleet.tasmota': config['demo.tasmota'],
+        'fleet.sparkplug': config['demo.sparkplug'],
         'fleet.profile': config['demo.profile'],
         'fleet.idPrefix':
           config['demo.profile'] === 'drone'
@@ -337,6 +348,10 @@ async function run(config: DemoConfig): Promise<void> {
     if (fleet.tasmota.length > 0)
       out(
         `tasmota   ${fleet.tasmota.length} vendor devices (${fleet.tasmota.join(', ')}), gateway --mapping tasmota\n`,
+      );
+    if (fleet.sparkplug.length > 0)
+      out(
+        `sparkplug ${fleet.sparkplug.length} edge nodes (${fleet.sparkplug.join(', ')}), devices <node>:d0 and :d1\n`,
       );
     out(`dashboard ${gateway.dashboard?.url ?? '(off)'}\n`);
     out(

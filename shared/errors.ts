@@ -169,3 +169,11 @@ export class CorruptStateFileError extends FleetError {
     super(`state file ${file} is corrupt (holds ${JSON.stringify(content.slice(0, 40))}): ${remedy}`);
   }
 }
+
+/** A Sparkplug B message that cannot be read: not the schema's protobuf, or a value its datatype cannot hold. */
+export class SparkplugPayloadError extends FleetError {
+  readonly code = 'SPARKPLUG_PAYLOAD';
+  constructor(readonly reason: string) {
+    super(`Sparkplug B payload: ${reason}`);
+  }
+}

@@ -35,7 +35,7 @@ import { decodeLedger, LEDGER_READ_FIELDS, ledgerHash } from '#shared/commands/l
 import { registerDevice } from '#shared/commands/send.js';
 import { GroupReader } from '#shared/streams/group-reader.js';
 import { ExpiresTooSoonError } from '../bridge.js';
-import type { DeviceReach, GatewayContext, GatewayService } from '../services.js';
+import type { DeviceReach, GatewayContext, GatewayService, RoutedCommand } from '../services.js';
 import { Doorbell } from './doorbell.js';
 import { CommandEnding, type ReadCommand } from './ending.js';
 import { type Held, HeldCommands } from './held.js';
@@ -289,8 +289,13 @@ export class CommandDelivery implements GatewayService {
     if (online && !online.has(h.deviceId)) return;
     // Never after the deadline [docs/guarantees.md §2: expired commands are never executed].
     if (h.command.deadline <= c.clock.now()) return;
-    // A protocol whose devices take commands in their own form (e.g. Sparkplug B NCMD/DCMD)
-    // plugs in as the transport (transport.ts), or here, before the default one.
+    // A protocol whose devices take commands in their own form and answer none (Sparkplug B
+    // NCMD/DCMD, gateway/sparkplug) plugs in here, before the default transport.
+    const routed = c.commandRoute?.route(h.deviceId, h.command);
+    if (routed) {
+      this.publishRouted(h, routed);
+      return;
+    }
     const id = h.command.id;
     if (online) {
       this.transport
@@ -318,6 +323,30 @@ export class CommandDelivery implements GatewayService {
           h.retry = undefined;
           h.sending = false;
           if (this.running) this.publishHeld(h);
+        }, REPUBLISH_DELAY_MS);
+      },
+    );
+  }
+
+  /** A routed command has no reply: `succeeded` once the broker took it, with the topic as output. */
+  private publishRouted(h: Held, r: RoutedCommand): void {
+    if (h.sending) return;
+    h.sending = true;
+    const c = this.ctx;
+    const about = { deviceId: h.deviceId, command: h.command.id, what: 'a routed command' };
+    c.publishToDevice(r.topic, r.payload, r.qos).then(
+      () =>
+        void this.ending.settle(
+          () => this.ending.finish(h, 'succeeded', undefined, true, { output: { topic: r.topic } }),
+          about,
+          { running: () => this.running, failed: () => this.readers.get(h.deviceId)?.rewind() },
+        ),
+      (err: Error) => {
+        c.logger.warn({ ...about, error: err.message }, 'command publish failed');
+        h.retry = c.clock.setTimeout(() => {
+          h.retry = undefined;
+          h.sending = false;
+          if (this.running && this.held.holds(h)) this.publishHeld(h);
         }, REPUBLISH_DELAY_MS);
       },
     );
