@@ -345,7 +345,7 @@ export class GatewayBroker implements DeviceReach {
 
   private refuse(packet: PublishPacket, done: (err?: Error | null) => void): void {
     this.deps.metrics.unauthorized.inc();
-    this.deps.ingestor.refusals.hit();
+    this.deps.records.refusals.hit();
     this.hide(packet);
     done(null);
   }

@@ -143,7 +143,6 @@ export class Gateway {
         clock: this.clock,
         logger,
         mappings,
-        health: this.health,
         protocol: this.sparkplug,
       },
     );

@@ -20,7 +20,6 @@
 import type { Clock } from '#shared/clock.js';
 import { type EncodedEnvelope, type Payload as EnvelopePayload, encodeEnvelope } from '#shared/envelope.js';
 import { ValidationError } from '#shared/errors.js';
-import type { HealthBook, LossCondition } from '#shared/health.js';
 import type { Logger } from '#shared/log.js';
 import { Counter, type Registry } from '#shared/metrics.js';
 import type { BatchOutcome, TelemetryProducer } from '#shared/telemetry/producer.js';
@@ -141,8 +140,6 @@ export interface IngestDeps {
   logger: Logger;
   /** Vendor topic/payload mappings (option `mapping`): they take topics outside every device namespace. */
   mappings?: MappingSet;
-  /** The gateway's health: refused publishes are reported there (`publishes-refused`). */
-  health?: HealthBook;
   /** A protocol with topics of its own (Sparkplug B), asked before everything else. */
   protocol?: ProtocolHandler;
 }
@@ -162,8 +159,6 @@ export class Ingestor {
   private intake = true;
   /** False once the producer is closed: nothing more is offered to it. */
   private attached = true;
-  /** Publishes refused (rejected, or refused by the broker's ACL): each one turns /healthz unhealthy for a while. */
-  readonly refusals: LossCondition;
 
   /** What the protocol handler is given (see IngestSink). */
   private readonly sink: IngestSink;
@@ -172,10 +167,6 @@ export class Ingestor {
     private readonly options: IngestOptions,
     private readonly deps: IngestDeps,
   ) {
-    this.refusals = deps.health?.loss(
-      'publishes-refused',
-      'publishes refused (written to the rejected stream with the reason, or refused by the topic ACL; see gateway_rejected_total)',
-    ) ?? { hit: () => {} };
     this.sink = {
       append: (deviceId, readings, pub, label, done) =>
         this.appendReadings(deviceId, readings, pub, label, done),
@@ -362,7 +353,6 @@ export class Ingestor {
     mapping?: string,
   ) {
     this.deps.metrics.rejected.inc({ reason });
-    this.refusals.hit();
     this.deps.records.reject(
       { reason, detail, topic: pub.topic, deviceId, payload: pub.payload, mapping },
       done,

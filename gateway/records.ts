@@ -10,7 +10,9 @@
  * `maxPendingEvents` of them are outstanding (in flight or waiting to retry);
  * beyond that, during an outage with a reconnect storm, new ones are dropped,
  * counted (`gateway_presence_dropped_total`), logged once per episode and
- * reported on /healthz (`presence-dropped`).
+ * reported on /healthz (`presence-dropped`). Every rejected record is a
+ * refused publish and is reported too (`publishes-refused`), whoever
+ * rejects it (the ingestor, command intake).
  * After close(), nothing is retried or written.
  *
  * Rejected entry fields: r reason, topic, d device (as authenticated or as
@@ -70,6 +72,8 @@ export class RecordWriter {
   private readonly dropped: Counter;
   private readonly dropping: EpisodeLog;
   private readonly droppedHealth: LossCondition | undefined;
+  /** Publishes refused: rejected here, or refused by the broker's ACL (which records nothing). */
+  readonly refusals: LossCondition;
 
   constructor(
     private readonly client: RedisClient,
@@ -91,6 +95,10 @@ export class RecordWriter {
       'presence-dropped',
       'presence events dropped (gateway.maxPendingEvents were already waiting for Redis)',
     );
+    this.refusals = health?.loss(
+      'publishes-refused',
+      'publishes refused: written to the rejected stream with the reason, or a will refused by the topic ACL (see gateway_rejected_total)',
+    ) ?? { hit: () => {} };
   }
 
   /** Presence events outstanding (in flight or waiting to retry) that no device waits for. */
@@ -106,6 +114,7 @@ export class RecordWriter {
   }
 
   reject(r: Rejection, done: () => void): void {
+    this.refusals.hit(1, `${r.reason}: ${r.topic}`);
     const fields = [
       'r',
       `${r.reason}: ${r.detail}`,

@@ -133,6 +133,17 @@ describe('gateway', () => {
     await healthyAgain(gw.port);
   });
 
+  it('publishes-refused: a reply on a result topic that is no command result, rejected by command intake', async () => {
+    const gw = await gateway();
+    const device = await mqtt.connectAsync(gw.url, { clientId: 'res-1', reconnectPeriod: 0 });
+    cleanups.push(() => device.endAsync(true));
+    await device.publishAsync('devices/res-1/results', 'not a result', { qos: 1 });
+    const h = await healthz(gw.port);
+    expect(h.codes).toEqual(['publishes-refused']);
+    expect(h.reasons[0]?.message).toContain('malformed: devices/res-1/results');
+    await healthyAgain(gw.port);
+  });
+
   it('publishes-refused in bridge mode: a malformed publish taken from a real mosquitto', async () => {
     const mosquitto = await startMosquitto();
     cleanups.push(() => mosquitto.stop());
