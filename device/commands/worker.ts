@@ -26,7 +26,13 @@
  */
 import type { Clock } from '#shared/clock.js';
 import { systemClock } from '#shared/clock.js';
-import { COMMAND_VERSION, type Command, resultFields, type salvageCommand } from '#shared/commands/codec.js';
+import {
+  COMMAND_VERSION,
+  type Command,
+  rejectedCommandFields,
+  resultFields,
+  type salvageCommand,
+} from '#shared/commands/codec.js';
 import {
   type CommandEntry,
   Concluder,
@@ -453,7 +459,7 @@ export class CommandWorker {
       marker: this.keys.publishedMarker(this.keys.rejected(), o.deviceId, `e:${entryId}`),
       ttlMs: o.ledgerRetentionMs,
       maxLen: o.resultsMaxLen,
-      fields: ['src', this.stream, 'e', entryId, 'reason', err.message, 'f', JSON.stringify(fields)],
+      fields: rejectedCommandFields({ stream: this.stream, entryId, reason: err.message, fields }),
     });
     // Ledgered under its id when it has one, so a sender waiting on it sees `rejected`.
     await this.end(
