@@ -5,12 +5,9 @@
  */
 export { builtinHandlers, type CommandHandler, HandlerRegistry } from './commands/handlers.js';
 export { CommandJournal } from './commands/journal.js';
+export { type CommandMetrics, createCommandMetrics } from './commands/metrics.js';
 export { commandSchema } from './commands/options.js';
-export {
-  type CommandMetrics,
-  CommandWorker,
-  createCommandMetrics,
-  workerOptions,
-} from './commands/worker.js';
+export { CommandWorker } from './commands/worker.js';
+export { workerOptions } from './commands/worker-options.js';
 export { seededRandom } from './sensors/sensor.js';
 export { DeviceTelemetry, type TelemetrySink } from './telemetry.js';

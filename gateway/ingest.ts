@@ -97,7 +97,7 @@ export interface Templates {
   status: TopicTemplate;
 }
 
-/** A command result published by a device; the command service takes it (see gateway/commands.ts). */
+/** A command result published by a device; the command service takes it (see gateway/commands/intake.ts). */
 export type ResultHandler = (deviceId: string, payload: Buffer, done: Done) => void;
 
 export interface IngestMetrics {

@@ -159,7 +159,7 @@ export class Keys {
   }
 
   /**
-   * Lease of the gateway that sweeps command deadlines (gateway/commands.ts):
+   * Lease of the gateway that sweeps command deadlines (gateway/commands/sweeper.ts):
    * one gateway at a time scans the fleet, so the work does not grow with the
    * number of gateways. Only work is saved: every sweep step is safe twice.
    */

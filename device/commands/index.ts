@@ -9,8 +9,10 @@ import type { Registry } from '#shared/metrics.js';
 import type { RedisClient } from '#shared/redis/connect.js';
 import { builtinHandlers, type DeviceControl, HandlerRegistry, testHandlers } from './handlers.js';
 import { CommandJournal } from './journal.js';
+import { createCommandMetrics } from './metrics.js';
 import type { CommandConfig } from './options.js';
-import { CommandWorker, createCommandMetrics, workerOptions } from './worker.js';
+import { CommandWorker } from './worker.js';
+import { workerOptions } from './worker-options.js';
 
 export type { CommandWorker } from './worker.js';
 

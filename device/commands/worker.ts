@@ -26,7 +26,13 @@
  */
 import type { Clock } from '#shared/clock.js';
 import { systemClock } from '#shared/clock.js';
-import { COMMAND_VERSION, type Command, resultFields, type salvageCommand } from '#shared/commands/codec.js';
+import {
+  COMMAND_VERSION,
+  type Command,
+  rejectedCommandFields,
+  resultFields,
+  type salvageCommand,
+} from '#shared/commands/codec.js';
 import {
   type CommandEntry,
   Concluder,
@@ -36,20 +42,15 @@ import {
 import { encodeStoredResult } from '#shared/commands/ledger.js';
 import { type BeginMode, type Begun, beginCommand, publishOnce } from '#shared/commands/scripts.js';
 import { duplicateClient, registerDevice } from '#shared/commands/send.js';
-import {
-  CommandRejectedError,
-  ConfigError,
-  HandlerTimeoutError,
-  type ValidationError,
-} from '#shared/errors.js';
+import { ConfigError, type ValidationError } from '#shared/errors.js';
 import type { Keys } from '#shared/keys.js';
 import { EpisodeLog, type Logger } from '#shared/log.js';
-import { Counter, Histogram, type Registry } from '#shared/metrics.js';
 import { type RedisClient, reconnectDelay } from '#shared/redis/connect.js';
 import { GroupReader, type StreamEntry } from '#shared/streams/group-reader.js';
-import type { CommandHandler, HandlerRegistry } from './handlers.js';
+import { type AttemptDeps, runAttempt } from './attempt.js';
+import type { HandlerRegistry } from './handlers.js';
 import type { CommandJournal } from './journal.js';
-import type { CommandConfig } from './options.js';
+import type { CommandMetrics } from './metrics.js';
 import {
   afterAttempt,
   backoff,
@@ -58,113 +59,12 @@ import {
   deadlinePassedWhileRetrying,
   type Ending,
   malformedResult,
-  type Outcome,
   receive,
   startsAtOnce,
 } from './steps.js';
-
-export interface WorkerOptions {
-  deviceId: string;
-  tags: readonly string[];
-  consumer: string;
-  group: string;
-  blockTimeMs: number;
-  readCount: number;
-  maxAttempts: number;
-  retryBaseDelayMs: number;
-  retryMaxDelayMs: number;
-  claimIdleMs: number;
-  claimIntervalMs: number;
-  ledgerRetentionMs: number;
-  /** Read-only commands start at once only while their deadline is further away than this. */
-  clockSkewAllowanceMs: number;
-  resultsMaxLen: number;
-  /** Tests only: pause between a handler's end and recording its result. */
-  delayAfterHandlerMs: number;
-}
-
-export function workerOptions(
-  config: CommandConfig & { 'device.id': string; 'device.tags': readonly string[] },
-): WorkerOptions {
-  return {
-    deviceId: config['device.id'],
-    tags: config['device.tags'],
-    consumer: config['commands.consumer'] ?? config['device.id'],
-    group: config['commands.group'],
-    blockTimeMs: config['commands.blockTime'],
-    readCount: config['commands.readCount'],
-    maxAttempts: config['commands.maxAttempts'],
-    retryBaseDelayMs: config['commands.retryBaseDelay'],
-    retryMaxDelayMs: config['commands.retryMaxDelay'],
-    claimIdleMs: config['commands.claimIdle'],
-    claimIntervalMs: config['commands.claimInterval'],
-    ledgerRetentionMs: config['commands.ledgerRetention'],
-    clockSkewAllowanceMs: config['commands.clockSkewAllowance'],
-    resultsMaxLen: config['commands.resultsMaxLen'],
-    delayAfterHandlerMs: config['commands.testDelayAfterHandler'],
-  };
-}
-
-export interface CommandMetrics {
-  results: Counter<'status'>;
-  attempts: Counter;
-  duplicates: Counter;
-  claimed: Counter;
-  deadLetters: Counter;
-  startedAtOnce: Counter;
-  seconds: Histogram;
-}
-
-export function createCommandMetrics(registry: Registry): CommandMetrics {
-  const registers = [registry];
-  return {
-    results: new Counter({
-      name: 'commands_results_total',
-      help: 'Terminal command results recorded by this device, by status',
-      labelNames: ['status'],
-      registers,
-    }),
-    attempts: new Counter({ name: 'commands_attempts_total', help: 'Handler attempts started', registers }),
-    duplicates: new Counter({
-      name: 'commands_duplicates_total',
-      help: 'Deliveries of commands that had already ended (deduplicated, not run again)',
-      registers,
-    }),
-    claimed: new Counter({
-      name: 'commands_claimed_total',
-      help: 'Pending commands claimed from dead consumers (XAUTOCLAIM)',
-      registers,
-    }),
-    deadLetters: new Counter({
-      name: 'commands_dead_letters_total',
-      help: 'Commands dead-lettered',
-      registers,
-    }),
-    startedAtOnce: new Counter({
-      name: 'commands_started_at_once_total',
-      help: 'Read-only commands started as soon as they were read, their receipt recorded with their result',
-      registers,
-    }),
-    seconds: new Histogram({
-      name: 'commands_seconds',
-      help: 'From reading a command to its result being recorded',
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 30],
-      registers,
-    }),
-  };
-}
+import type { WorkerOptions } from './worker-options.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/**
- * A read-only command that started at once and is still running after this
- * long gets `running` in its ledger (beginCommand), so the progress a sender
- * sees stays true; a quick one (a ping) has its receipt recorded with its result.
- */
-const RECORD_RUNNING_AFTER_MS = 20;
-
-const isPromiseLike = (v: unknown): v is PromiseLike<unknown> =>
-  typeof (v as { then?: unknown } | null)?.then === 'function';
 
 export class CommandWorker {
   private readonly connection: RedisClient;
@@ -177,6 +77,7 @@ export class CommandWorker {
   private nextClaimAt = 0;
   private readonly clock: Clock;
   private readonly redisDown: EpisodeLog;
+  private readonly attemptDeps: AttemptDeps;
   /** Processed so far (all outcomes), for tests and logs. */
   processed = 0;
 
@@ -220,6 +121,12 @@ export class CommandWorker {
       blockMs: Math.min(options.blockTimeMs, options.claimIntervalMs),
     });
     this.redisDown = new EpisodeLog(deps.logger, 'command worker: Redis unavailable');
+    this.attemptDeps = {
+      deviceId: options.deviceId,
+      journal,
+      ledgerRetentionMs: options.ledgerRetentionMs,
+      logger: deps.logger,
+    };
   }
 
   async start(): Promise<void> {
@@ -438,7 +345,7 @@ export class CommandWorker {
       this.deps.metrics.attempts.inc();
       // A read-only command that runs longer than a moment is recorded as running, as any other is.
       const recordRunning = atOnce ? () => void begin('start').catch(() => undefined) : undefined;
-      const outcome = await this.attempt(handler, command, begun.attempts, recordRunning);
+      const outcome = await runAttempt(handler, command, begun.attempts, this.attemptDeps, recordRunning);
       if (outcome.kind !== 'transient') {
         const next = afterAttempt(outcome, this.attemptLimits(begun.attempts, command));
         if (next.kind !== 'end') throw new TypeError('only a transient failure is retried');
@@ -502,68 +409,6 @@ export class CommandWorker {
     };
   }
 
-  /**
-   * One handler attempt. `onSlow` runs if the attempt is still going after RECORD_RUNNING_AFTER_MS.
-   * A handler that returns at once (ping) costs no timer, controller or promise race: nothing is
-   * left to time out or abort.
-   */
-  private async attempt(
-    handler: CommandHandler,
-    command: Command,
-    attempt: number,
-    onSlow?: () => void,
-  ): Promise<Outcome> {
-    if (!handler.idempotent)
-      this.journal.append({
-        i: command.id,
-        p: 'start',
-        a: attempt,
-        x: command.deadline + this.options.ledgerRetentionMs,
-      });
-    let ac: AbortController | undefined;
-    let timedOut = false;
-    let timer: NodeJS.Timeout | undefined;
-    let slow: NodeJS.Timeout | undefined;
-    const ctx = {
-      deviceId: this.options.deviceId,
-      commandId: command.id,
-      attempt,
-      logger: this.deps.logger,
-      // Made on first use; one asked for after the timeout comes aborted.
-      get signal(): AbortSignal {
-        ac ??= new AbortController();
-        if (timedOut) ac.abort();
-        return ac.signal;
-      },
-    };
-    try {
-      const running = handler.run(command.args, ctx);
-      if (!isPromiseLike(running)) return { kind: 'ok', output: running };
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          timedOut = true;
-          ac?.abort();
-          reject(new HandlerTimeoutError(handler.name, handler.timeoutMs));
-        }, handler.timeoutMs);
-      });
-      if (onSlow) slow = setTimeout(onSlow, RECORD_RUNNING_AFTER_MS);
-      const output = await Promise.race([running, timeout]);
-      return { kind: 'ok', output };
-    } catch (error) {
-      if (error instanceof CommandRejectedError) return { kind: 'rejected', error };
-      // A non-idempotent handler past its timeout may still take effect: retrying could double it.
-      if (error instanceof HandlerTimeoutError && !handler.idempotent) return { kind: 'unknown', error };
-      this.deps.logger.debug(
-        { commandId: command.id, attempt, err: String(error) },
-        'command attempt failed',
-      );
-      return { kind: 'transient', error };
-    } finally {
-      clearTimeout(timer);
-      clearTimeout(slow);
-    }
-  }
-
   /** Ends the command with `encoded` (conclude.ts: ledger first-wins, publish once, then ack) and counts it. */
   private async end(
     entry: CommandEntry,
@@ -614,7 +459,7 @@ export class CommandWorker {
       marker: this.keys.publishedMarker(this.keys.rejected(), o.deviceId, `e:${entryId}`),
       ttlMs: o.ledgerRetentionMs,
       maxLen: o.resultsMaxLen,
-      fields: ['src', this.stream, 'e', entryId, 'reason', err.message, 'f', JSON.stringify(fields)],
+      fields: rejectedCommandFields({ stream: this.stream, entryId, reason: err.message, fields }),
     });
     // Ledgered under its id when it has one, so a sender waiting on it sees `rejected`.
     await this.end(

@@ -30,8 +30,7 @@
  * the device's PUBACK goes out. `failed` results are dead-lettered as the
  * agent's are: both end commands through the same module.
  */
-import { type Command, decodeCommand } from '#shared/commands/codec.js';
-import { decodeLedger, LEDGER_READ_FIELDS, ledgerHash } from '#shared/commands/ledger.js';
+import { type Command, decodeCommand, isTerminal } from '#shared/commands/codec.js';
 import { registerDevice } from '#shared/commands/send.js';
 import { GroupReader } from '#shared/streams/group-reader.js';
 import { ExpiresTooSoonError } from '../bridge.js';
@@ -250,15 +249,8 @@ export class CommandDelivery implements GatewayService {
     }
     if (this.held.has(deviceId, command.id)) return undefined;
     const r: ReadCommand = { deviceId, entryId, command, fields };
-    const read = await c.client.hmget(c.keys.commandLedger(deviceId, command.id), ...LEDGER_READ_FIELDS);
-    let ledger: ReturnType<typeof decodeLedger>;
-    try {
-      ledger = decodeLedger(ledgerHash(read));
-    } catch {
-      c.logger.warn(
-        { deviceId, command: command.id },
-        'stored command result is unreadable; not republished',
-      );
+    const ledger = await this.ending.ledger(r);
+    if (!ledger) {
       await reader.ack(entryId);
       return undefined;
     }
@@ -268,7 +260,7 @@ export class CommandDelivery implements GatewayService {
       await this.ending.republish(r, ledger.stored, true);
       return undefined;
     }
-    if (ledger.result === undefined && ledger.status !== 'none' && !isOpen(ledger.status)) {
+    if (isTerminal(ledger.status)) {
       // Terminal without its copy: nothing to publish; acknowledge.
       await reader.ack(entryId);
       return undefined;
@@ -387,5 +379,3 @@ export class CommandDelivery implements GatewayService {
     );
   }
 }
-
-const isOpen = (status: string) => status === 'queued' || status === 'delivered' || status === 'running';

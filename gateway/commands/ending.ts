@@ -8,6 +8,7 @@
  */
 import { COMMAND_VERSION, type Command, resultFields, type TerminalStatus } from '#shared/commands/codec.js';
 import { type CommandEntry, Concluder, type Conclusion } from '#shared/commands/conclude.js';
+import { decodeLedger, LEDGER_READ_FIELDS, type LedgerView, ledgerHash } from '#shared/commands/ledger.js';
 import { Counter } from '#shared/metrics.js';
 import { reconnectDelay } from '#shared/redis/connect.js';
 import type { GatewayContext } from '../services.js';
@@ -57,6 +58,21 @@ export class CommandEnding {
       help: 'Failed commands of MQTT devices written to the dead-letter stream',
       registers: [ctx.registry],
     });
+  }
+
+  /** The command's ledger; undefined (logged) when its stored result is unreadable: nothing to republish. */
+  async ledger(r: ReadCommand): Promise<LedgerView | undefined> {
+    const c = this.ctx;
+    const read = await c.client.hmget(c.keys.commandLedger(r.deviceId, r.command.id), ...LEDGER_READ_FIELDS);
+    try {
+      return decodeLedger(ledgerHash(read));
+    } catch {
+      c.logger.warn(
+        { deviceId: r.deviceId, command: r.command.id },
+        'stored command result is unreadable; not republished',
+      );
+      return undefined;
+    }
   }
 
   expireAt(command: Command): number {

@@ -19,7 +19,6 @@
  * safe if two do.
  */
 import { type Command, decodeCommand } from '#shared/commands/codec.js';
-import { decodeLedger, LEDGER_READ_FIELDS, ledgerHash } from '#shared/commands/ledger.js';
 import { expireQueuedCommand } from '#shared/commands/scripts.js';
 import type { GatewayContext } from '../services.js';
 import type { CommandEnding, ReadCommand } from './ending.js';
@@ -122,17 +121,8 @@ export class CommandSweeper {
     const c = this.ctx;
     const { deviceId, command } = r;
     const ledgerKey = c.keys.commandLedger(deviceId, command.id);
-    const read = await c.client.hmget(ledgerKey, ...LEDGER_READ_FIELDS);
-    let ledger: ReturnType<typeof decodeLedger>;
-    try {
-      ledger = decodeLedger(ledgerHash(read));
-    } catch {
-      c.logger.warn(
-        { deviceId, command: command.id },
-        'stored command result is unreadable; not republished',
-      );
-      return false;
-    }
+    const ledger = await this.ending.ledger(r);
+    if (!ledger) return false;
     const st = ledger.status;
     if (ledger.stored) {
       await this.ending.republish(r, ledger.stored, false);

@@ -258,6 +258,19 @@ export function salvageCommand(fields: readonly string[]): {
   };
 }
 
+/**
+ * The rejected-stream entry of a malformed command entry (docs/guarantees.md §5): `src` its
+ * command stream, `e` its entry id, `reason` why it was refused, `f` its raw fields (JSON array).
+ */
+export function rejectedCommandFields(r: {
+  stream: string;
+  entryId: string;
+  reason: string;
+  fields: readonly string[];
+}): string[] {
+  return ['src', r.stream, 'e', r.entryId, 'reason', r.reason, 'f', JSON.stringify(r.fields)];
+}
+
 /** Flat result fields; optional fields are left out when absent. */
 export function resultFields(r: CommandResult): string[] {
   if (!DEVICE_ID_PATTERN.test(r.deviceId))

@@ -107,7 +107,7 @@ export async function queueCommand(
 export const DOORBELL_MAX_LEN = 10_000;
 
 /**
- * Tells gateways that a device's command stream has a new entry (gateway/commands.ts
+ * Tells gateways that a device's command stream has a new entry (gateway/commands/doorbell.ts
  * blocks on this stream), so MQTT devices get commands without waiting for a
  * poll. A hint only: the command stream stays the source of truth and gateways
  * still poll it now and then, so a doorbell that fails or is trimmed unread

@@ -61,6 +61,13 @@ it('two gateways sweeping and trimming at once: every command ends in exactly on
     // Known to the fleet (it connected once), offline while its commands come and go.
     await (await commandDevice(`mqtt://127.0.0.1:${ports[0]}`, 'dev-offline')).endAsync();
     agent = startCommandAgent(redis.url, keys, 'agent-0', tempDataDir());
+    // The agent reads once it registered (after making its group): on a loaded machine its start
+    // alone can outlast the commands' 3 s ttl, and they would end `expired`, rightly, but not tested here.
+    await waitFor(
+      async () => (await client.sismember(keys.fleet(), 'agent-0')) === 1,
+      30_000,
+      'agent started',
+    );
     const targets = [...answering, 'dev-silent', 'dev-offline', 'agent-0'];
     const sent: string[] = [];
     for (let n = 0; n < 140; n++) {

@@ -11,7 +11,9 @@ import { silentLogger } from '#shared/log.js';
 import { createRegistry } from '#shared/metrics.js';
 import { HandlerRegistry } from '../../device/commands/handlers.js';
 import type { CommandJournal } from '../../device/commands/journal.js';
-import { CommandWorker, createCommandMetrics, type WorkerOptions } from '../../device/commands/worker.js';
+import { createCommandMetrics } from '../../device/commands/metrics.js';
+import { CommandWorker } from '../../device/commands/worker.js';
+import type { WorkerOptions } from '../../device/commands/worker-options.js';
 
 const options: WorkerOptions = {
   deviceId: 'dev-o',
