@@ -104,6 +104,13 @@ interface DeviceFold {
 /** How often the group's lag is measured for health (one XINFO GROUPS per partition). */
 export const LAG_CHECK_INTERVAL_MS = 1000;
 
+/** One projectState-1.lua call: a device's state hash, the newest arrival, its packed readings ("<seq> <time> <type> <payload>"). */
+interface ProjectStateCall {
+  stateKey: string;
+  arrival: number;
+  readings: string[];
+}
+
 export class ProjectionService {
   private readonly logger: Logger;
   private readonly metrics: ProjectionMetrics | undefined;
@@ -380,11 +387,11 @@ export class ProjectionService {
     if (entries === 0) return 0;
 
     let applied = 0;
-    const calls: Array<[string, Array<string | number>]> = [];
+    const calls: ProjectStateCall[] = [];
     for (const [deviceId, fold] of devices) {
-      const args: Array<string | number> = [fold.arrival];
-      for (const r of fold.readings.values()) args.push(r.packed);
-      calls.push([this.keys.deviceState(deviceId), args]);
+      const readings: string[] = [];
+      for (const r of fold.readings.values()) readings.push(r.packed);
+      calls.push({ stateKey: this.keys.deviceState(deviceId), arrival: fold.arrival, readings });
     }
     const results = await this.runScripts(calls);
     for (const [a, s] of results) {
@@ -410,17 +417,18 @@ export class ProjectionService {
    * loop between chunks so that building them never holds up other traffic
    * for long. Cluster: one call per device, routed by slot.
    */
-  private async runScripts(calls: Array<[string, Array<string | number>]>): Promise<Array<[number, number]>> {
+  private async runScripts(calls: ProjectStateCall[]): Promise<Array<[number, number]>> {
     if (this.client instanceof Redis) {
       scripts(this.client); // defines the command, so pipelines have it too
       const sent: Array<Promise<Array<[Error | null, unknown]> | null>> = [];
       for (let i = 0; i < calls.length; i += SCRIPT_CHUNK) {
         if (i > 0) await yieldToEventLoop();
         const pipe = this.client.pipeline() as unknown as {
-          projectState(key: string, ...args: Array<string | number>): void;
+          projectState(stateKey: string, arrival: number, ...readings: string[]): void;
           exec(): Promise<Array<[Error | null, unknown]> | null>;
         };
-        for (const [key, args] of calls.slice(i, i + SCRIPT_CHUNK)) pipe.projectState(key, ...args);
+        for (const c of calls.slice(i, i + SCRIPT_CHUNK))
+          pipe.projectState(c.stateKey, c.arrival, ...c.readings);
         const reply = pipe.exec();
         reply.catch(() => undefined); // awaited below, after every chunk is sent
         sent.push(reply);
@@ -432,7 +440,7 @@ export class ProjectionService {
       });
     }
     const s = scripts(this.client);
-    return Promise.all(calls.map(([key, args]) => s.projectState(key, ...args)));
+    return Promise.all(calls.map((c) => s.projectState(c.stateKey, c.arrival, ...c.readings)));
   }
 
   private dropped(reason: 'invalid' | 'missing', n: number, fields: Record<string, unknown>): void {

@@ -29,7 +29,6 @@ import type { Keys } from '#shared/keys.js';
 import { EpisodeLog, type Logger } from '#shared/log.js';
 import type { Registry } from '#shared/metrics.js';
 import type { RedisClient } from '#shared/redis/connect.js';
-import { scripts } from '#shared/redis/scripts.js';
 import {
   commandStreamPattern,
   familyStreams,
@@ -39,18 +38,9 @@ import {
 } from '#shared/streams/inspect.js';
 import { createRetentionMetrics, type RetentionMetrics } from './metrics.js';
 import { type RetentionOptions, validatePolicy } from './options.js';
+import { type GroupOutcome, trimStream } from './trim-script.js';
 
-export interface GroupOutcome {
-  readonly name: string;
-  /** Unprocessed entries of this group removed by the hard cap in this pass. */
-  readonly lost: number;
-  readonly pending: number;
-  readonly consumers: number;
-  /** Entries not yet delivered; null when Redis cannot tell. */
-  readonly lag: number | null;
-  readonly lastDeliveredId: string;
-  readonly oldestPendingId: string | null;
-}
+export type { GroupOutcome };
 
 export interface StreamOutcome {
   readonly key: string;
@@ -250,19 +240,18 @@ export class RetentionService {
     let outcome: StreamOutcome | undefined;
     let lengthBefore: number | undefined;
     for (let calls = 1; ; calls++) {
-      const reply = await scripts(this.client).trimStream(
-        key,
-        policy.maxAge,
-        policy.maxLen,
-        policy.maxBytes,
-        capTarget,
-        this.options.maxRemovePerCall,
-        this.deps.now?.() ?? 0,
-        this.options.memorySamples,
+      const r = await trimStream(this.client, {
+        stream: key,
+        maxAgeMs: policy.maxAge,
+        maxLen: policy.maxLen,
+        maxBytes: policy.maxBytes,
+        capTargetBytes: capTarget,
+        maxRemove: this.options.maxRemovePerCall,
+        nowMs: this.deps.now?.() ?? 0,
+        memorySamples: this.options.memorySamples,
         // A command stream with no group yet: nobody has read its commands (see the script's header).
-        family === 'commands' ? 1 : 0,
-      );
-      const r = parseTrimReply(key, family, reply);
+        holdUngrouped: family === 'commands',
+      });
       if (family === 'commands' && r.groups.length === 0 && r.removed.cap > 0) {
         // The hard cap removed commands no one had read: count them, under NO_GROUP.
         r.groups.push({
@@ -280,8 +269,11 @@ export class RetentionService {
       removed.length += r.removed.length;
       removed.cap += r.removed.cap;
       for (const g of r.groups) lost.set(g.name, (lost.get(g.name) ?? 0) + g.lost);
+      const { more: _more, ...step } = r;
       outcome = {
-        ...r,
+        ...step,
+        key,
+        family,
         lengthBefore,
         removed,
         calls,
@@ -403,41 +395,4 @@ export class RetentionService {
       episode?.end({ stream: s.key });
     }
   }
-}
-
-/** Decodes trimStream-1.lua's reply (layout in the script's header). */
-export function parseTrimReply(
-  key: string,
-  family: StreamFamily,
-  reply: ReadonlyArray<string | number>,
-): Omit<StreamOutcome, 'calls'> & { more: boolean } {
-  const n = (i: number) => Number(reply[i] ?? 0);
-  const s = (i: number) => String(reply[i] ?? '');
-  const groups: GroupOutcome[] = [];
-  const count = n(9);
-  for (let i = 0; i < count; i++) {
-    const at = 10 + i * 7;
-    const lag = n(at + 3);
-    groups.push({
-      name: s(at),
-      lost: n(at + 1),
-      pending: n(at + 2),
-      lag: lag < 0 ? null : lag,
-      lastDeliveredId: s(at + 4),
-      oldestPendingId: s(at + 5) || null,
-      consumers: n(at + 6),
-    });
-  }
-  return {
-    key,
-    family,
-    lengthBefore: n(0),
-    removed: { age: n(1), length: n(2), cap: n(3) },
-    lengthAfter: n(4),
-    memoryBytes: n(5),
-    more: n(6) === 1,
-    blockedBy: s(7) || null,
-    now: n(8),
-    groups,
-  };
 }

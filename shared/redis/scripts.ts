@@ -124,10 +124,10 @@ export interface ScriptCommands {
     seqState: string,
     ...args: (string | number)[]
   ): Promise<[number, number, number]>;
-  /** Lag-aware retention step on one stream; see trimStream-1.lua for the result layout. */
+  /** Lag-aware retention step on one stream: called by name through gateway/retention/trim-script.ts. */
   trimStream(stream: string, ...args: (string | number)[]): Promise<Array<string | number>>;
   /** Folds one device's readings into its latest-state hash: [applied, stale]. */
-  projectState(stateKey: string, ...args: (string | number)[]): Promise<[number, number]>;
+  projectState(stateKey: string, arrival: number, ...readings: string[]): Promise<[number, number]>;
   enqueueCommand(
     stream: string,
     ledger: string,
