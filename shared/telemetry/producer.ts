@@ -103,14 +103,18 @@ type ScriptPipeline = ChainableCommander & {
   appendTelemetryRaw(stream: string, ...args: (string | number)[]): ChainableCommander;
 };
 
-/** The batch argument of the append scripts: JSON rows of strings (see appendTelemetry-2.lua). */
+/**
+ * The batch argument of the append scripts: JSON rows of strings (see appendTelemetry-2.lua).
+ * Written as text rather than by serialising arrays of rows made for it: the numbers are
+ * integers (no escaping), the strings go through JSON.stringify, the output is the same.
+ */
 export function encodeBatch(group: readonly EncodedEnvelope[]): string {
-  const rows = new Array<string[]>(group.length);
+  let out = '[';
   for (let i = 0; i < group.length; i++) {
     const e = group[i]!;
-    rows[i] = [e.deviceId, String(e.seq), String(e.time), e.type, String(e.version), e.payload];
+    out += `${i === 0 ? '[' : ',['}${JSON.stringify(e.deviceId)},"${e.seq}","${e.time}",${JSON.stringify(e.type)},"${e.version}",${JSON.stringify(e.payload)}]`;
   }
-  return JSON.stringify(rows);
+  return `${out}]`;
 }
 
 export interface ProducerDeps {
