@@ -34,6 +34,7 @@
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { FleetError } from '#shared/errors.js';
 import type { Logger } from '#shared/log.js';
+import { mqttClientLog } from '#shared/mqtt-log.js';
 import { HeldPubacks } from './bridge-acks.js';
 import type { GatewayConfig } from './config.js';
 import type { Ingestor, Templates } from './ingest.js';
@@ -211,6 +212,7 @@ export class GatewayBridge {
       reconnectPeriod: 1000,
       connectTimeout: c['redis.connectTimeout'],
       resubscribe: true,
+      log: mqttClientLog(),
       ...extra,
     };
     const client = mqtt.connect(c['bridge.url'], options);

@@ -105,16 +105,17 @@ type ScriptPipeline = ChainableCommander & {
 
 /**
  * The batch argument of the append scripts: JSON rows of strings (see appendTelemetry-2.lua).
- * Written as text rather than by serialising arrays of rows made for it: the numbers are
- * integers (no escaping), the strings go through JSON.stringify, the output is the same.
+ * One JSON.stringify of the rows: it makes one flat string, which the socket write copies
+ * as it is (text built by concatenation is cheaper to build here and dearer to write: with
+ * the write counted, 1.0-1.2 vs 1.4 us per entry).
  */
 export function encodeBatch(group: readonly EncodedEnvelope[]): string {
-  let out = '[';
+  const rows = new Array<string[]>(group.length);
   for (let i = 0; i < group.length; i++) {
     const e = group[i]!;
-    out += `${i === 0 ? '[' : ',['}${JSON.stringify(e.deviceId)},"${e.seq}","${e.time}",${JSON.stringify(e.type)},"${e.version}",${JSON.stringify(e.payload)}]`;
+    rows[i] = [e.deviceId, String(e.seq), String(e.time), e.type, String(e.version), e.payload];
   }
-  return `${out}]`;
+  return JSON.stringify(rows);
 }
 
 export interface ProducerDeps {
