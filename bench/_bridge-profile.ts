@@ -3,6 +3,7 @@
  * (bench/_eld-preload.mjs): `BENCH_CPU_PROF_DIR=DIR npx tsx bench/_bridge-profile.ts [seconds]`.
  * Prints entries/s in Redis and writes DIR/<pid>-1.cpuprofile over the measured window.
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import mqtt from 'mqtt';
 import { Redis } from 'ioredis';
 import { Keys } from '#shared/keys.js';
@@ -13,6 +14,24 @@ import { startLocalRedis } from '../test/harness/redis-server.js';
 import { saturate } from './_mqtt-load.js';
 
 const seconds = Number(process.argv[2] ?? 6);
+/** utime + stime of a process or one of its threads, in ms. */
+function cpuMs(pid: number | undefined, tid?: number): number {
+  const stat = readFileSync(tid ? `/proc/${pid}/task/${tid}/stat` : `/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10;
+}
+function mosquittoPid(port: number): number | undefined {
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmd.startsWith('mosquitto') && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('-c')) {
+        const conf = cmd.split('\0')[2] ?? '';
+        if (readFileSync(conf, 'utf8').includes(`listener ${port} `)) return Number(pid);
+      }
+    } catch {}
+  }
+  return undefined;
+}
 const redis = await startLocalRedis();
 const mosq = await startMosquitto(['max_inflight_messages 1000']);
 const client = new Redis(redis.url);
@@ -46,12 +65,27 @@ try {
   );
   await saturate(pubs, 'gp', 1000, 32);
   gw.child.kill('SIGUSR2');
+  const redisPid = Number(/process_id:(\d+)/.exec(await client.info('server'))?.[1]);
+  const pids = { gateway: gw.child.pid, mosquitto: mosquittoPid(mosq.port), redis: redisPid, loadgen: process.pid };
+  const cpu0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, cpuMs(p)]));
+  const gwMain0 = cpuMs(gw.child.pid, gw.child.pid);
   const before = await count();
   const t0 = performance.now();
   await saturate(pubs, 'gp', seconds * 1000, 32);
   const after = await count();
   gw.child.kill('SIGUSR2');
-  process.stdout.write(`bridge: ${Math.round((after - before) / ((performance.now() - t0) / 1000))} entries/s\n`);
+  const secs = (performance.now() - t0) / 1000;
+  const shares = Object.entries(pids).map(([k, p]) => `${k} ${((cpuMs(p) - cpu0[k]!) / 1000 / secs).toFixed(2)}`);
+  shares.push(`gateway main thread ${((cpuMs(gw.child.pid, gw.child.pid) - gwMain0) / 1000 / secs).toFixed(2)}`);
+  process.stdout.write(`cpu (cores): ${shares.join(', ')}\n`);
+  const stats = [...(await client.info('commandstats')).matchAll(/cmdstat_(\w+):calls=(\d+),usec=(\d+)/g)]
+    .sort((a, b) => Number(b[3]) - Number(a[3]))
+    .slice(0, 6)
+    .map(([, name, calls, usec]) => `${name} ${calls} calls, ${(Number(usec) / Number(calls)).toFixed(1)} us`);
+  const cpu = /used_cpu_user:([\d.]+)/.exec(await client.info('cpu'))?.[1];
+  process.stdout.write(
+    `bridge: ${Math.round((after - before) / secs)} entries/s; redis user cpu ${cpu} s in all; ${stats.join('; ')}\n`,
+  );
   await new Promise((r) => setTimeout(r, 1500));
   await Promise.all(pubs.map((p) => p.endAsync(true)));
 } finally {
