@@ -4,11 +4,11 @@
  * Prints entries/s in Redis and writes DIR/<pid>-1.cpuprofile over the measured window.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import mqtt from 'mqtt';
 import { Redis } from 'ioredis';
+import mqtt from 'mqtt';
+import { flagName } from '#shared/config/schema.js';
 import { Keys } from '#shared/keys.js';
 import { runScript } from '../test/harness/agent-process.js';
-import { flagName } from '#shared/config/schema.js';
 import { startMosquitto } from '../test/harness/mosquitto.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
 import { saturate } from './_mqtt-load.js';
@@ -24,11 +24,18 @@ function mosquittoPid(port: number): number | undefined {
   for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     try {
       const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      if (cmd.startsWith('mosquitto') && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('-c')) {
-        const conf = cmd.split('\0')[2] ?? '';
-        if (readFileSync(conf, 'utf8').includes(`listener ${port} `)) return Number(pid);
-      }
-    } catch {}
+      // Ours: mosquitto -c <its conf>, whose listener is this port.
+      const [name, flag, conf] = cmd.split('\0');
+      if (
+        name === 'mosquitto' &&
+        flag === '-c' &&
+        conf &&
+        readFileSync(conf, 'utf8').includes(`listener ${port} `)
+      )
+        return Number(pid);
+    } catch {
+      // A process that ended meanwhile, or not ours to read.
+    }
   }
   return undefined;
 }
@@ -61,12 +68,19 @@ const count = async () => {
 try {
   await gw.waitForLog((l) => l.msg === 'gateway started', 30_000);
   const pubs = await Promise.all(
-    Array.from({ length: 20 }, (_, i) => mqtt.connectAsync(mosq.url, { clientId: `gp-${i}`, reconnectPeriod: 0, clean: true })),
+    Array.from({ length: 20 }, (_, i) =>
+      mqtt.connectAsync(mosq.url, { clientId: `gp-${i}`, reconnectPeriod: 0, clean: true }),
+    ),
   );
   await saturate(pubs, 'gp', 1000, 32);
   gw.child.kill('SIGUSR2');
   const redisPid = Number(/process_id:(\d+)/.exec(await client.info('server'))?.[1]);
-  const pids = { gateway: gw.child.pid, mosquitto: mosquittoPid(mosq.port), redis: redisPid, loadgen: process.pid };
+  const pids = {
+    gateway: gw.child.pid,
+    mosquitto: mosquittoPid(mosq.port),
+    redis: redisPid,
+    loadgen: process.pid,
+  };
   const cpu0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, cpuMs(p)]));
   const gwMain0 = cpuMs(gw.child.pid, gw.child.pid);
   const before = await count();
@@ -75,13 +89,19 @@ try {
   const after = await count();
   gw.child.kill('SIGUSR2');
   const secs = (performance.now() - t0) / 1000;
-  const shares = Object.entries(pids).map(([k, p]) => `${k} ${((cpuMs(p) - cpu0[k]!) / 1000 / secs).toFixed(2)}`);
-  shares.push(`gateway main thread ${((cpuMs(gw.child.pid, gw.child.pid) - gwMain0) / 1000 / secs).toFixed(2)}`);
+  const shares = Object.entries(pids).map(
+    ([k, p]) => `${k} ${((cpuMs(p) - cpu0[k]!) / 1000 / secs).toFixed(2)}`,
+  );
+  shares.push(
+    `gateway main thread ${((cpuMs(gw.child.pid, gw.child.pid) - gwMain0) / 1000 / secs).toFixed(2)}`,
+  );
   process.stdout.write(`cpu (cores): ${shares.join(', ')}\n`);
   const stats = [...(await client.info('commandstats')).matchAll(/cmdstat_(\w+):calls=(\d+),usec=(\d+)/g)]
     .sort((a, b) => Number(b[3]) - Number(a[3]))
     .slice(0, 6)
-    .map(([, name, calls, usec]) => `${name} ${calls} calls, ${(Number(usec) / Number(calls)).toFixed(1)} us`);
+    .map(
+      ([, name, calls, usec]) => `${name} ${calls} calls, ${(Number(usec) / Number(calls)).toFixed(1)} us`,
+    );
   const cpu = /used_cpu_user:([\d.]+)/.exec(await client.info('cpu'))?.[1];
   process.stdout.write(
     `bridge: ${Math.round((after - before) / secs)} entries/s; redis user cpu ${cpu} s in all; ${stats.join('; ')}\n`,

@@ -9,8 +9,8 @@ import { Redis } from 'ioredis';
 import { encodeEnvelope } from '#shared/envelope.js';
 import { Keys } from '#shared/keys.js';
 import { silentLogger } from '#shared/log.js';
-import { encodeBatch } from '#shared/telemetry/producer.js';
 import { defineScripts } from '#shared/redis/scripts.js';
+import { encodeBatch } from '#shared/telemetry/producer.js';
 import { projectionOptions } from '../gateway/projection/options.js';
 import { ProjectionService } from '../gateway/projection/service.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
@@ -34,7 +34,14 @@ try {
         seq,
         time: Date.now(),
         type: done % 11 === 0 ? 'battery' : 'gps',
-        payload: { lat: 52.520008 + i * 1e-6, lon: 13.404954, alt: 80.4, spd: 12.35, hdg: 271.3, ph: 'outbound' },
+        payload: {
+          lat: 52.520008 + i * 1e-6,
+          lon: 13.404954,
+          alt: 80.4,
+          spd: 12.35,
+          hdg: 271.3,
+          ph: 'outbound',
+        },
       });
       const p = keys.partitionOf(d);
       byPart.set(p, [...(byPart.get(p) ?? []), e]);

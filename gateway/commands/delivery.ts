@@ -70,7 +70,7 @@ export class CommandDelivery implements GatewayService {
   constructor(
     private readonly ctx: GatewayContext,
     private readonly reach: DeviceReach,
-    private readonly options: CommandOptions = DEFAULT_COMMAND_OPTIONS,
+    options: CommandOptions = DEFAULT_COMMAND_OPTIONS,
     transport?: CommandTransport,
   ) {
     this.transport = transport ?? mqttJsonTransport(ctx);
