@@ -25,6 +25,7 @@ import {
 } from '#shared/commands/mqtt-messages.js';
 import type { Payload } from '#shared/envelope.js';
 import type { Logger } from '#shared/log.js';
+import { mqttClientLog } from '#shared/mqtt-log.js';
 import type { SimConfig } from './config.js';
 import { type KindStats, SimDevice } from './device.js';
 import type { Faults } from './faults.js';
@@ -98,6 +99,7 @@ export class MqttDevice extends SimDevice {
       keepalive: c['mqtt.keepalive'],
       reconnectPeriod: 0, // our own backoff (below): MQTT.js retries at a fixed period
       connectTimeout: 10_000,
+      log: mqttClientLog(),
       will: { topic: this.topics.status, payload: Buffer.from('{"online":false}'), qos: 1, retain: false },
     });
     this.client = client;

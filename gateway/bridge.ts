@@ -9,10 +9,13 @@
  * (gateway/bridge-acks.ts): up to `bridge.inflight` messages per connection
  * are in flight at once (the broker's window, told as Receive Maximum over
  * v5), and `bridge.connections` connections in the same shared subscription
- * share the producer's batches. What one read of the sockets brought is sent
- * as soon as it has been handed on (setImmediate), not after the producer's
- * linger time: more arrives only as PUBACKs go out, so lingering would be
- * pure latency; under load, batches grow while earlier ones are in flight.
+ * share the producer's batches. Batches go out as the producer's do (full, or
+ * after `producer.lingerMs`, 1 ms), and at once when every connection's window
+ * is full: then nothing more can arrive until PUBACKs go out, so lingering
+ * would be pure latency. (Sending what each read of the sockets brought at
+ * once, as before, made batches of a few entries per partition: in the bridge
+ * leg of bench gateway, 17.4k/17.8k entries/s with 27k/22k script calls, and
+ * 18.8k/18.9k entries/s with 19.5k/20k calls this way.)
  *
  * Sessions persist (clean: false, stable client ids; over MQTT v5 also a
  * session expiry interval, without which a v5 session ends with its
@@ -34,6 +37,7 @@
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { FleetError } from '#shared/errors.js';
 import type { Logger } from '#shared/log.js';
+import { mqttClientLog } from '#shared/mqtt-log.js';
 import { HeldPubacks } from './bridge-acks.js';
 import type { GatewayConfig } from './config.js';
 import type { Ingestor, Templates } from './ingest.js';
@@ -77,7 +81,8 @@ export class GatewayBridge {
   /** Messages handed to the ingestor and not yet appended. */
   private busy = 0;
   /** A send of what this read of the sockets brought is scheduled (see the file comment). */
-  private sendScheduled = false;
+  /** The PUBACK windows of the live connections: when all are full, what is held is sent at once. */
+  private readonly windows = new Set<HeldPubacks>();
 
   constructor(
     private readonly config: GatewayConfig,
@@ -211,10 +216,13 @@ export class GatewayBridge {
       reconnectPeriod: 1000,
       connectTimeout: c['redis.connectTimeout'],
       resubscribe: true,
+      log: mqttClientLog(),
       ...extra,
     };
     const client = mqtt.connect(c['bridge.url'], options);
     const pubacks = new HeldPubacks(client);
+    this.windows.add(pubacks);
+    client.on('end', () => this.windows.delete(pubacks));
     client.handleMessage = (packet, callback) => {
       const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
       this.busy++;
@@ -228,7 +236,7 @@ export class GatewayBridge {
         if (full) callback();
       });
       if (!full) callback();
-      this.scheduleSend();
+      if (this.windowsFull()) this.sendNow();
     };
     client.on('error', (err) =>
       this.logger.warn({ connection: index, clientId, error: err.message }, 'bridge connection error'),
@@ -239,14 +247,11 @@ export class GatewayBridge {
     return client;
   }
 
-  /** Sends what this read of the sockets handed on once it is all handed on (see the file comment). */
-  private scheduleSend(): void {
-    if (this.sendScheduled) return;
-    this.sendScheduled = true;
-    setImmediate(() => {
-      this.sendScheduled = false;
-      this.sendNow();
-    });
+  /** Whether every live connection waits on appends for a full window (see the file comment). */
+  private windowsFull(): boolean {
+    const limit = this.config['bridge.inflight'];
+    for (const w of this.windows) if (w.size < limit) return false;
+    return true;
   }
 
   /**

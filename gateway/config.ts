@@ -134,7 +134,12 @@ export const gatewaySchema = {
   'commands.enabled': opt.boolean(true, 'Deliver commands to MQTT devices and record their results'),
   'commands.pollInterval': opt.duration(
     2000,
-    'Fallback: how often the command streams of reachable devices are read even without a doorbell',
+    'Fallback: how often the command streams of reachable devices are read while the doorbell is off or failing',
+    { min: 10 },
+  ),
+  'commands.doorbellPollInterval': opt.duration(
+    30_000,
+    'Fallback: how often they are read while the doorbell listens (a backstop for rings trimmed unread); paced over the interval',
     { min: 10 },
   ),
   'commands.doorbell': opt.boolean(

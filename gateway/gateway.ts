@@ -209,6 +209,7 @@ export class Gateway {
       this.services.push(
         new CommandDelivery(ctx, reach, {
           pollIntervalMs: config['commands.pollInterval'],
+          doorbellPollIntervalMs: config['commands.doorbellPollInterval'],
           sweepIntervalMs: config['commands.sweepInterval'],
           agentResultGraceMs: config['commands.agentResultGrace'],
           retentionMs: config['commands.ledgerRetention'],

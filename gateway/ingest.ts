@@ -18,13 +18,25 @@
  * close) drops its entry instead of offering it to a closed producer.
  */
 import type { Clock } from '#shared/clock.js';
-import { type EncodedEnvelope, type Payload as EnvelopePayload, encodeEnvelope } from '#shared/envelope.js';
+import {
+  type EncodedEnvelope,
+  type EnvelopeLimits,
+  type Payload as EnvelopePayload,
+  encodeEnvelope,
+  encodeEnvelopeText,
+} from '#shared/envelope.js';
 import { ValidationError } from '#shared/errors.js';
 import type { Logger } from '#shared/log.js';
 import { Counter, type Registry } from '#shared/metrics.js';
 import type { BatchOutcome, TelemetryProducer } from '#shared/telemetry/producer.js';
 import type { TopicAcl } from './auth.js';
-import { decodePayload, PayloadError, type TopicTemplate, validDeviceId } from './mapping.js';
+import {
+  type DecodedReading,
+  decodePayload,
+  PayloadError,
+  type TopicTemplate,
+  validDeviceId,
+} from './mapping.js';
 import type { MappingSet } from './mappings/index.js';
 import type { PresenceEvent, RecordWriter, RejectReason } from './records.js';
 import type { GatewaySequencer } from './sequencer.js';
@@ -162,11 +174,13 @@ export class Ingestor {
 
   /** What the protocol handler is given (see IngestSink). */
   private readonly sink: IngestSink;
+  private readonly limits: EnvelopeLimits;
 
   constructor(
     private readonly options: IngestOptions,
     private readonly deps: IngestDeps,
   ) {
+    this.limits = { maxPayloadBytes: options.maxPayloadBytes };
     this.sink = {
       append: (deviceId, readings, pub, label, done) =>
         this.appendReadings(deviceId, readings, pub, label, done),
@@ -282,7 +296,7 @@ export class Ingestor {
       this.resultHandler(deviceId, payload, done);
       return;
     }
-    let reading: ReturnType<typeof decodePayload>;
+    let reading: DecodedReading;
     try {
       reading = decodePayload(payload, deviceId);
     } catch (err) {
@@ -294,24 +308,37 @@ export class Ingestor {
     }
     const type = telemetry?.type ?? reading.type ?? this.options.defaultType;
     const time = reading.time ?? this.deps.clock.now();
-    const append = (seq: number) => {
-      let entry: EncodedEnvelope;
-      try {
-        entry = encodeEnvelope(
-          { deviceId, seq, time, type, payload: reading.payload },
-          { maxPayloadBytes: this.options.maxPayloadBytes },
-        );
-      } catch (err) {
-        if (err instanceof ValidationError) {
-          this.reject('invalid', err.message, pub, deviceId, done);
-          return;
-        }
-        throw err;
+    if (reading.seq !== undefined) this.appendOne(deviceId, reading.seq, time, type, reading, pub, done);
+    else
+      this.deps.sequencer.assign(deviceId, (seq) =>
+        this.appendOne(deviceId, seq, time, type, reading, pub, done),
+      );
+  }
+
+  /** One reading of a native topic, validated and offered; an invalid one is rejected with the reason. */
+  private appendOne(
+    deviceId: string,
+    seq: number,
+    time: number,
+    type: string,
+    reading: DecodedReading,
+    pub: IncomingPublish,
+    done: Done,
+  ): void {
+    let entry: EncodedEnvelope;
+    try {
+      entry =
+        reading.payloadText !== undefined
+          ? encodeEnvelopeText({ deviceId, seq, time, type, payloadText: reading.payloadText }, this.limits)
+          : encodeEnvelope({ deviceId, seq, time, type, payload: reading.payload }, this.limits);
+    } catch (err) {
+      if (err instanceof ValidationError) {
+        this.reject('invalid', err.message, pub, deviceId, done);
+        return;
       }
-      this.offer(entry, done);
-    };
-    if (reading.seq !== undefined) append(reading.seq);
-    else this.deps.sequencer.assign(deviceId, append);
+      throw err;
+    }
+    this.offer(entry, done);
   }
 
   private see(deviceId: string): void {
@@ -432,7 +459,7 @@ export class Ingestor {
         try {
           entry = encodeEnvelope(
             { deviceId, seq, time: reading.time, type: reading.type, payload: reading.payload },
-            { maxPayloadBytes: this.options.maxPayloadBytes },
+            this.limits,
           );
         } catch (err) {
           if (err instanceof ValidationError) {

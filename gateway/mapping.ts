@@ -65,7 +65,14 @@ export interface DecodedReading {
   seq: number | undefined;
   time: number | undefined;
   type: string | undefined;
+  /** The reading; undefined when `payloadText` carries it. */
   payload: unknown;
+  /**
+   * The reading's JSON text when it is known without serialising it again:
+   * a plain object reading that starts `{"seq":<n>,"time":<n>` (as JSON.stringify
+   * of `{seq, time, ...reading}` writes it) is the device's own text less those two.
+   */
+  payloadText?: string;
 }
 
 export class PayloadError extends Error {
@@ -111,8 +118,51 @@ export function decodePayload(raw: Buffer, deviceId: string): DecodedReading {
     };
   }
   // A plain object reading: seq and time, when present, are lifted out of it.
+  const payloadText = restText(text, obj);
+  if (payloadText !== undefined)
+    return {
+      seq: obj.seq as number,
+      time: obj.time as number,
+      type: undefined,
+      payload: undefined,
+      payloadText,
+    };
   const { seq, time, ...rest } = obj;
   return { seq: seq as number | undefined, time: time as number | undefined, type: undefined, payload: rest };
+}
+
+/**
+ * The text of a parsed reading without its leading seq and time, when the
+ * text starts with exactly those two (JSON.stringify's form) and names neither
+ * again (a repeated key would win in the parsed value, not in the text).
+ * Undefined otherwise: the caller serialises the rest itself.
+ */
+function restText(text: string, obj: Record<string, unknown>): string | undefined {
+  if (!text.startsWith('{"seq":')) return undefined;
+  const afterSeq = integerEnd(text, 7, obj.seq);
+  if (afterSeq < 0 || !text.startsWith(',"time":', afterSeq)) return undefined;
+  const end = integerEnd(text, afterSeq + 8, obj.time);
+  if (end < 0) return undefined;
+  const next = text.charCodeAt(end);
+  if (next === 0x7d /* } */) return end === text.length - 1 ? '{}' : undefined;
+  if (next !== 0x2c /* , */) return undefined;
+  if (text.includes('"seq"', end) || text.includes('"time"', end)) return undefined;
+  return `{${text.slice(end + 1)}`;
+}
+
+/** Where the digits of `value` written at `from` end, or -1 when the text there is not that integer. */
+function integerEnd(text: string, from: number, value: unknown): number {
+  if (typeof value !== 'number') return -1;
+  let n = 0;
+  let i = from;
+  for (; i < text.length && i - from < 16; i++) {
+    const c = text.charCodeAt(i) - 0x30;
+    if (c < 0 || c > 9) break;
+    n = n * 10 + c;
+  }
+  // At least one digit, no leading zero, and the value JSON.parse read (16 digits stay exact).
+  if (i === from || (text.charCodeAt(from) === 0x30 && i - from > 1) || n !== value) return -1;
+  return i;
 }
 
 /** True when a device id taken from a topic may be used as one (it decides keys and partitions). */

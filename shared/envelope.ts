@@ -88,6 +88,33 @@ export function encodeEnvelope(
   return { deviceId, seq, time, type, version, payload };
 }
 
+/**
+ * As encodeEnvelope, for a payload whose JSON text the caller has already
+ * (it parsed that text, and it is a JSON object): the fields are validated
+ * the same way and the size limit applies, but nothing is serialised again.
+ */
+export function encodeEnvelopeText(
+  input: { deviceId: string; seq: number; time: number; type: string; payloadText: string },
+  limits: EnvelopeLimits = DEFAULT_ENVELOPE_LIMITS,
+): EncodedEnvelope {
+  const deviceId = requireMatch('deviceId', input.deviceId, DEVICE_ID_PATTERN);
+  const seq = requireInteger('seq', input.seq, 1);
+  const time = requireInteger('time', input.time, 0);
+  const type = requireMatch('type', input.type, TYPE_PATTERN);
+  const payload = input.payloadText;
+  checkPayloadSize(payload, limits);
+  return { deviceId, seq, time, type, version: SCHEMA_VERSION, payload };
+}
+
+function checkPayloadSize(text: string, limits: EnvelopeLimits): void {
+  // Each UTF-16 unit is at most 3 bytes of UTF-8: most payloads need no count at all.
+  if (text.length * 3 <= limits.maxPayloadBytes) return;
+  const bytes = Buffer.byteLength(text);
+  if (bytes > limits.maxPayloadBytes) {
+    throw new ValidationError('payload', `is ${bytes} bytes, over the ${limits.maxPayloadBytes}-byte limit`);
+  }
+}
+
 function encodePayload(payload: unknown, limits: EnvelopeLimits): string {
   const isNumber = typeof payload === 'number' && Number.isFinite(payload);
   const isObject = typeof payload === 'object' && payload !== null && !Array.isArray(payload);
@@ -95,10 +122,7 @@ function encodePayload(payload: unknown, limits: EnvelopeLimits): string {
     throw new ValidationError('payload', 'must be a finite number or a JSON object');
   }
   const text = JSON.stringify(payload);
-  const bytes = Buffer.byteLength(text);
-  if (bytes > limits.maxPayloadBytes) {
-    throw new ValidationError('payload', `is ${bytes} bytes, over the ${limits.maxPayloadBytes}-byte limit`);
-  }
+  checkPayloadSize(text, limits);
   return text;
 }
 
@@ -161,26 +185,28 @@ export function decodeEncodedEnvelope(fields: readonly string[]): EncodedEnvelop
         break;
     }
   }
-  const int = (name: string, v: string | undefined): number => {
-    const n = v === undefined ? Number.NaN : Number(v);
-    if (!Number.isSafeInteger(n) || n < 0)
-      throw new ValidationError(
-        name,
-        v === undefined ? 'is missing from the stream entry' : `is not an integer: ${v}`,
-      );
-    return n;
-  };
   if (deviceId === undefined) throw new ValidationError('deviceId', 'is missing from the stream entry');
   if (type === undefined) throw new ValidationError('type', 'is missing from the stream entry');
   if (payload === undefined) throw new ValidationError('payload', 'is missing from the stream entry');
   return {
     deviceId,
-    seq: int('seq', seq),
-    time: int('time', time),
+    seq: entryInteger('seq', seq),
+    time: entryInteger('time', time),
     type,
-    version: int('version', version),
+    version: entryInteger('version', version),
     payload,
   };
+}
+
+/** A stream entry's integer field (a function of its own: no closure made per entry decoded). */
+function entryInteger(name: string, v: string | undefined): number {
+  const n = v === undefined ? Number.NaN : Number(v);
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new ValidationError(
+      name,
+      v === undefined ? 'is missing from the stream entry' : `is not an integer: ${v}`,
+    );
+  return n;
 }
 
 /** Decodes stream fields ([k1, v1, k2, v2, ...]) into an envelope; throws ValidationError on bad entries. */

@@ -2,7 +2,7 @@
  * Command delivery to MQTT devices: the gateway side of docs/guarantees.md §2
  * for devices that run no agent. Read top to bottom, a command goes:
  *
- *   doorbell.ts / poll   which device streams to read now
+ *   doorbell.ts, poll.ts which device streams to read now
  *   delivery.ts (here)   read them as the consumer group `gateways`
  *                        (shared/streams/group-reader.ts), hold each command
  *                        (held.ts) and publish it (transport.ts) before its deadline
@@ -46,6 +46,7 @@ import {
   READ_COUNT,
   REPUBLISH_DELAY_MS,
 } from './options.js';
+import { FallbackPoll } from './poll.js';
 import { CommandSweeper } from './sweeper.js';
 import { type CommandTransport, mqttJsonTransport } from './transport.js';
 
@@ -62,14 +63,13 @@ export class CommandDelivery implements GatewayService {
   private readonly readers = new Map<string, GroupReader>();
   /** Reads of one device's command stream in progress; `again` when another was asked for meanwhile. */
   private readonly reads = new Map<string, { again: boolean; done: Promise<void> }>();
-  private pollTimer: NodeJS.Timeout | undefined;
-  private polling = false;
+  private readonly poll: FallbackPoll;
   private running = false;
 
   constructor(
     private readonly ctx: GatewayContext,
     private readonly reach: DeviceReach,
-    private readonly options: CommandOptions = DEFAULT_COMMAND_OPTIONS,
+    options: CommandOptions = DEFAULT_COMMAND_OPTIONS,
     transport?: CommandTransport,
   ) {
     this.transport = transport ?? mqttJsonTransport(ctx);
@@ -83,6 +83,14 @@ export class CommandDelivery implements GatewayService {
     this.intake = new CommandIntake(ctx, this.held, this.ending, this.transport, loop);
     this.sweeper = new CommandSweeper(ctx, options, this.held, this.ending, () => this.running);
     this.doorbell = options.doorbell ? new Doorbell(ctx, (devices) => this.rung(devices)) : undefined;
+    this.poll = new FallbackPoll({
+      clock: ctx.clock,
+      logger: ctx.logger,
+      // Broker mode: its connected devices; bridge mode: every MQTT device.
+      devices: () => this.reach.online() ?? this.ctx.client.smembers(this.ctx.keys.mqttDevices()),
+      read: (deviceId) => this.read(deviceId),
+      cycleMs: () => (this.doorbell?.listening ? options.doorbellPollIntervalMs : options.pollIntervalMs),
+    });
   }
 
   async start(): Promise<void> {
@@ -100,15 +108,14 @@ export class CommandDelivery implements GatewayService {
     this.reach.onAck((deviceId, topic, payload) => this.intake.onAck(deviceId, topic, payload));
     this.running = true;
     await this.doorbell?.start();
-    void this.poll();
-    this.pollTimer = c.clock.setInterval(() => void this.poll(), this.options.pollIntervalMs);
+    this.poll.start();
     this.sweeper.start();
   }
 
   async stop(): Promise<void> {
     this.running = false;
     await this.doorbell?.stop();
-    if (this.pollTimer) this.ctx.clock.clearInterval(this.pollTimer);
+    this.poll.stop();
     this.sweeper.stop();
     // Held entries stay in this consumer's pending list: a restart with the same gateway.id reads them again.
     this.held.releaseAll();
@@ -149,21 +156,6 @@ export class CommandDelivery implements GatewayService {
     this.read(deviceId).catch((err: Error) =>
       this.ctx.logger.warn({ deviceId, error: err.message }, 'command read failed; the poll retries'),
     );
-  }
-
-  /** Fallback: reads the stream of every reachable device, in case a doorbell was missed. */
-  private async poll(): Promise<void> {
-    if (this.polling) return;
-    this.polling = true;
-    try {
-      // Broker mode: its connected devices; bridge mode: every MQTT device.
-      const devices = this.reach.online() ?? (await this.ctx.client.smembers(this.ctx.keys.mqttDevices()));
-      await Promise.all([...devices].map((deviceId) => this.read(deviceId)));
-    } catch (err) {
-      this.ctx.logger.warn({ error: (err as Error).message }, 'command poll failed; retrying');
-    } finally {
-      this.polling = false;
-    }
   }
 
   /**

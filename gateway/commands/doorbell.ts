@@ -17,6 +17,8 @@ export class Doorbell {
   private bell: RedisClient | undefined;
   private loop: Promise<void> | undefined;
   private running = false;
+  /** True while its connection is up: rings are being heard (poll.ts polls slowly then). */
+  listening = false;
 
   constructor(
     private readonly ctx: GatewayContext,
@@ -29,6 +31,14 @@ export class Doorbell {
     bell.on('error', () => {
       // Reconnects by itself; the read loop retries, and the fallback poll covers the gap.
     });
+    // Connected, a blocked read hears every ring (a reconnect reads on from the last one seen);
+    // disconnected, rings trimmed meanwhile would be missed: the poll runs at its fast interval.
+    bell.on('ready', () => {
+      this.listening = this.running;
+    });
+    bell.on('close', () => {
+      this.listening = false;
+    });
     this.bell = bell;
     this.running = true;
     // From the doorbell's current end: what was queued before is found by the first poll.
@@ -38,6 +48,7 @@ export class Doorbell {
 
   async stop(): Promise<void> {
     this.running = false;
+    this.listening = false;
     this.bell?.disconnect();
     await this.loop;
   }

@@ -1,7 +1,7 @@
 /**
  * Options of the gateway's command delivery, beside their defaults, and the
  * fixed limits with why they are what they are. Config keys (gateway/config.ts):
- * commands.pollInterval, .sweepInterval, .agentResultGrace, .ledgerRetention,
+ * commands.pollInterval, .doorbellPollInterval, .sweepInterval, .agentResultGrace, .ledgerRetention,
  * .doorbell, .resultsMaxLen.
  */
 import { DEFAULT_LEDGER_RETENTION_MS } from '#shared/commands/send.js';
@@ -22,8 +22,10 @@ export const SWEEP_ENTRIES = 100;
 export const REPUBLISH_DELAY_MS = 1000;
 
 export interface CommandOptions {
-  /** Fallback poll of every reachable device's command stream (the doorbell is the fast path). */
+  /** Fallback poll of every reachable device's command stream while the doorbell is off or failing. */
   pollIntervalMs: number;
+  /** The same poll while the doorbell listens: only a backstop for rings trimmed unread or never written. */
+  doorbellPollIntervalMs: number;
   sweepIntervalMs: number;
   /**
    * After its deadline, how long an agent's `delivered` or `running` command
@@ -41,6 +43,7 @@ export interface CommandOptions {
 
 export const DEFAULT_COMMAND_OPTIONS: CommandOptions = {
   pollIntervalMs: 2000,
+  doorbellPollIntervalMs: 30_000,
   sweepIntervalMs: 1000,
   agentResultGraceMs: 10 * 60_000,
   retentionMs: DEFAULT_LEDGER_RETENTION_MS,

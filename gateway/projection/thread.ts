@@ -14,6 +14,7 @@ import type { GatewayService } from '../services.js';
 import { createProjectionMetrics, type ProjectionMetrics } from './service.js';
 import type { FromProjectionThread, MetricTotals } from './thread-protocol.js';
 import type { ProjectionWorkerData } from './worker.js';
+import { projectionWorkerEntry } from './worker-entry.js';
 
 /** How long start and stop wait for the thread before giving up on it. */
 const THREAD_TIMEOUT_MS = 30_000;
@@ -37,10 +38,12 @@ export class ProjectionThread implements GatewayService {
   }
 
   async start(): Promise<void> {
-    // The worker's entry is TypeScript like the rest of the gateway: tsx registers itself in the thread first.
-    const entry = new URL('./worker.ts', import.meta.url).href;
-    const boot = `import { register } from 'tsx/esm/api'; register(); await import(${JSON.stringify(entry)});`;
-    const worker = new Worker(boot, { eval: true, workerData: this.data });
+    // The worker's code: bundled from its TypeScript once, no loader registered in the thread (worker-entry.ts).
+    const entry = await projectionWorkerEntry();
+    const worker =
+      entry.kind === 'file'
+        ? new Worker(entry.url, { workerData: this.data })
+        : new Worker(entry.code, { eval: true, workerData: this.data });
     this.worker = worker;
     worker.on('message', (m: FromProjectionThread) => {
       if (m.type === 'report') this.apply(m.totals, m.health);

@@ -103,7 +103,12 @@ type ScriptPipeline = ChainableCommander & {
   appendTelemetryRaw(stream: string, ...args: (string | number)[]): ChainableCommander;
 };
 
-/** The batch argument of the append scripts: JSON rows of strings (see appendTelemetry-2.lua). */
+/**
+ * The batch argument of the append scripts: JSON rows of strings (see appendTelemetry-2.lua).
+ * One JSON.stringify of the rows: it makes one flat string, which the socket write copies
+ * as it is (text built by concatenation is cheaper to build here and dearer to write: with
+ * the write counted, 1.0-1.2 vs 1.4 us per entry).
+ */
 export function encodeBatch(group: readonly EncodedEnvelope[]): string {
   const rows = new Array<string[]>(group.length);
   for (let i = 0; i < group.length; i++) {

@@ -398,6 +398,7 @@ forEachTarget('command doorbell', (target) => {
       'redis.keyPrefix': prefix,
       'redis.partitions': 4,
       'commands.pollInterval': NEVER_POLL,
+      'commands.doorbellPollInterval': NEVER_POLL,
       'commands.sweepInterval': 200,
     });
   });
@@ -447,8 +448,13 @@ it('delivers by the fallback poll when a doorbell is lost or the doorbell is off
   const prefix = randomPrefix();
   const k = new Keys(prefix, 4);
   const common = { 'redis.url': redis.url, 'redis.keyPrefix': prefix, 'redis.partitions': 4 };
-  // Doorbell on, but the sender never rings it (as when its XADD failed).
-  const polled = await startGateway({ ...common, 'gateway.id': 'gw-poll', 'commands.pollInterval': 300 });
+  // Doorbell on, but the sender never rings it (as when its XADD failed): the slow backstop poll finds it.
+  const polled = await startGateway({
+    ...common,
+    'gateway.id': 'gw-poll',
+    'commands.pollInterval': 60_000,
+    'commands.doorbellPollInterval': 300,
+  });
   try {
     await device('lost-bell', true, [], polled.url);
     await waitFor(
