@@ -2,9 +2,11 @@
  * A real local Redis Cluster built from redis-server processes: three masters,
  * optionally with replicas (for failover and replicated-durability tests).
  */
+
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Cluster, Redis } from 'ioredis';
+import { freePort } from './ports.js';
 import { type RedisServer, startLocalRedis } from './redis-server.js';
 import type { ServerKind } from './server-kind.js';
 
@@ -38,12 +40,16 @@ export async function startRedisCluster(
   const nodes: RedisServer[] = [];
   try {
     for (let i = 0; i < masters * (1 + replicas); i++) {
+      // The bus port, picked free like the client port: the default (port + 10000) may be taken.
+      const busPort = await freePort();
       nodes.push(
         await startLocalRedis({
           server: options.server,
           args: [
             '--cluster-enabled',
             'yes',
+            '--cluster-port',
+            String(busPort),
             '--cluster-config-file',
             'nodes.conf',
             '--cluster-node-timeout',
