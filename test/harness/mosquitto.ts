@@ -2,6 +2,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { freePort } from './ports.js';
 import { captureOutput, spawnTracked, waitExit, waitForPort } from './process.js';
 
@@ -47,5 +48,32 @@ export async function startMosquitto(extraConfig: string[] = []): Promise<Mosqui
       }
       rmSync(dir, { recursive: true, force: true });
     },
+  };
+}
+
+/** A mosquitto for the tests of one file: started before them, stopped after them (read it inside tests). */
+export function useMosquitto(): MosquittoBroker {
+  let broker: MosquittoBroker | undefined;
+  beforeAll(async () => {
+    broker = await startMosquitto();
+  });
+  afterAll(async () => {
+    await broker?.stop();
+  });
+  const started = (): MosquittoBroker => {
+    if (!broker) throw new Error('useMosquitto: read the broker inside tests');
+    return broker;
+  };
+  return {
+    get port() {
+      return started().port;
+    },
+    get url() {
+      return started().url;
+    },
+    get dir() {
+      return started().dir;
+    },
+    stop: () => started().stop(),
   };
 }

@@ -5,30 +5,19 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import type { Redis } from 'ioredis';
 import mqtt from 'mqtt';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { Keys } from '#shared/keys.js';
 import { startGateway } from '../harness/gateway.js';
-import { type MosquittoBroker, startMosquitto } from '../harness/mosquitto.js';
+import { useMosquitto } from '../harness/mosquitto.js';
 import { randomPrefix } from '../harness/prefix.js';
-import { type RedisServer, startRedis } from '../harness/redis-server.js';
+import { useLocalRedis } from '../harness/redis-server.js';
 import { readAllTelemetry, waitFor } from '../harness/streams.js';
 
 const run = promisify(execFile);
 
-let redis: RedisServer;
-let client: Redis;
-let mosquitto: MosquittoBroker;
-
-beforeAll(async () => {
-  [redis, mosquitto] = await Promise.all([startRedis({ local: true }), startMosquitto()]);
-  client = redis.client();
-});
-afterAll(async () => {
-  client.disconnect();
-  await Promise.all([redis.destroy(), mosquitto.stop()]);
-});
+const redis = useLocalRedis();
+const mosquitto = useMosquitto();
 
 it('bridges devices of a mosquitto into the streams, with persistent sessions across a gateway restart', async () => {
   const prefix = randomPrefix();
@@ -39,7 +28,7 @@ it('bridges devices of a mosquitto into the streams, with persistent sessions ac
     'bridge.url': mosquitto.url,
     'bridge.group': prefix,
     'bridge.connections': 3,
-    'redis.url': redis.url,
+    'redis.url': redis.server.url,
     'redis.keyPrefix': prefix,
     'redis.partitions': 4,
   };
@@ -70,7 +59,11 @@ it('bridges devices of a mosquitto into the streams, with persistent sessions ac
       '-m',
       '77',
     ]);
-    await waitFor(async () => (await readAllTelemetry(client, keys)).length === 151, 20_000, '151 entries');
+    await waitFor(
+      async () => (await readAllTelemetry(redis.client, keys)).length === 151,
+      20_000,
+      '151 entries',
+    );
 
     // The gateway goes away; devices keep publishing into mosquitto, which holds them for the persistent sessions.
     await gw.stop();
@@ -78,7 +71,7 @@ it('bridges devices of a mosquitto into the streams, with persistent sessions ac
     gw = await startGateway(options);
     const stored = await waitFor(
       async () => {
-        const s = await readAllTelemetry(client, keys);
+        const s = await readAllTelemetry(redis.client, keys);
         return s.length >= 241 && s;
       },
       20_000,
@@ -95,7 +88,7 @@ it('bridges devices of a mosquitto into the streams, with persistent sessions ac
     });
     // Garbage reaches the rejected stream through the bridge too.
     await devices[0]!.publishAsync('devices/br-1/telemetry/t', 'not json', { qos: 1 });
-    await waitFor(async () => (await client.xlen(keys.rejected())) === 1, 10_000, 'a rejected entry');
+    await waitFor(async () => (await redis.client.xlen(keys.rejected())) === 1, 10_000, 'a rejected entry');
   } finally {
     await Promise.all(devices.map((d) => d.endAsync(true)));
     await gw.stop();

@@ -9,30 +9,19 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import type { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Keys } from '#shared/keys.js';
 import { startFleet } from '../../firmware-sim/fleet.js';
 import { startPrefixedGateway } from '../harness/gateway.js';
-import { type MosquittoBroker, startMosquitto } from '../harness/mosquitto.js';
+import { useMosquitto } from '../harness/mosquitto.js';
 import { randomPrefix } from '../harness/prefix.js';
-import { type RedisServer, startRedis } from '../harness/redis-server.js';
+import { useLocalRedis } from '../harness/redis-server.js';
 import { readAllTelemetry, type StoredEntry, waitFor } from '../harness/streams.js';
 
 const run = promisify(execFile);
 
-let redis: RedisServer;
-let client: Redis;
-let mosquitto: MosquittoBroker;
-
-beforeAll(async () => {
-  [redis, mosquitto] = await Promise.all([startRedis({ local: true }), startMosquitto()]);
-  client = redis.client();
-});
-afterAll(async () => {
-  client.disconnect();
-  await Promise.all([redis.destroy(), mosquitto.stop()]);
-});
+const redis = useLocalRedis();
+const mosquitto = useMosquitto();
 
 /** One QoS 1 publish with the mosquitto_pub binary; `user` logs in as that device. */
 async function pub(port: number, topic: string, message: string, user?: string): Promise<void> {
@@ -42,7 +31,7 @@ async function pub(port: number, topic: string, message: string, user?: string):
 }
 
 async function rejected(keys: Keys): Promise<Array<Record<string, string>>> {
-  const entries = await client.xrange(keys.rejected(), '-', '+');
+  const entries = await redis.client.xrange(keys.rejected(), '-', '+');
   return entries.map(([, fields]) => {
     const o: Record<string, string> = {};
     for (let i = 0; i < fields.length; i += 2) o[fields[i]!] = fields[i + 1]!;
@@ -115,7 +104,7 @@ const SHELLY_NOTIFY = JSON.stringify({
 describe('bridge mode through mosquitto', () => {
   it('maps Tasmota, Zigbee2MQTT and Shelly Gen2 messages to entries and rejects the rest naming the mapping', async () => {
     const prefix = randomPrefix();
-    const gw = await startPrefixedGateway(redis.url, {
+    const gw = await startPrefixedGateway(redis.server.url, {
       'gateway.mode': 'bridge',
       'gateway.id': `map-${prefix}`,
       'bridge.url': mosquitto.url,
@@ -140,7 +129,7 @@ describe('bridge mode through mosquitto', () => {
       // 2 energy + climate + state + 4 from z2m (climate, battery, link, power) + 2 shelly + 1 native.
       const entries = await waitFor(
         async () => {
-          const all = await readAllTelemetry(client, gw.keys);
+          const all = await readAllTelemetry(redis.client, gw.keys);
           return all.length >= 11 ? all : undefined;
         },
         20_000,
@@ -202,7 +191,7 @@ describe('bridge mode through mosquitto', () => {
 
 describe('broker mode (aedes)', () => {
   it('takes mapped topics from the device they name, rejects the rest with the mapping and the reason', async () => {
-    const gw = await startPrefixedGateway(redis.url, { mapping: 'tasmota' });
+    const gw = await startPrefixedGateway(redis.server.url, { mapping: 'tasmota' });
     try {
       const port = gw.ports!.tcp;
       await pub(port, 'tele/kitchen/SENSOR', TASMOTA_ENERGY, 'tasmota-kitchen');
@@ -215,7 +204,7 @@ describe('broker mode (aedes)', () => {
 
       const entries = await waitFor(
         async () => {
-          const all = await readAllTelemetry(client, gw.keys);
+          const all = await readAllTelemetry(redis.client, gw.keys);
           return all.length >= 3 ? all : undefined;
         },
         20_000,
@@ -264,10 +253,10 @@ describe('broker mode (aedes)', () => {
 
 describe('firmware-sim Tasmota-style devices', () => {
   it('are taken by the tasmota mapping: plugs give energy, climate sensors climate, both state; their LWT is ignored', async () => {
-    const gw = await startPrefixedGateway(redis.url, { mapping: 'tasmota' });
+    const gw = await startPrefixedGateway(redis.server.url, { mapping: 'tasmota' });
     const prefix = gw.keys.prefix;
     const fleet = await startFleet({
-      'redis.url': redis.url,
+      'redis.url': redis.server.url,
       'redis.keyPrefix': prefix,
       'redis.partitions': 4,
       'mqtt.url': gw.url,
@@ -281,7 +270,7 @@ describe('firmware-sim Tasmota-style devices', () => {
       expect(fleet.tasmota).toEqual(['tasmota-tas-t-0', 'tasmota-tas-t-1']);
       const entries = await waitFor(
         async () => {
-          const all = await readAllTelemetry(client, gw.keys);
+          const all = await readAllTelemetry(redis.client, gw.keys);
           const types = new Set(all.map((e) => `${e.deviceId}/${e.type}`));
           return types.size >= 4 ? all : undefined;
         },

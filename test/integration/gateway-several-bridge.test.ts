@@ -1,37 +1,16 @@
-/**
- * docs/guarantees.md §3 with several gateways in bridge mode: two gateway
- * processes share one real mosquitto through a shared subscription. One is
- * SIGKILLed while devices publish, with appends in flight, and never comes
- * back. Mosquitto keeps routing its share to its persistent sessions and
- * holds what it had in flight there; once its lease expires the surviving
- * gateway takes those sessions over (gateway/lease.ts), drains and ends them.
- * Every message mosquitto accepted is in the stream, once, and the survivor
- * carries the whole load afterwards.
- */
-import type { Redis } from 'ioredis';
 import mqtt from 'mqtt';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { Keys } from '#shared/keys.js';
 import type { AgentProcess } from '../harness/agent-process.js';
 import { startGatewayProcessReady } from '../harness/gateway.js';
-import { type MosquittoBroker, startMosquitto } from '../harness/mosquitto.js';
+import { useMosquitto } from '../harness/mosquitto.js';
 import { QosPublisher } from '../harness/mqtt-device.js';
 import { randomPrefix } from '../harness/prefix.js';
-import { type RedisServer, startRedis } from '../harness/redis-server.js';
+import { useLocalRedis } from '../harness/redis-server.js';
 import { readAllTelemetry, waitFor } from '../harness/streams.js';
 
-let redis: RedisServer;
-let client: Redis;
-let mosquitto: MosquittoBroker;
-
-beforeAll(async () => {
-  [redis, mosquitto] = await Promise.all([startRedis({ local: true }), startMosquitto()]);
-  client = redis.client();
-});
-afterAll(async () => {
-  client.disconnect();
-  await Promise.all([redis.destroy(), mosquitto.stop()]);
-});
+const redis = useLocalRedis();
+const mosquitto = useMosquitto();
 
 const DEVICES = 4;
 
@@ -46,7 +25,7 @@ it('a SIGKILLed bridging gateway that never returns loses nothing mosquitto acce
     'bridge.url': mosquitto.url,
     'bridge.group': prefix,
     'bridge.connections': 2,
-    'redis.url': redis.url,
+    'redis.url': redis.server.url,
     'redis.keyPrefix': prefix,
     'redis.partitions': 4,
     'log.level': 'info',
@@ -66,14 +45,14 @@ it('a SIGKILLed bridging gateway that never returns loses nothing mosquitto acce
     }),
   );
   const acked = () => devices.reduce((n, d) => n + d.acked.size, 0);
-  const stored = () => readAllTelemetry(client, keys);
+  const stored = () => readAllTelemetry(redis.client, keys);
   try {
     await waitFor(async () => (await stored()).length >= 400, 30_000, '400 entries through both gateways');
     // Killed with appends in flight (writes held back a moment): messages it took and never acknowledged.
-    await client.client('PAUSE', 1000, 'WRITE');
+    await redis.client.client('PAUSE', 1000, 'WRITE');
     await new Promise((r) => setTimeout(r, 300));
     await gateways[0]!.kill('SIGKILL');
-    await client.client('UNPAUSE');
+    await redis.client.client('UNPAUSE');
     const ackedAtKill = acked();
     await gateways[1]!.waitForLog((l) => l.msg === 'adopted the sessions of a gateway that is gone', 20_000);
     // After the adoption the survivor gets every new message: the stream keeps up with what is accepted.
@@ -96,7 +75,7 @@ it('a SIGKILLed bridging gateway that never returns loses nothing mosquitto acce
     }
     expect(all.length).toBe(total);
     // The gone gateway is no longer listed; the survivor is.
-    expect(Object.keys(await client.hgetall(keys.gateways()))).toEqual(['gw-b']);
+    expect(Object.keys(await redis.client.hgetall(keys.gateways()))).toEqual(['gw-b']);
   } finally {
     await Promise.all(devices.map((d) => d.client.endAsync(true)));
     for (const g of gateways) await g.kill('SIGTERM');

@@ -1,14 +1,3 @@
-/**
- * Sparkplug B end to end, with a real edge node (firmware-sim's, protobuf from
- * the Sparkplug schema) over real MQTT: the gateway's own broker (aedes,
- * broker mode) and a real mosquitto (bridge mode). Births and deaths become
- * presence, metrics become telemetry entries (aliases resolved from the birth
- * certificates), gaps and unknown aliases bring a rebirth request the node
- * answers, bad payloads are rejected with their reason, commands go out as
- * NCMD/DCMD and end `succeeded` once, and a redelivered message is not
- * written twice.
- */
-import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sendCommand, waitForResult } from '#shared/commands/send.js';
 import type { Keys } from '#shared/keys.js';
@@ -16,30 +5,20 @@ import { DataType, encodeSparkplug } from '#shared/sparkplug/codec.js';
 import { deviceTopic, nodeTopic } from '#shared/sparkplug/topic.js';
 import { readResults } from '../harness/commands.js';
 import { type RunningGateway, startPrefixedGateway } from '../harness/gateway.js';
-import { type MosquittoBroker, startMosquitto } from '../harness/mosquitto.js';
+import { useMosquitto } from '../harness/mosquitto.js';
 import { randomPrefix } from '../harness/prefix.js';
-import { type RedisServer, startRedis } from '../harness/redis-server.js';
+import { useLocalRedis } from '../harness/redis-server.js';
 import { type EdgeNode, startEdgeNode } from '../harness/sparkplug-edge-node.js';
 import { readAllTelemetry, type StoredEntry, waitFor } from '../harness/streams.js';
 
-let redis: RedisServer;
-let client: Redis;
-let mosquitto: MosquittoBroker;
-
-beforeAll(async () => {
-  [redis, mosquitto] = await Promise.all([startRedis({ local: true }), startMosquitto()]);
-  client = redis.client();
-});
-afterAll(async () => {
-  client.disconnect();
-  await Promise.all([redis.destroy(), mosquitto.stop()]);
-});
+const redis = useLocalRedis();
+const mosquitto = useMosquitto();
 
 type Fields = Record<string, string>;
 
 async function stream(keys: Keys, which: 'presence' | 'rejected'): Promise<Fields[]> {
   const key = which === 'presence' ? keys.presence() : keys.rejected();
-  return (await client.xrange(key, '-', '+')).map(([, f]) => {
+  return (await redis.client.xrange(key, '-', '+')).map(([, f]) => {
     const o: Fields = {};
     for (let i = 0; i < f.length; i += 2) o[f[i]!] = f[i + 1]!;
     return o;
@@ -51,7 +30,7 @@ const ofDevice = (entries: StoredEntry[], deviceId: string) => entries.filter((e
 async function entriesOf(keys: Keys, deviceId: string, atLeast: number): Promise<StoredEntry[]> {
   return waitFor(
     async () => {
-      const mine = ofDevice(await readAllTelemetry(client, keys), deviceId);
+      const mine = ofDevice(await readAllTelemetry(redis.client, keys), deviceId);
       return mine.length >= atLeast ? mine : undefined;
     },
     15_000,
@@ -92,7 +71,7 @@ describe.each(modes)('Sparkplug B, $label', ({ mode }) => {
 
   beforeAll(async () => {
     const prefix = randomPrefix();
-    gw = await startPrefixedGateway(redis.url, {
+    gw = await startPrefixedGateway(redis.server.url, {
       'gateway.mode': mode,
       'gateway.id': `sp-${prefix}`,
       'sparkplug.enabled': 'true',
@@ -121,7 +100,8 @@ describe.each(modes)('Sparkplug B, $label', ({ mode }) => {
     // Broker mode acknowledges only after the append: readable the moment the PUBACK is in.
     // (Bridge mode: mosquitto acknowledges the node; the gateway acknowledges mosquitto after the append.)
     // DBIRTH's 3 metrics, then the DDATA's 3 by alias.
-    if (mode === 'broker') expect(ofDevice(await readAllTelemetry(client, gw.keys), dev)).toHaveLength(6);
+    if (mode === 'broker')
+      expect(ofDevice(await readAllTelemetry(redis.client, gw.keys), dev)).toHaveLength(6);
     const entries = await entriesOf(gw.keys, dev, 6);
     const last = entries.slice(3);
     expect(last.map((e) => e.type)).toEqual(['sparkplug', 'sparkplug', 'sparkplug']);
@@ -229,19 +209,19 @@ describe.each(modes)('Sparkplug B, $label', ({ mode }) => {
   it('commands to a node and a device go out as NCMD and DCMD and end succeeded once', async () => {
     const n = await edge();
     await presenceOf(gw.keys, n.deviceId('d1'), 'birth');
-    const toDevice = await sendCommand(client, gw.keys, n.deviceId('d1'), {
+    const toDevice = await sendCommand(redis.client, gw.keys, n.deviceId('d1'), {
       name: 'setpoint',
       args: { metric: 'Outputs/Setpoint', value: 21.5 },
       ttlMs: 20_000,
     });
-    const toNode = await sendCommand(client, gw.keys, n.nodeId, {
+    const toNode = await sendCommand(redis.client, gw.keys, n.nodeId, {
       name: 'reboot',
       args: { metric: 'Node Control/Reboot' },
       ttlMs: 20_000,
     });
     const [rd, rn] = await Promise.all([
-      waitForResult(client, gw.keys, n.deviceId('d1'), toDevice.command.id, 15_000),
-      waitForResult(client, gw.keys, n.nodeId, toNode.command.id, 15_000),
+      waitForResult(redis.client, gw.keys, n.deviceId('d1'), toDevice.command.id, 15_000),
+      waitForResult(redis.client, gw.keys, n.nodeId, toNode.command.id, 15_000),
     ]);
     expect(rd?.status).toBe('succeeded');
     expect(rd?.output).toEqual({ topic: deviceTopic(n.options.group, 'DCMD', n.options.node, 'd1') });
@@ -254,7 +234,7 @@ describe.each(modes)('Sparkplug B, $label', ({ mode }) => {
     const ncmd = got.get(nodeTopic(n.options.group, 'NCMD', n.options.node));
     expect(ncmd).toMatchObject({ name: 'Node Control/Reboot', value: true, datatype: DataType.Boolean });
     await new Promise((r) => setTimeout(r, 500));
-    const results = (await readResults(client, gw.keys)).filter(
+    const results = (await readResults(redis.client, gw.keys)).filter(
       (r) => r.commandId === toDevice.command.id || r.commandId === toNode.command.id,
     );
     expect(results).toHaveLength(2);
@@ -270,7 +250,7 @@ describe.each(modes)('Sparkplug B, $label', ({ mode }) => {
     await n.data('d2');
     const entries = await entriesOf(gw.keys, n.deviceId('d2'), 9);
     await new Promise((r) => setTimeout(r, 300));
-    expect(ofDevice(await readAllTelemetry(client, gw.keys), n.deviceId('d2'))).toHaveLength(9);
+    expect(ofDevice(await readAllTelemetry(redis.client, gw.keys), n.deviceId('d2'))).toHaveLength(9);
     expect(entries.map((e) => (e.payload as { seq: number }).seq)).toEqual([2, 2, 2, 3, 3, 3, 4, 4, 4]);
     expect(n.rebirths).toBe(0);
   });
