@@ -80,7 +80,6 @@ export class GatewayBridge {
   private readonly clients: MqttClient[] = [];
   /** Messages handed to the ingestor and not yet appended. */
   private busy = 0;
-  /** A send of what this read of the sockets brought is scheduled (see the file comment). */
   /** The PUBACK windows of the live connections: when all are full, what is held is sent at once. */
   private readonly windows = new Set<HeldPubacks>();
 

@@ -1,6 +1,6 @@
 /**
  * The gateway's command delivery to MQTT devices (public surface). Files in
- * the order a command meets them: doorbell.ts, delivery.ts, held.ts,
+ * the order a command meets them: doorbell.ts and poll.ts, delivery.ts, held.ts,
  * transport.ts, intake.ts, ending.ts (-> shared/commands/conclude.ts), sweeper.ts;
  * options.ts holds the options and fixed limits.
  */

@@ -2,8 +2,10 @@
  * How a held command reaches its device, and how the device's PUBACK names
  * it: the seam between command delivery (which decides when) and a device
  * protocol (which decides the form). The default is the project's MQTT JSON
- * protocol (shared/commands/mqtt-messages.ts) on the device's command topic;
- * another protocol's devices (e.g. Sparkplug B NCMD/DCMD) plug in here.
+ * protocol (shared/commands/mqtt-messages.ts) on the device's command topic.
+ * A transport's devices reply with a result; Sparkplug B devices answer none,
+ * so their NCMD/DCMD go through the `commandRoute` hook in delivery.ts
+ * (publishRouted), which ends the command once the broker took it.
  */
 import type { Command } from '#shared/commands/codec.js';
 import { commandMessageId, encodeCommandMessage } from '#shared/commands/mqtt-messages.js';
