@@ -17,6 +17,7 @@
  *                          publish -> readable)
  *
  * GATEWAY_BENCH_SET='key=value,...' adds options to the broker-mode gateway,
+ * BRIDGE_BENCH_SET the same for the bridge-mode gateway,
  * BRIDGE_CONN sets the bridge's connections (default: the gateway's, bridge.connections), for experiments.
  *
  * Every server runs as its own process (the gateway through its CLI), each on
@@ -92,9 +93,12 @@ async function telemetryCount(redis: Redis, prefix: string): Promise<number> {
   return lens.reduce((a, b) => a + b, 0);
 }
 
-/** GATEWAY_BENCH_SET='key=value,...': extra options of the broker-mode gateway (experiments, e.g. projection.enabled=false). */
-function extraOptions(): Record<string, string> {
-  const pairs = (process.env.GATEWAY_BENCH_SET ?? '').split(',').filter(Boolean);
+/**
+ * Extra gateway options for experiments, `key=value,...` (e.g. projection.enabled=false):
+ * GATEWAY_BENCH_SET for the broker-mode gateway, BRIDGE_BENCH_SET for the bridge.
+ */
+function extraOptions(variable = 'GATEWAY_BENCH_SET'): Record<string, string> {
+  const pairs = (process.env[variable] ?? '').split(',').filter(Boolean);
   return Object.fromEntries(pairs.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 }
 
@@ -269,6 +273,7 @@ async function gatewayBridge(redisUrl: string): Promise<number> {
     'redis.keyPrefix': 'benchr',
     'commands.enabled': false,
     'log.level': 'info',
+    ...extraOptions('BRIDGE_BENCH_SET'),
   });
   try {
     await gw.waitForLog((l) => l.msg === 'gateway started', 30_000);
