@@ -47,10 +47,10 @@ try {
       byPart.set(p, [...(byPart.get(p) ?? []), e]);
     }
     const pipe = client.pipeline() as unknown as {
-      appendTelemetryRaw(stream: string, ...a: (string | number)[]): void;
+      appendTelemetryRaw(numberOfKeys: number, ...a: (string | number)[]): void;
       exec(): Promise<unknown>;
     };
-    for (const [p, group] of byPart) pipe.appendTelemetryRaw(keys.telemetryStream(p), 0, encodeBatch(group));
+    for (const [p, group] of byPart) pipe.appendTelemetryRaw(1, keys.telemetryStream(p), 0, encodeBatch(group));
     await pipe.exec();
   }
   const projection = new ProjectionService(

@@ -6,8 +6,9 @@
  * Layout (prefix defaults to "iot"; see docs/keys.md):
  *   iot:telemetry:{p<N>}          telemetry partition stream N
  *   iot:telemetry:{p<N>}:seq      per-device sequence high-water marks for partition N (hash)
+ *   iot:state:{p<N>}:<deviceId>   a device's latest-state hash, in its partition's slot
  *   iot:{<deviceId>}:commands     a device's command stream
- *   iot:{<deviceId>}:...          other per-device keys (dedup ledger, state)
+ *   iot:{<deviceId>}:...          other per-device keys (command dedup ledgers, replay records)
  *   iot:results, iot:deadletter, iot:rejected, iot:presence   shared streams
  */
 import { ValidationError } from './errors.js';
@@ -86,9 +87,13 @@ export class Keys {
     return this.device(deviceId, 'commands');
   }
 
-  /** A device's latest-state hash, kept by the projection (gateway/projection, shared/state.ts). */
+  /**
+   * A device's latest-state hash (shared/state.ts). It lives in the slot of the device's
+   * telemetry partition, not the device's own: the append script folds every entry it
+   * appends into it in the same call, so the view needs no read-back of the stream.
+   */
   deviceState(deviceId: string): string {
-    return this.device(deviceId, 'state');
+    return `${this.prefix}:state:{p${this.partitionOf(deviceId)}}:${deviceId}`;
   }
 
   /** Dedup ledger of one command on one device: a hash with its own expiry, in the device's slot. */
@@ -225,7 +230,7 @@ export const KEY_KINDS: ReadonlyArray<{
     method: 'deviceState',
     example: (k) => k.deviceState('<deviceId>'),
     type: 'hash',
-    what: "a device's latest reading per type, kept by the projection",
+    what: "a device's latest reading per type, folded in by the append script (in the slot of the device's partition)",
   },
   {
     method: 'commandLedger',

@@ -3,7 +3,13 @@ import { hostname } from 'node:os';
 import { type ConfigOf, opt } from '#shared/config/schema.js';
 
 export const projectionSchema = {
-  'projection.enabled': opt.boolean(true, "Keep every device's latest-state hash in this process"),
+  // Off by default: the append scripts fold every entry they append into its device's state hash
+  // (producer.foldState), which costs the gateway nothing and is never behind. This read-back
+  // projection is for entries written without that (producer.foldState=false, other writers).
+  'projection.enabled': opt.boolean(
+    false,
+    "Read every telemetry entry back and fold it into its device's latest-state hash, in this process: for entries written with producer.foldState=false or by other writers (by default the append folds them itself)",
+  ),
   'projection.thread': opt.boolean(
     true,
     "Run the projection on a worker thread of the gateway process, with its own Redis connection: reading every entry back, decoding it and its garbage stay off the MQTT event loop (false: in the gateway's own loop)",

@@ -1,6 +1,7 @@
 /**
  * The one loader of the project's Redis scripts. Each script is a .lua file
- * named <command>-<numberOfKeys>.lua with a KEYS/ARGV/result header; this
+ * named <command>-<numberOfKeys>.lua with a KEYS/ARGV/result header (<command>-n.lua
+ * when the count varies: the caller passes it first, as EVALSHA takes it); this
  * module registers them with ioredis `defineCommand`, which sends EVALSHA and
  * falls back to EVAL when the server does not have the script cached (after a
  * restart or on a new cluster node).
@@ -20,8 +21,8 @@ import { ScriptError } from '../errors.js';
 
 /** File names of every script, <command>-<numberOfKeys>.lua. */
 export const SCRIPT_FILES = [
-  'appendTelemetry-2.lua',
-  'appendTelemetryRaw-1.lua',
+  'appendTelemetry-n.lua',
+  'appendTelemetryRaw-n.lua',
   'trimStream-1.lua',
   'projectState-1.lua',
   'enqueueCommand-3.lua',
@@ -82,12 +83,13 @@ const defined = new WeakSet<Client>();
 export function defineScripts(client: Client): void {
   if (defined.has(client)) return;
   for (const file of SCRIPT_FILES) {
-    const m = /^(\w+)-(\d+)\.lua$/.exec(file);
-    if (!m) throw new TypeError(`script file name ${file} must be <command>-<numberOfKeys>.lua`);
+    const m = /^(\w+)-(\d+|n)\.lua$/.exec(file);
+    if (!m) throw new TypeError(`script file name ${file} must be <command>-<numberOfKeys or n>.lua`);
     // A script named like a client method (sendCommand, pipeline, ...) would silently replace it.
     if (m[1]! in client)
       throw new TypeError(`script ${file} would shadow the client method ${m[1]}; rename it`);
-    client.defineCommand(m[1]!, { numberOfKeys: Number(m[2]), lua: scriptSource(file) });
+    const numberOfKeys = m[2] === 'n' ? undefined : Number(m[2]);
+    client.defineCommand(m[1]!, { numberOfKeys, lua: scriptSource(file) });
   }
   defined.add(client);
   // Load the scripts on every (re)connection before any batch can use them. EVALSHA's
@@ -119,11 +121,8 @@ export function scriptErrorOf(err: unknown, script: string): ScriptError | undef
 
 /** Typed access to the scripts once defined. */
 export interface ScriptCommands {
-  appendTelemetry(
-    stream: string,
-    seqState: string,
-    ...args: (string | number)[]
-  ): Promise<[number, number, number]>;
+  /** numberOfKeys, then the stream, its sequence state and the batch's state hashes (appendTelemetry-n.lua). */
+  appendTelemetry(numberOfKeys: number, ...keysAndArgs: (string | number)[]): Promise<[number, number, number]>;
   /** Lag-aware retention step on one stream: called by name through gateway/retention/trim-script.ts. */
   trimStream(stream: string, ...args: (string | number)[]): Promise<Array<string | number>>;
   /** Folds one device's readings into its latest-state hash: [applied, stale]. */

@@ -38,6 +38,10 @@ export const producerSchema = {
     true,
     'Refuse (device, seq) pairs already appended, so retries never duplicate',
   ),
+  'producer.foldState': opt.boolean(
+    true,
+    "Fold each appended reading into its device's latest-state hash in the same script call (the view `ctl device` and the dashboard read); false: the gateway's read-back projection (projection.enabled) must keep it",
+  ),
   'producer.maxGaps': opt.integer(
     1024,
     'Out-of-order sequence ranges remembered per device above its contiguous mark (see docs/telemetry.md)',
@@ -70,6 +74,7 @@ export interface ProducerOptions {
   appendTimeoutMs: number;
   retryMaxDelayMs: number;
   idempotent: boolean;
+  foldState: boolean;
   maxGaps: number;
   durability: 'local' | 'replicated';
   replicas: number;
@@ -89,6 +94,7 @@ export function producerOptions(c: Partial<ProducerConfig> = {}): ProducerOption
     appendTimeoutMs: v('producer.appendTimeout'),
     retryMaxDelayMs: v('producer.retryMaxDelay'),
     idempotent: v('producer.idempotent'),
+    foldState: v('producer.foldState'),
     maxGaps: v('producer.maxGaps'),
     durability: v('producer.durability'),
     replicas: v('producer.replicas'),

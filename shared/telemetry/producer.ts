@@ -31,7 +31,7 @@ import type { ProducerOptions } from './producer-options.js';
 export interface BatchOutcome {
   appended: number;
   duplicates: number;
-  /** Sequence numbers given up by the gap bound (see appendTelemetry-2.lua). */
+  /** Sequence numbers given up by the gap bound (see appendTelemetry-n.lua). */
   forgotten: number;
 }
 
@@ -99,12 +99,12 @@ interface Batch {
 }
 
 type ScriptPipeline = ChainableCommander & {
-  appendTelemetry(stream: string, state: string, ...args: (string | number)[]): ChainableCommander;
-  appendTelemetryRaw(stream: string, ...args: (string | number)[]): ChainableCommander;
+  appendTelemetry(numberOfKeys: number, ...keysAndArgs: (string | number)[]): ChainableCommander;
+  appendTelemetryRaw(numberOfKeys: number, ...keysAndArgs: (string | number)[]): ChainableCommander;
 };
 
 /**
- * The batch argument of the append scripts: JSON rows of strings (see appendTelemetry-2.lua).
+ * The batch argument of the append scripts: JSON rows of strings (see appendTelemetry-n.lua).
  * One JSON.stringify of the rows: it makes one flat string, which the socket write copies
  * as it is (text built by concatenation is cheaper to build here and dearer to write: with
  * the write counted, 1.0-1.2 vs 1.4 us per entry).
@@ -116,6 +116,12 @@ export function encodeBatch(group: readonly EncodedEnvelope[]): string {
     rows[i] = [e.deviceId, String(e.seq), String(e.time), e.type, String(e.version), e.payload];
   }
   return JSON.stringify(rows);
+}
+
+/** The batch's devices in the order each first appears: the order the append script takes their state keys in. */
+function devicesInOrder(group: readonly EncodedEnvelope[]): string[] {
+  if (group.length === 1) return [group[0]!.deviceId];
+  return [...new Set(group.map((e) => e.deviceId))];
 }
 
 export interface ProducerDeps {
@@ -550,12 +556,13 @@ export class TelemetryProducer {
     const o = this.options;
     const pipeline = this.client.pipeline() as ScriptPipeline;
     for (const [partition, group] of parts) {
-      const stream = this.keys.telemetryStream(partition);
       // One scripted call per partition: far cheaper than one XADD command per entry, for both sides.
+      const keys = [this.keys.telemetryStream(partition)];
+      if (o.idempotent) keys.push(this.keys.telemetrySeqState(partition));
+      if (o.foldState) for (const deviceId of devicesInOrder(group)) keys.push(this.keys.deviceState(deviceId));
       const batch = encodeBatch(group);
-      if (o.idempotent)
-        pipeline.appendTelemetry(stream, this.keys.telemetrySeqState(partition), o.maxGaps, batch);
-      else pipeline.appendTelemetryRaw(stream, o.maxGaps, batch);
+      if (o.idempotent) pipeline.appendTelemetry(keys.length, ...keys, o.maxGaps, batch);
+      else pipeline.appendTelemetryRaw(keys.length, ...keys, o.maxGaps, batch);
     }
     // WAIT counts the replicas that have every write this connection made before it.
     if (o.durability === 'replicated') pipeline.wait(o.replicas, o.replicaTimeoutMs);

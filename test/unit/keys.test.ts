@@ -35,6 +35,14 @@ describe('keys and partitioning', () => {
     for (let p = 0; p < 32; p++) expect(slot(keys.telemetrySeqState(p))).toBe(slot(keys.telemetryStream(p)));
   });
 
+  it("puts a device's latest-state hash in its partition's slot (the append script writes both)", () => {
+    const keys = new Keys('iot', 32);
+    for (const d of ['dev-1', 'dev-2', 'gw:a@b', 'x']) {
+      expect(slot(keys.deviceState(d))).toBe(slot(keys.telemetryStreamFor(d)));
+      expect(keys.deviceState(d).endsWith(`:${d}`)).toBe(true);
+    }
+  });
+
   it('puts all of a device key family in one slot', () => {
     const keys = new Keys();
     expect(slot(keys.commands('dev-9'))).toBe(slot(keys.device('dev-9', 'anything')));

@@ -1,5 +1,6 @@
 --[[
-appendTelemetry-2.lua: idempotent, batched append of telemetry entries.
+appendTelemetry-n.lua: idempotent, batched append of telemetry entries, and
+the fold of what it appends into each device's latest-state hash.
 
 A (device, sequence number) pair is appended at most once, whatever order the
 numbers arrive in: a retried batch, a replayed disk journal or a duplicate
@@ -7,6 +8,12 @@ publish is refused entry by entry, while the rest of the batch goes in.
 
 KEYS[1]  telemetry partition stream          iot:telemetry:{pN}
 KEYS[2]  sequence state of that partition     iot:telemetry:{pN}:seq (hash, field = device id)
+KEYS[3..] latest-state hashes of the batch's devices, one per device in the
+         order each first appears in the batch (iot:state:{pN}:<deviceId>, the
+         partition's slot); none: no state is kept (producer.foldState=false).
+         Each appended entry is folded into its device's hash by sequence number
+         (lib/foldState.lua): in the same call, so the view is never behind the
+         stream and needs no read-back. Duplicates are not folded.
 ARGV[1]  maxGaps: ranges kept per device above its contiguous mark (the documented bound)
 ARGV[2]  the batch as a JSON array of entries, each one the array
          (deviceId, seq, time, type, version, payload), every value a string
@@ -21,6 +28,8 @@ numbers are from then on refused as duplicates, and counted as "forgotten".
 
 Result: { appended, duplicates, forgotten }
 ]]
+
+-- #include foldState
 
 local stream, stateKey = KEYS[1], KEYS[2]
 local maxGaps = tonumber(ARGV[1])
@@ -104,6 +113,22 @@ end
 -- One JSON argument instead of 6 per entry: decoding it in C costs Redis less than
 -- 600 separate arguments, and the client builds one string instead of 600.
 local batch = cjson.decode(ARGV[2])
+-- State keys come in the order devices first appear in the batch; checked before any write.
+local folds, foldOf = {}, {}
+if #KEYS > 2 then
+  for i = 1, #batch do
+    local dev = batch[i][1]
+    if not foldOf[dev] then
+      local fold = { key = KEYS[#folds + 3], readings = {}, arrival = 0 }
+      folds[#folds + 1] = fold
+      foldOf[dev] = fold
+    end
+  end
+  if #folds + 2 ~= #KEYS then
+    return redis.error_reply('appendTelemetry: ' .. (#KEYS - 2) .. ' state keys for ' .. #folds .. ' devices')
+  end
+end
+
 for i = 1, #batch do
   local e = batch[i]
   local dev = e[1]
@@ -112,14 +137,23 @@ for i = 1, #batch do
   if seen(st, seq) then
     duplicates = duplicates + 1
   else
-    redis.call('XADD', stream, '*', 'd', dev, 's', e[2], 't', e[3], 'k', e[4], 'v', e[5], 'p', e[6])
+    local id = redis.call('XADD', stream, '*', 'd', dev, 's', e[2], 't', e[3], 'k', e[4], 'v', e[5], 'p', e[6])
     mark(st, seq)
     appended = appended + 1
+    local fold = foldOf[dev]
+    if fold then
+      fold.readings[#fold.readings + 1] = { seq, e[2], e[3], e[4], e[6] }
+      fold.arrival = tonumber(string.match(id, '^(%d+)'))
+    end
   end
 end
 
 for dev, st in pairs(devices) do
   if st.dirty then redis.call('HSET', stateKey, dev, encode(st)) end
+end
+for i = 1, #folds do
+  local fold = folds[i]
+  if #fold.readings > 0 then foldState(fold.key, fold.arrival, fold.readings) end
 end
 
 return { appended, duplicates, forgotten }
