@@ -50,7 +50,8 @@ try {
       appendTelemetryRaw(numberOfKeys: number, ...a: (string | number)[]): void;
       exec(): Promise<unknown>;
     };
-    for (const [p, group] of byPart) pipe.appendTelemetryRaw(1, keys.telemetryStream(p), 0, encodeBatch(group));
+    for (const [p, group] of byPart)
+      pipe.appendTelemetryRaw(1, keys.telemetryStream(p), 0, encodeBatch(group));
     await pipe.exec();
   }
   const projection = new ProjectionService(

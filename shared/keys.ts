@@ -6,7 +6,7 @@
  * Layout (prefix defaults to "iot"; see docs/keys.md):
  *   iot:telemetry:{p<N>}          telemetry partition stream N
  *   iot:telemetry:{p<N>}:seq      per-device sequence high-water marks for partition N (hash)
- *   iot:state:{p<N>}:<deviceId>   a device's latest-state hash, in its partition's slot
+ *   iot:state:{p<N>}              latest state of partition N's devices (hash, field = device id, "<device id> <type>")
  *   iot:{<deviceId>}:commands     a device's command stream
  *   iot:{<deviceId>}:...          other per-device keys (command dedup ledgers, replay records)
  *   iot:results, iot:deadletter, iot:rejected, iot:presence   shared streams
@@ -88,12 +88,16 @@ export class Keys {
   }
 
   /**
-   * A device's latest-state hash (shared/state.ts). It lives in the slot of the device's
-   * telemetry partition, not the device's own: the append script folds every entry it
-   * appends into it in the same call, so the view needs no read-back of the stream.
+   * Latest state of partition N's devices, one hash (shared/state.ts decodes it): in the
+   * partition's slot, so the append script folds every entry it appends into it in the same
+   * call (no read-back of the stream), one HMGET and one HSET however many devices a batch has.
    */
-  deviceState(deviceId: string): string {
-    return `${this.prefix}:state:{p${this.partitionOf(deviceId)}}:${deviceId}`;
+  partitionState(partition: number): string {
+    return `${this.prefix}:state:{p${partition}}`;
+  }
+
+  partitionStateFor(deviceId: string): string {
+    return this.partitionState(this.partitionOf(deviceId));
   }
 
   /** Dedup ledger of one command on one device: a hash with its own expiry, in the device's slot. */
@@ -227,10 +231,10 @@ export const KEY_KINDS: ReadonlyArray<{
     what: "a device's command stream",
   },
   {
-    method: 'deviceState',
-    example: (k) => k.deviceState('<deviceId>'),
+    method: 'partitionState',
+    example: (k) => k.partitionState(0).replace('{p0}', '{p<N>}'),
     type: 'hash',
-    what: "a device's latest reading per type, folded in by the append script (in the slot of the device's partition)",
+    what: 'latest state of partition N\'s devices, folded in by the append script: field `<deviceId>` = "seq time seen types...", `<deviceId> <type>` = "seq time payload" (see retention.md)',
   },
   {
     method: 'commandLedger',

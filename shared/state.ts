@@ -1,13 +1,14 @@
 /**
- * The latest-state view of a device: the codec of the hash the projection
- * keeps (gateway/projection, shared/redis/scripts/projectState-1.lua). Readers
- * (`ctl device`, the dashboard) decode it here, never by hand.
+ * The latest-state view of a device: the codec of its partition's state hash
+ * (`iot:state:{p<N>}`, kept by the append script, shared/redis/scripts/lib/foldState.lua).
+ * Readers (`ctl device`, the dashboard) decode it here, never by hand.
  *
- * Hash fields:
- *   seq      highest sequence number folded in
- *   time     device time (ms) of that reading
- *   seen     when Redis last received an entry of the device (ms, from the stream id)
- *   r:<type> "<seq> <time> <payload JSON>": the newest reading of that type
+ * Hash fields (a space is in no device id and no type):
+ *   "<deviceId>"         "<seq> <time> <seen> <type> <type> ...": highest sequence number
+ *                        folded in, the device time of that reading, when Redis last
+ *                        received one of its entries (ms, from the stream id), and the
+ *                        types that have a reading
+ *   "<deviceId> <type>"  "<seq> <time> <payload JSON>": the newest reading of that type
  */
 import type { Payload } from './envelope.js';
 import type { Keys } from './keys.js';
@@ -32,8 +33,6 @@ export interface DeviceState {
   readonly readings: Readonly<Record<string, Reading>>;
 }
 
-export const READING_PREFIX = 'r:';
-
 /** Decodes one `r:<type>` field value. */
 export function decodeReading(value: string): Reading | undefined {
   const m = /^(\d+) (\d+) ([\s\S]*)$/.exec(value);
@@ -47,22 +46,56 @@ export function decodeReading(value: string): Reading | undefined {
   return { seq: Number(m[1]), time: Number(m[2]), payload };
 }
 
-/** Decodes a state hash (HGETALL); undefined when the device has no state. */
-export function decodeDeviceState(deviceId: string, hash: Record<string, string>): DeviceState | undefined {
-  if (hash.seq === undefined && hash.seen === undefined) return undefined;
+/** Decodes a device's header field and its reading fields (by type); undefined when it has no state. */
+export function decodeDeviceState(
+  deviceId: string,
+  header: string | null | undefined,
+  fields: Readonly<Record<string, string | null | undefined>> = {},
+): DeviceState | undefined {
+  const m = header ? /^(\d+) (\d+) (\d+)/.exec(header) : null;
+  if (!m) return undefined;
   const readings: Record<string, Reading> = {};
-  for (const [field, value] of Object.entries(hash)) {
-    if (!field.startsWith(READING_PREFIX)) continue;
-    const r = decodeReading(value);
-    if (r) readings[field.slice(READING_PREFIX.length)] = r;
+  for (const [type, value] of Object.entries(fields)) {
+    const r = value ? decodeReading(value) : undefined;
+    if (r) readings[type] = r;
   }
-  return {
-    deviceId,
-    seq: Number(hash.seq ?? 0),
-    time: Number(hash.time ?? 0),
-    seen: Number(hash.seen ?? 0),
-    readings,
-  };
+  return { deviceId, seq: Number(m[1]), time: Number(m[2]), seen: Number(m[3]), readings };
+}
+
+/** The types a header names. */
+function headerTypes(header: string | null | undefined): string[] {
+  return header ? header.split(' ').slice(3) : [];
+}
+
+/** The states of many devices: one HMGET of headers per partition, then one of their readings per device. */
+export async function readDeviceStates(
+  client: RedisClient,
+  keys: Keys,
+  deviceIds: readonly string[],
+): Promise<Array<DeviceState | undefined>> {
+  const byPartition = new Map<number, number[]>();
+  for (const [i, id] of deviceIds.entries()) {
+    const p = keys.partitionOf(id);
+    const list = byPartition.get(p);
+    if (list) list.push(i);
+    else byPartition.set(p, [i]);
+  }
+  const headers = new Array<string | null>(deviceIds.length).fill(null);
+  await Promise.all(
+    [...byPartition].map(async ([p, indexes]) => {
+      const values = await client.hmget(keys.partitionState(p), ...indexes.map((i) => deviceIds[i]!));
+      for (const [j, i] of indexes.entries()) headers[i] = values[j] ?? null;
+    }),
+  );
+  return Promise.all(
+    deviceIds.map(async (id, i) => {
+      const types = headerTypes(headers[i]);
+      const values = types.length
+        ? await client.hmget(keys.partitionStateFor(id), ...types.map((t) => `${id} ${t}`))
+        : [];
+      return decodeDeviceState(id, headers[i], Object.fromEntries(types.map((t, j) => [t, values[j]])));
+    }),
+  );
 }
 
 export async function readDeviceState(
@@ -70,5 +103,5 @@ export async function readDeviceState(
   keys: Keys,
   deviceId: string,
 ): Promise<DeviceState | undefined> {
-  return decodeDeviceState(deviceId, await client.hgetall(keys.deviceState(deviceId)));
+  return (await readDeviceStates(client, keys, [deviceId]))[0];
 }

@@ -18,7 +18,7 @@
 import { decodeEnvelope, type Payload } from '#shared/envelope.js';
 import type { Keys } from '#shared/keys.js';
 import type { RedisClient } from '#shared/redis/connect.js';
-import { decodeDeviceState } from '#shared/state.js';
+import { readDeviceStates } from '#shared/state.js';
 
 /** Entries read from the end of each partition for the tail fallback. */
 export const TAIL_ENTRIES = 200;
@@ -97,12 +97,12 @@ export class FleetReader {
       return { total: all.length, matching: matching.length, offset: query.offset, devices: [] };
 
     const [states, seen] = await Promise.all([
-      Promise.all(page.map((id) => client.hgetall(keys.deviceState(id)))),
+      readDeviceStates(client, keys, page),
       client.hmget(keys.lastSeen(), ...page),
     ]);
     const devices: DeviceView[] = [];
     for (const [i, id] of page.entries()) {
-      const state = decodeDeviceState(id, states[i] ?? {});
+      const state = states[i];
       const gatewaySeen = seen[i] ? Number(seen[i]) : 0;
       const kind = mqttSet.has(id) ? 'mqtt' : 'agent';
       if (state && Object.keys(state.readings).length > 0) {

@@ -107,6 +107,7 @@ export const LAG_CHECK_INTERVAL_MS = 1000;
 /** One projectState-1.lua call: a device's state hash, the newest arrival, its packed readings ("<seq> <time> <type> <payload>"). */
 interface ProjectStateCall {
   stateKey: string;
+  deviceId: string;
   arrival: number;
   readings: string[];
 }
@@ -391,7 +392,12 @@ export class ProjectionService {
     for (const [deviceId, fold] of devices) {
       const readings: string[] = [];
       for (const r of fold.readings.values()) readings.push(r.packed);
-      calls.push({ stateKey: this.keys.deviceState(deviceId), arrival: fold.arrival, readings });
+      calls.push({
+        stateKey: this.keys.partitionStateFor(deviceId),
+        deviceId,
+        arrival: fold.arrival,
+        readings,
+      });
     }
     const results = await this.runScripts(calls);
     for (const [a, s] of results) {
@@ -424,11 +430,11 @@ export class ProjectionService {
       for (let i = 0; i < calls.length; i += SCRIPT_CHUNK) {
         if (i > 0) await yieldToEventLoop();
         const pipe = this.client.pipeline() as unknown as {
-          projectState(stateKey: string, arrival: number, ...readings: string[]): void;
+          projectState(stateKey: string, deviceId: string, arrival: number, ...readings: string[]): void;
           exec(): Promise<Array<[Error | null, unknown]> | null>;
         };
         for (const c of calls.slice(i, i + SCRIPT_CHUNK))
-          pipe.projectState(c.stateKey, c.arrival, ...c.readings);
+          pipe.projectState(c.stateKey, c.deviceId, c.arrival, ...c.readings);
         const reply = pipe.exec();
         reply.catch(() => undefined); // awaited below, after every chunk is sent
         sent.push(reply);
@@ -440,7 +446,7 @@ export class ProjectionService {
       });
     }
     const s = scripts(this.client);
-    return Promise.all(calls.map((c) => s.projectState(c.stateKey, c.arrival, ...c.readings)));
+    return Promise.all(calls.map((c) => s.projectState(c.stateKey, c.deviceId, c.arrival, ...c.readings)));
   }
 
   private dropped(reason: 'invalid' | 'missing', n: number, fields: Record<string, unknown>): void {

@@ -122,11 +122,19 @@ export function scriptErrorOf(err: unknown, script: string): ScriptError | undef
 /** Typed access to the scripts once defined. */
 export interface ScriptCommands {
   /** numberOfKeys, then the stream, its sequence state and the batch's state hashes (appendTelemetry-n.lua). */
-  appendTelemetry(numberOfKeys: number, ...keysAndArgs: (string | number)[]): Promise<[number, number, number]>;
+  appendTelemetry(
+    numberOfKeys: number,
+    ...keysAndArgs: (string | number)[]
+  ): Promise<[number, number, number]>;
   /** Lag-aware retention step on one stream: called by name through gateway/retention/trim-script.ts. */
   trimStream(stream: string, ...args: (string | number)[]): Promise<Array<string | number>>;
-  /** Folds one device's readings into its latest-state hash: [applied, stale]. */
-  projectState(stateKey: string, arrival: number, ...readings: string[]): Promise<[number, number]>;
+  /** Folds one device's readings into its partition's latest-state hash: [applied, stale]. */
+  projectState(
+    stateKey: string,
+    deviceId: string,
+    arrival: number,
+    ...readings: string[]
+  ): Promise<[number, number]>;
   enqueueCommand(
     stream: string,
     ledger: string,

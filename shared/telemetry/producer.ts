@@ -118,12 +118,6 @@ export function encodeBatch(group: readonly EncodedEnvelope[]): string {
   return JSON.stringify(rows);
 }
 
-/** The batch's devices in the order each first appears: the order the append script takes their state keys in. */
-function devicesInOrder(group: readonly EncodedEnvelope[]): string[] {
-  if (group.length === 1) return [group[0]!.deviceId];
-  return [...new Set(group.map((e) => e.deviceId))];
-}
-
 export interface ProducerDeps {
   logger: Logger;
   metrics?: ProducerMetrics;
@@ -559,7 +553,7 @@ export class TelemetryProducer {
       // One scripted call per partition: far cheaper than one XADD command per entry, for both sides.
       const keys = [this.keys.telemetryStream(partition)];
       if (o.idempotent) keys.push(this.keys.telemetrySeqState(partition));
-      if (o.foldState) for (const deviceId of devicesInOrder(group)) keys.push(this.keys.deviceState(deviceId));
+      if (o.foldState) keys.push(this.keys.partitionState(partition));
       const batch = encodeBatch(group);
       if (o.idempotent) pipeline.appendTelemetry(keys.length, ...keys, o.maxGaps, batch);
       else pipeline.appendTelemetryRaw(keys.length, ...keys, o.maxGaps, batch);

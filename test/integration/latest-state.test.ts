@@ -10,9 +10,8 @@ import { encodeEnvelope } from '#shared/envelope.js';
 import { Keys } from '#shared/keys.js';
 import { silentLogger } from '#shared/log.js';
 import { createRedis, type RedisClient, waitReady } from '#shared/redis/connect.js';
-import { defineScripts, type ScriptCommands } from '#shared/redis/scripts.js';
-import { readDeviceState } from '#shared/state.js';
-import { encodeBatch, TelemetryProducer } from '#shared/telemetry/producer.js';
+import { readDeviceState, readDeviceStates } from '#shared/state.js';
+import { TelemetryProducer } from '#shared/telemetry/producer.js';
 import { type ProducerOptions, producerOptions } from '#shared/telemetry/producer-options.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { ALL_SERVERS, REDIS_ONLY } from '../harness/server-kind.js';
@@ -148,27 +147,25 @@ forEachTarget(
 );
 
 forEachTarget(
-  'append script state keys',
+  'latest state of a large batch',
   (target) => {
-    it("refuses state keys that do not match the batch's devices, before it writes anything", async () => {
+    it('folds a batch of the largest size (producer.batchMaxEntries 10,000, as many devices) in one call', async () => {
       const keys = new Keys(randomPrefix(), 1);
       const client = createRedis(target().config, { failFast: true });
       try {
         await waitReady(client, 'test', 10_000);
-        defineScripts(client);
-        const s = client as unknown as ScriptCommands;
-        const batch = encodeBatch([reading('dev-a', 1, 'temp', 1), reading('dev-b', 1, 'temp', 2)]);
-        const stream = keys.telemetryStream(0);
-        const fixed = [stream, keys.telemetrySeqState(0)];
-        await expect(s.appendTelemetry(3, ...fixed, keys.deviceState('dev-a'), 0, batch)).rejects.toThrow(
-          /1 state keys for 2 devices/,
+        const producer = new TelemetryProducer(
+          client,
+          keys,
+          { ...producerOptions(), batchMaxEntries: 10_000, maxBufferedEntries: 10_000, lingerMs: 50 },
+          { logger: silentLogger() },
         );
-        const three = ['dev-a', 'dev-b', 'dev-c'].map((d) => keys.deviceState(d));
-        await expect(s.appendTelemetry(5, ...fixed, ...three, 0, batch)).rejects.toThrow(
-          /3 state keys for 2 devices/,
-        );
-        expect(await client.xlen(stream)).toBe(0);
-        expect(await client.exists(keys.telemetrySeqState(0), ...three)).toBe(0);
+        const ids = Array.from({ length: 10_000 }, (_, i) => `big-${i}`);
+        for (const id of ids) expect(producer.offer(reading(id, 1, 'temp', 1))).toBe(true);
+        await producer.flush();
+        expect(producer.totals).toMatchObject({ appended: 10_000, duplicates: 0 });
+        const states = await readDeviceStates(client, keys, ids);
+        expect(states.filter((s) => s?.readings.temp?.seq === 1)).toHaveLength(10_000);
       } finally {
         client.disconnect();
       }

@@ -18,7 +18,7 @@ import {
 import { createServer, connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, expect, it } from 'vitest';
 import { Keys } from '#shared/keys.js';
 import { redisSchema } from '#shared/redis/options.js';
 import { scanJournal } from '../../device/journal/journal.js';

@@ -35,12 +35,11 @@ describe('keys and partitioning', () => {
     for (let p = 0; p < 32; p++) expect(slot(keys.telemetrySeqState(p))).toBe(slot(keys.telemetryStream(p)));
   });
 
-  it("puts a device's latest-state hash in its partition's slot (the append script writes both)", () => {
+  it("puts a partition's latest-state hash in its slot (the append script writes both)", () => {
     const keys = new Keys('iot', 32);
-    for (const d of ['dev-1', 'dev-2', 'gw:a@b', 'x']) {
-      expect(slot(keys.deviceState(d))).toBe(slot(keys.telemetryStreamFor(d)));
-      expect(keys.deviceState(d).endsWith(`:${d}`)).toBe(true);
-    }
+    for (let p = 0; p < 32; p++) expect(slot(keys.partitionState(p))).toBe(slot(keys.telemetryStream(p)));
+    for (const d of ['dev-1', 'gw:a@b'])
+      expect(keys.partitionStateFor(d)).toBe(keys.partitionState(keys.partitionOf(d)));
   });
 
   it('puts all of a device key family in one slot', () => {
@@ -65,6 +64,7 @@ describe('docs/keys.md', () => {
       'constructor',
       'partitionOf',
       'telemetryStreamFor',
+      'partitionStateFor',
       'allTelemetryStreams',
       'device',
     ]);

@@ -8,12 +8,11 @@ publish is refused entry by entry, while the rest of the batch goes in.
 
 KEYS[1]  telemetry partition stream          iot:telemetry:{pN}
 KEYS[2]  sequence state of that partition     iot:telemetry:{pN}:seq (hash, field = device id)
-KEYS[3..] latest-state hashes of the batch's devices, one per device in the
-         order each first appears in the batch (iot:state:{pN}:<deviceId>, the
-         partition's slot); none: no state is kept (producer.foldState=false).
-         Each appended entry is folded into its device's hash by sequence number
-         (lib/foldState.lua): in the same call, so the view is never behind the
-         stream and needs no read-back. Duplicates are not folded.
+KEYS[3]  the partition's latest-state hash     iot:state:{pN} (optional: without it no
+         state is kept, producer.foldState=false). Each appended entry is
+         folded into it by sequence number (lib/foldState.lua), in the same
+         call: the view is never behind the stream and needs no read-back.
+         Duplicates are not folded.
 ARGV[1]  maxGaps: ranges kept per device above its contiguous mark (the documented bound)
 ARGV[2]  the batch as a JSON array of entries, each one the array
          (deviceId, seq, time, type, version, payload), every value a string
@@ -31,16 +30,13 @@ Result: { appended, duplicates, forgotten }
 
 -- #include foldState
 
-local stream, stateKey = KEYS[1], KEYS[2]
+local stream, seqKey = KEYS[1], KEYS[2]
 local maxGaps = tonumber(ARGV[1])
 local devices = {}
 local appended, duplicates, forgotten = 0, 0, 0
 
-local function load(dev)
-  local st = devices[dev]
-  if st then return st end
-  st = { mark = 0, ranges = {}, dirty = false }
-  local raw = redis.call('HGET', stateKey, dev)
+local function parse(raw)
+  local st = { mark = 0, ranges = {}, dirty = false }
   if raw then
     local first = true
     for part in string.gmatch(raw, '[^;]+') do
@@ -53,7 +49,6 @@ local function load(dev)
       end
     end
   end
-  devices[dev] = st
   return st
 end
 
@@ -113,27 +108,27 @@ end
 -- One JSON argument instead of 6 per entry: decoding it in C costs Redis less than
 -- 600 separate arguments, and the client builds one string instead of 600.
 local batch = cjson.decode(ARGV[2])
--- State keys come in the order devices first appear in the batch; checked before any write.
-local folds, foldOf = {}, {}
-if #KEYS > 2 then
-  for i = 1, #batch do
-    local dev = batch[i][1]
-    if not foldOf[dev] then
-      local fold = { key = KEYS[#folds + 3], readings = {}, arrival = 0 }
-      folds[#folds + 1] = fold
-      foldOf[dev] = fold
-    end
-  end
-  if #folds + 2 ~= #KEYS then
-    return redis.error_reply('appendTelemetry: ' .. (#KEYS - 2) .. ' state keys for ' .. #folds .. ' devices')
+
+-- The sequence state of every device in the batch in one HMGET (each redis.call
+-- costs more than the Lua around it), and its folds in the order devices appear.
+local order, folds, foldOf = {}, {}, {}
+for i = 1, #batch do
+  local dev = batch[i][1]
+  if not foldOf[dev] then
+    local fold = { dev = dev, readings = {}, arrival = 0 }
+    order[#order + 1] = dev
+    folds[#folds + 1] = fold
+    foldOf[dev] = fold
   end
 end
+local raws = redis.call('HMGET', seqKey, unpack(order))
+for i = 1, #order do devices[order[i]] = parse(raws[i]) end
 
 for i = 1, #batch do
   local e = batch[i]
   local dev = e[1]
   local seq = tonumber(e[2])
-  local st = load(dev)
+  local st = devices[dev]
   if seen(st, seq) then
     duplicates = duplicates + 1
   else
@@ -141,19 +136,26 @@ for i = 1, #batch do
     mark(st, seq)
     appended = appended + 1
     local fold = foldOf[dev]
-    if fold then
-      fold.readings[#fold.readings + 1] = { seq, e[2], e[3], e[4], e[6] }
-      fold.arrival = tonumber(string.match(id, '^(%d+)'))
-    end
+    fold.readings[#fold.readings + 1] = { seq, e[2], e[3], e[4], e[6] }
+    fold.arrival = tonumber(string.match(id, '^(%d+)'))
   end
 end
 
-for dev, st in pairs(devices) do
-  if st.dirty then redis.call('HSET', stateKey, dev, encode(st)) end
+local dirty = {}
+for i = 1, #order do
+  local st = devices[order[i]]
+  if st.dirty then
+    dirty[#dirty + 1] = order[i]
+    dirty[#dirty + 1] = encode(st)
+  end
 end
-for i = 1, #folds do
-  local fold = folds[i]
-  if #fold.readings > 0 then foldState(fold.key, fold.arrival, fold.readings) end
+if #dirty > 0 then redis.call('HSET', seqKey, unpack(dirty)) end
+if KEYS[3] then
+  local folded = {}
+  for i = 1, #folds do
+    if #folds[i].readings > 0 then folded[#folded + 1] = folds[i] end
+  end
+  if #folded > 0 then foldState(KEYS[3], folded) end
 end
 
 return { appended, duplicates, forgotten }

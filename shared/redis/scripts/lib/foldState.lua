@@ -1,69 +1,95 @@
 -- lib/foldState.lua (a fragment: scripts include it by name): folds readings of
--- one device into its latest-state hash by sequence number (compare-and-set): a
--- reading replaces the stored one of its type only when its sequence number is
--- higher, so late, out-of-order and replayed entries never make the view go back
--- in time. Hash fields (decoded by shared/state.ts):
---   seq      highest sequence number folded in
---   time     device time of that reading
---   seen     highest arrival time (ms, from the stream id: when Redis received it)
---   r:<type> "<seq> <time> <payload>" of the newest reading of that type
--- readings: array of { seq (number), seqText, timeText, type, payload }.
--- Returns applied, stale.
-local function foldState(key, arrival, readings)
+-- many devices into their partition's latest-state hash by sequence number
+-- (compare-and-set): a reading replaces the stored one of its type only when its
+-- sequence number is higher, so late, out-of-order and replayed entries never make
+-- the view go back in time. One HMGET and one HSET per call, however many devices
+-- (up to the largest batch, 10,000: latest-state.test.ts): each redis.call costs more than the Lua around it.
+--
+-- The hash (iot:state:{p<N>}, decoded by shared/state.ts); a space is in no device
+-- id and no type, so it separates them:
+--   "<deviceId>"         "<seq> <time> <seen> <type> <type> ...": the highest
+--                        sequence number folded in, the device time of that reading,
+--                        the highest arrival (ms, from the stream id: when Redis
+--                        received it), and the types that have a reading
+--   "<deviceId> <type>"  "<seq> <time> <payload>": the newest reading of that type
+--
+-- folds: array of { dev = <id>, arrival = <ms>, readings = { { seq (number),
+-- seqText, timeText, type, payload }, ... } }. Returns applied, stale.
+
+local function foldState(key, folds)
   local applied, stale = 0, 0
-  -- Read every field the readings compare against in one HMGET.
-  local fields = { 'seq', 'seen' }
-  local slot = {}
-  for i = 1, #readings do
-    local field = 'r:' .. readings[i][4]
+  -- Every field the readings compare against, in one read: each device's header
+  -- and its (device, type) fields.
+  local fields, slot = {}, {}
+  local function want(field)
     if not slot[field] then
       fields[#fields + 1] = field
       slot[field] = #fields
     end
   end
-  local stored = redis.call('HMGET', key, unpack(fields))
-  local topSeq = tonumber(stored[1]) or 0
-  local topTime = nil
-  local seen = tonumber(stored[2]) or 0
-
-  local updates = {}
-  local current = {}
-  for i = 1, #readings do
-    local r = readings[i]
-    local seq, field = r[1], 'r:' .. r[4]
-    local have = current[field]
-    if have == nil then
-      local raw = stored[slot[field]]
-      have = raw and tonumber(string.match(raw, '^(%d+)')) or 0
-    end
-    if seq > have then
-      current[field] = seq
-      updates[field] = r[2] .. ' ' .. r[3] .. ' ' .. r[5]
-      applied = applied + 1
-      if seq > topSeq then
-        topSeq = seq
-        topTime = r[3]
-      end
-    else
-      current[field] = have
-      stale = stale + 1
-    end
+  for i = 1, #folds do
+    local f = folds[i]
+    want(f.dev)
+    for j = 1, #f.readings do want(f.dev .. ' ' .. f.readings[j][4]) end
   end
+  local stored = redis.call('HMGET', key, unpack(fields))
 
   local args = {}
-  for field, value in pairs(updates) do
-    args[#args + 1] = field
-    args[#args + 1] = value
-  end
-  if topTime then
-    args[#args + 1] = 'seq'
-    args[#args + 1] = string.format('%.0f', topSeq)
-    args[#args + 1] = 'time'
-    args[#args + 1] = topTime
-  end
-  if arrival > seen then
-    args[#args + 1] = 'seen'
-    args[#args + 1] = string.format('%.0f', arrival)
+  for i = 1, #folds do
+    local f = folds[i]
+    local head = stored[slot[f.dev]]
+    local topSeq, topTime, seen, types = 0, nil, 0, {}
+    local typeList = {}
+    local headTime
+    if head then
+      local s, t, a, rest = string.match(head, '^(%d+) (%d+) (%d+) ?(.*)$')
+      topSeq, headTime, seen = tonumber(s), t, tonumber(a)
+      for ty in string.gmatch(rest, '%S+') do
+        types[ty] = true
+        typeList[#typeList + 1] = ty
+      end
+    end
+    local current, updates, changed = {}, {}, false
+    for j = 1, #f.readings do
+      local r = f.readings[j]
+      local seq, ty = r[1], r[4]
+      local field = f.dev .. ' ' .. ty
+      local have = current[field]
+      if have == nil then
+        local raw = stored[slot[field]]
+        have = raw and tonumber(string.match(raw, '^(%d+)')) or 0
+      end
+      if seq > have then
+        current[field] = seq
+        updates[field] = r[2] .. ' ' .. r[3] .. ' ' .. r[5]
+        applied = applied + 1
+        if not types[ty] then
+          types[ty] = true
+          typeList[#typeList + 1] = ty
+        end
+        if seq > topSeq then
+          topSeq = seq
+          topTime = r[3]
+        end
+        changed = true
+      else
+        current[field] = have
+        stale = stale + 1
+      end
+    end
+    for field, value in pairs(updates) do
+      args[#args + 1] = field
+      args[#args + 1] = value
+    end
+    if f.arrival > seen then
+      seen = f.arrival
+      changed = true
+    end
+    if changed then
+      args[#args + 1] = f.dev
+      args[#args + 1] = string.format('%.0f %s %.0f', topSeq, topTime or headTime or '0', seen)
+        .. (#typeList > 0 and ' ' .. table.concat(typeList, ' ') or '')
+    end
   end
   if #args > 0 then redis.call('HSET', key, unpack(args)) end
   return applied, stale

@@ -1,0 +1,75 @@
+/**
+ * Micro-benchmark of the append script inside Redis: batches of ENTRIES entries of
+ * DEVICES devices (one partition), as the producer sends them, with and without the
+ * state fold. Prints Redis's own µs per call and per entry (INFO commandstats).
+ * `npx tsx bench/_append-micro.ts [devicesPerBatch] [entriesPerBatch]`
+ */
+import { Redis } from 'ioredis';
+import { encodeEnvelope } from '#shared/envelope.js';
+import { Keys } from '#shared/keys.js';
+import { silentLogger } from '#shared/log.js';
+import { TelemetryProducer } from '#shared/telemetry/producer.js';
+import { producerOptions } from '#shared/telemetry/producer-options.js';
+import { startLocalRedis } from '../test/harness/redis-server.js';
+
+const DEVICES = Number(process.argv[2] ?? 10);
+const ENTRIES = Number(process.argv[3] ?? 10);
+const BATCHES = 3000;
+const redis = await startLocalRedis();
+const client = new Redis(redis.url);
+try {
+  for (const foldState of [false, true]) {
+    const keys = new Keys(`am${foldState ? 1 : 0}`, 1);
+    const producer = new TelemetryProducer(
+      client,
+      keys,
+      {
+        ...producerOptions(),
+        batchMaxEntries: ENTRIES,
+        lingerMs: 0,
+        maxInFlightBatches: 8,
+        maxBufferedEntries: 100_000,
+        foldState,
+      },
+      { logger: silentLogger() },
+    );
+    await client.config('RESETSTAT');
+    const cpu = async () => {
+      const info = await client.info('cpu');
+      return (
+        Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1]) + Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1])
+      );
+    };
+    const cpu0 = await cpu();
+    const seqs = new Map<string, number>();
+    for (let b = 0; b < BATCHES; b++) {
+      for (let i = 0; i < ENTRIES; i++) {
+        const deviceId = `dev-${b % 50}-${i % DEVICES}`;
+        const seq = (seqs.get(deviceId) ?? 0) + 1;
+        seqs.set(deviceId, seq);
+        producer.offer(
+          encodeEnvelope({
+            deviceId,
+            seq: seq,
+            time: 1_700_000_000_000 + seq,
+            type: seq % 10 ? 'gps' : 'battery',
+            payload: { lat: 52.5 + seq / 1e6, lon: 13.4, alt: 120.5, speed: 11.2, heading: 270 },
+          }),
+        );
+      }
+      if (b % 100 === 99) await producer.flush();
+    }
+    await producer.flush();
+    const cpuUs = ((await cpu()) - cpu0) * 1e6;
+    const stats = await client.info('commandstats');
+    const m = /cmdstat_evalsha:calls=(\d+),usec=(\d+)/.exec(stats);
+    const calls = Number(m?.[1]);
+    const usec = Number(m?.[2]);
+    console.log(
+      `foldState=${foldState}: ${DEVICES} devices x ${ENTRIES / DEVICES} entries per call: ${(usec / calls).toFixed(1)} µs per call, ${(usec / calls / ENTRIES).toFixed(2)} µs per entry; Redis CPU ${(cpuUs / (BATCHES * ENTRIES)).toFixed(2)} µs per entry`,
+    );
+  }
+} finally {
+  client.disconnect();
+  await redis.destroy();
+}
