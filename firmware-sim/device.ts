@@ -58,9 +58,14 @@ export abstract class SimDevice implements DeviceInfo {
     /** This device's sequence numbers and what became of each. */
     protected readonly seqs: DeviceLedger,
   ) {
+    // Every signal starts on a slot of the fastest one, as one firmware main loop samples them: a
+    // drone's battery reading falls due with one of its GPS fixes, and the two go out in one
+    // socket write (MQTT.js corks a tick's packets) instead of two.
+    const fastest = Math.min(...model.signals.map((s) => s.intervalMs));
+    const phase = firstDue + Math.floor(random() * fastest);
     this.due = model.signals.map((signal) => ({
       signal,
-      next: firstDue + Math.floor(random() * signal.intervalMs),
+      next: phase + fastest * Math.floor(random() * Math.max(1, Math.floor(signal.intervalMs / fastest))),
     }));
     this.nextDue = this.earliestDue();
   }

@@ -43,11 +43,35 @@ export type ProfileSettings = Pick<
 >;
 
 const POWERS_OF_TEN = [1, 10, 100, 1000, 10_000, 100_000, 1_000_000];
-/** `x` to `digits` decimals (0-6); `${}` of the result is the text JSON.stringify would write. */
-const round = (x: number, digits: number) => {
+const ZEROS = ['', '0', '00', '000', '0000', '00000', '000000'];
+
+/**
+ * `x` rounded to `digits` decimals (0-6), as the text JSON.stringify writes for
+ * Math.round(x * 10^digits) / 10^digits. Written from integers: turning a
+ * double into its shortest text costs about twice as much, and a GPS fix has
+ * five of them. (A rounded value has few significant digits, so its shortest
+ * text is exactly these digits without trailing zeros; the unit test compares
+ * every reading with JSON.stringify.)
+ */
+export function decimal(x: number, digits: number): string {
   const p = POWERS_OF_TEN[digits]!;
-  return Math.round(x * p) / p;
-};
+  let k = Math.round(x * p);
+  let sign = '';
+  if (k < 0) {
+    sign = '-';
+    k = -k;
+  }
+  const whole = Math.floor(k / p);
+  let frac = k - whole * p;
+  if (frac === 0) return sign + whole;
+  let d = digits;
+  while (frac % 10 === 0) {
+    frac /= 10;
+    d--;
+  }
+  const f = `${frac}`;
+  return `${sign}${whole}.${ZEROS[d - f.length]}${f}`;
+}
 const M_PER_DEG_LAT = 111_320;
 
 type Phase = 'loading' | 'outbound' | 'dropoff' | 'return';
@@ -131,7 +155,7 @@ export function droneModel(random: () => number, s: ProfileSettings, start: numb
         // Flight drains ~0.08 %/s; at the depot it charges ~0.5 %/s up to full.
         battery = flying() ? battery - dt * 0.08 * (0.7 + random() * 0.6) : Math.min(100, battery + dt * 0.5);
         if (battery < 5) battery = 5; // lands on reserve; the next depot stop recharges it
-        return `{"pct":${round(battery, 2)},"v":${round(3.3 + (battery / 100) * 0.9, 3)},"charging":${!flying()}}`;
+        return `{"pct":${decimal(battery, 2)},"v":${decimal(3.3 + (battery / 100) * 0.9, 3)},"charging":${!flying()}}`;
       }
       const p = position(now);
       const moving = phase === 'outbound' || phase === 'return';
@@ -139,10 +163,10 @@ export function droneModel(random: () => number, s: ProfileSettings, start: numb
         ? (Math.atan2((target.lon - from.lon) * cosLat, target.lat - from.lat) * 180) / Math.PI
         : 0;
       // The order random() is drawn in is the order the fields were drawn in before (same readings per seed).
-      const lat = round(p.lat + (random() - 0.5) * 2e-6, 6);
-      const lon = round(p.lon + (random() - 0.5) * 2e-6, 6);
-      const alt = round(phase === 'loading' ? 0 : phase === 'dropoff' ? 15 : 80 + random(), 1);
-      return `{"lat":${lat},"lon":${lon},"alt":${alt},"spd":${round(moving ? speed : 0, 2)},"hdg":${round((hdg + 360) % 360, 1)},"ph":"${phase}"}`;
+      const lat = decimal(p.lat + (random() - 0.5) * 2e-6, 6);
+      const lon = decimal(p.lon + (random() - 0.5) * 2e-6, 6);
+      const alt = decimal(phase === 'loading' ? 0 : phase === 'dropoff' ? 15 : 80 + random(), 1);
+      return `{"lat":${lat},"lon":${lon},"alt":${alt},"spd":${decimal(moving ? speed : 0, 2)},"hdg":${decimal((hdg + 360) % 360, 1)},"ph":"${phase}"}`;
     },
   };
 }
@@ -161,8 +185,8 @@ export function environmentModel(random: () => number, s: ProfileSettings): Devi
     read(type, now) {
       drift = drift * 0.95 + (random() - 0.5) * 0.3;
       const c = base + 4 * day(now) + drift;
-      if (type === 'temperature') return `{"c":${round(c, 2)}}`;
-      return `{"rh":${round(Math.min(100, Math.max(5, 55 - 2.5 * (c - base) + drift * 3)), 1)}}`;
+      if (type === 'temperature') return `{"c":${decimal(c, 2)}}`;
+      return `{"rh":${decimal(Math.min(100, Math.max(5, 55 - 2.5 * (c - base) + drift * 3)), 1)}}`;
     },
   };
 }

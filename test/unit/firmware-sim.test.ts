@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { seededRandom } from '../../device/sensors/sensor.js';
 import { Faults } from '../../firmware-sim/faults.js';
 import { fleetConfig } from '../../firmware-sim/fleet.js';
-import { createModel, type Events, ratePerDevice } from '../../firmware-sim/profiles.js';
+import { createModel, decimal, type Events, ratePerDevice } from '../../firmware-sim/profiles.js';
 
 const config = fleetConfig();
 
@@ -83,6 +83,19 @@ describe('profiles', () => {
     );
     expect(reading(m.read('constant', 0, []))).toBeTypeOf('object');
     expect(m.read('constant', 0, [])).toHaveLength(200);
+  });
+});
+
+describe('decimal', () => {
+  it('writes what JSON.stringify writes for the rounded number', () => {
+    const random = seededRandom(11);
+    const values = [0, -0, 1, -1, 0.5, -0.5, 1e-7, -1e-7, 99.995, 52.5200001, 13.404954, 359.96, 100, 5];
+    for (let i = 0; i < 20_000; i++) values.push((random() - 0.5) * 10 ** Math.floor(random() * 6));
+    for (const x of values)
+      for (const digits of [0, 1, 2, 3, 6]) {
+        const p = 10 ** digits;
+        expect(decimal(x, digits)).toBe(JSON.stringify(Math.round(x * p) / p));
+      }
   });
 });
 
