@@ -3,7 +3,13 @@
  * envelope with the next sequence number and hands it to the producer. What
  * the producer refuses (buffer full) is counted, never silently lost.
  */
-import { type EncodedEnvelope, encodeEnvelope, type Payload, SCHEMA_VERSION } from '#shared/envelope.js';
+import {
+  type EncodedEnvelope,
+  encodeEnvelope,
+  encodeEnvelopeText,
+  type Payload,
+  SCHEMA_VERSION,
+} from '#shared/envelope.js';
 import type { Counter } from '#shared/metrics.js';
 
 export interface SequenceSource {
@@ -36,6 +42,24 @@ export class DeviceTelemetry {
       type,
       version: SCHEMA_VERSION,
       payload,
+    });
+    this.sampleCounter?.inc({ type });
+    if (!this.producer.offer(entry)) this.onOverflow(entry);
+    return entry;
+  }
+
+  /**
+   * As publish, for a sensor that writes its reading as the JSON text of an
+   * object (the fleet simulator's signal models): checked as publish checks it,
+   * nothing serialised again.
+   */
+  publishText(type: string, payloadText: string, time: number): EncodedEnvelope {
+    const entry = encodeEnvelopeText({
+      deviceId: this.deviceId,
+      seq: this.sequence.next(),
+      time,
+      type,
+      payloadText,
     });
     this.sampleCounter?.inc({ type });
     if (!this.producer.offer(entry)) this.onOverflow(entry);

@@ -13,7 +13,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Clock } from '#shared/clock.js';
 import { opt, type Schema } from '#shared/config/schema.js';
-import type { EncodedEnvelope, Payload } from '#shared/envelope.js';
+import type { EncodedEnvelope } from '#shared/envelope.js';
 import type { Keys } from '#shared/keys.js';
 import { type Logger, logSchema } from '#shared/log.js';
 import type { Registry } from '#shared/metrics.js';
@@ -35,8 +35,8 @@ import {
 import type { SimConfig } from './config.js';
 import { KindStats, SimDevice } from './device.js';
 import type { Faults } from './faults.js';
-import type { SeqLedger } from './ledger.js';
-import type { DeviceModel } from './profiles.js';
+import type { DeviceLedger, SeqLedger } from './ledger.js';
+import type { DeviceModel, PayloadText } from './profiles.js';
 
 export interface AgentPoolDeps {
   keys: Keys;
@@ -62,17 +62,16 @@ export class AgentDevice extends SimDevice {
     clockOffset: number,
     firstDue: number,
     random: () => number,
+    seqs: DeviceLedger,
     private readonly pool: AgentPool,
   ) {
-    super(id, model, clockOffset, firstDue, random);
+    super(id, model, clockOffset, firstDue, random, seqs);
     const sink: TelemetrySink = { offer: (e) => this.offer(e) };
-    this.telemetry = new DeviceTelemetry(id, { next: () => pool.ledger.nextSeq(id) }, sink, (e) =>
-      pool.overflow(e),
-    );
+    this.telemetry = new DeviceTelemetry(id, { next: () => seqs.nextSeq() }, sink, (e) => pool.overflow(e));
   }
 
-  protected publish(type: string, payload: Payload, time: number): void {
-    this.telemetry.publish(type, payload, time);
+  protected publish(type: string, payload: PayloadText, time: number): void {
+    this.telemetry.publishText(type, payload, time);
   }
 
   private offer(entry: EncodedEnvelope): boolean {
@@ -157,8 +156,9 @@ export class AgentPool {
     clockOffset: number,
     firstDue: number,
     random: () => number,
+    seqs: DeviceLedger,
   ): AgentDevice {
-    const d = new AgentDevice(id, model, clockOffset, firstDue, random, this);
+    const d = new AgentDevice(id, model, clockOffset, firstDue, random, seqs, this);
     for (const s of model.signals) {
       (this.schema as Record<string, unknown>)[`sensors.${s.type}.interval`] = opt.duration(
         s.intervalMs,

@@ -2,8 +2,8 @@
  * What both kinds of simulated device share: a signal model, a schedule of
  * when each signal is due, a clock that may be skewed, and counters.
  */
-import type { Payload } from '#shared/envelope.js';
-import type { DeviceModel, Events, Signal } from './profiles.js';
+import type { DeviceLedger } from './ledger.js';
+import type { DeviceModel, Events, PayloadText, Signal } from './profiles.js';
 
 export type DeviceKind = 'agent' | 'mqtt';
 
@@ -39,10 +39,14 @@ interface Due {
 export abstract class SimDevice implements DeviceInfo {
   abstract readonly kind: DeviceKind;
   private readonly due: Due[];
+  /** The earliest time a signal is due: the fleet's scheduler ticks only devices with something due. */
+  nextDue: number;
   /** False while crashed or stopped: nothing is sampled. */
   running = false;
   /** Ticks given up because the process fell more than a few intervals behind. */
   skipped = 0;
+  /** Filled by the model during one sample, emptied before the next (one array per device, not per reading). */
+  private readonly events: Events = [];
 
   constructor(
     readonly id: string,
@@ -51,11 +55,25 @@ export abstract class SimDevice implements DeviceInfo {
     readonly clockOffset: number,
     firstDue: number,
     random: () => number,
+    /** This device's sequence numbers and what became of each. */
+    protected readonly seqs: DeviceLedger,
   ) {
+    // Every signal starts on a slot of the fastest one, as one firmware main loop samples them: a
+    // drone's battery reading falls due with one of its GPS fixes, and the two go out in one
+    // socket write (MQTT.js corks a tick's packets) instead of two.
+    const fastest = Math.min(...model.signals.map((s) => s.intervalMs));
+    const phase = firstDue + Math.floor(random() * fastest);
     this.due = model.signals.map((signal) => ({
       signal,
-      next: firstDue + Math.floor(random() * signal.intervalMs),
+      next: phase + fastest * Math.floor(random() * Math.max(1, Math.floor(signal.intervalMs / fastest))),
     }));
+    this.nextDue = this.earliestDue();
+  }
+
+  private earliestDue(): number {
+    let next = Number.POSITIVE_INFINITY;
+    for (const d of this.due) if (d.next < next) next = d.next;
+    return next;
   }
 
   /** Samples every signal that is due at `now` (true time). */
@@ -74,10 +92,12 @@ export abstract class SimDevice implements DeviceInfo {
         d.next += interval;
       }
     }
+    this.nextDue = this.earliestDue();
   }
 
   private sample(type: string, now: number): void {
-    const events: Events = [];
+    const events = this.events;
+    events.length = 0;
     const payload = this.model.read(type, now, events);
     const time = now + this.clockOffset;
     this.publish(type, payload, time);
@@ -89,6 +109,7 @@ export abstract class SimDevice implements DeviceInfo {
     const d = this.due.find((x) => x.signal.type === type);
     if (!d) return false;
     d.signal.intervalMs = intervalMs;
+    this.nextDue = this.earliestDue();
     return true;
   }
 
@@ -100,5 +121,5 @@ export abstract class SimDevice implements DeviceInfo {
     return this.due.map((d) => d.signal.type);
   }
 
-  protected abstract publish(type: string, payload: Payload, time: number): void;
+  protected abstract publish(type: string, payload: PayloadText, time: number): void;
 }

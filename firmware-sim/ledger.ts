@@ -12,7 +12,12 @@ const SENT = 1;
 const ACKED = 2;
 const DROPPED = 3;
 
-class DeviceLedger {
+/**
+ * One device's part of the ledger. A device keeps it (SeqLedger.register
+ * returns it), so a reading costs no lookup by id: nextSeq, acked and dropped
+ * run once per message.
+ */
+export class DeviceLedger {
   state = new Uint8Array(256);
   next: number;
   constructor(
@@ -21,6 +26,21 @@ class DeviceLedger {
     readonly kind: string,
   ) {
     this.next = base;
+  }
+
+  /** The device's next sequence number, recorded as sent. */
+  nextSeq(): number {
+    const seq = this.next++;
+    this.set(seq, SENT);
+    return seq;
+  }
+
+  acked(seq: number): void {
+    this.set(seq, ACKED);
+  }
+
+  dropped(seq: number): void {
+    this.set(seq, DROPPED);
   }
 
   private index(seq: number): number {
@@ -74,25 +94,26 @@ export function quantile(sorted: ArrayLike<number>, q: number): number {
 export class SeqLedger {
   private readonly devices = new Map<string, DeviceLedger>();
 
-  register(deviceId: string, base: number, skewed: boolean, kind = 'device'): void {
-    this.devices.set(deviceId, new DeviceLedger(base, skewed, kind));
+  /** A device's part of the ledger, for it to keep. */
+  register(deviceId: string, base: number, skewed: boolean, kind = 'device'): DeviceLedger {
+    const d = new DeviceLedger(base, skewed, kind);
+    this.devices.set(deviceId, d);
+    return d;
   }
 
   /** The device's next sequence number, recorded as sent. */
   nextSeq(deviceId: string): number {
     const d = this.devices.get(deviceId);
     if (!d) throw new TypeError(`device ${deviceId} is not registered`);
-    const seq = d.next++;
-    d.set(seq, SENT);
-    return seq;
+    return d.nextSeq();
   }
 
   acked(deviceId: string, seq: number): void {
-    this.devices.get(deviceId)?.set(seq, ACKED);
+    this.devices.get(deviceId)?.acked(seq);
   }
 
   dropped(deviceId: string, seq: number): void {
-    this.devices.get(deviceId)?.set(seq, DROPPED);
+    this.devices.get(deviceId)?.dropped(seq);
   }
 
   /** Reads every telemetry partition back and compares it with what was sent. */

@@ -23,18 +23,16 @@ import {
   encodeResultMessage,
   type ResultMessage,
 } from '#shared/commands/mqtt-messages.js';
-import type { Payload } from '#shared/envelope.js';
 import type { Logger } from '#shared/log.js';
 import { mqttClientLog } from '#shared/mqtt-log.js';
 import type { SimConfig } from './config.js';
 import { type KindStats, SimDevice } from './device.js';
 import type { Faults } from './faults.js';
-import type { SeqLedger } from './ledger.js';
-import type { DeviceModel } from './profiles.js';
+import type { DeviceLedger } from './ledger.js';
+import type { DeviceModel, PayloadText } from './profiles.js';
 
 export interface MqttDeviceDeps {
   config: SimConfig;
-  ledger: SeqLedger;
   faults: Faults;
   stats: KindStats;
   logger: Logger;
@@ -47,6 +45,9 @@ interface Outgoing {
   /** Telemetry: its seq (for the ledger); results and status carry none. */
   readonly seq: number | undefined;
 }
+
+/** Every publish's options (MQTT.js copies them; one object for all). */
+const PUBLISH_QOS1 = { qos: 1 } as const;
 
 /** Replies remembered for deduplication: a microcontroller keeps a few. */
 const REMEMBERED_REPLIES = 32;
@@ -65,7 +66,10 @@ export class MqttDevice extends SimDevice {
   private stopped = false;
   /** QoS 1 publishes sent and not yet acknowledged (the in-flight window). */
   private inflight = 0;
+  private readonly maxInflight: number;
   private readonly topics: { telemetry: string; commands: string; results: string; status: string };
+  /** devices/<id>/telemetry/<type> by type, built once per type instead of once per reading. */
+  private readonly telemetryTopics = new Map<string, string>();
 
   constructor(
     id: string,
@@ -73,9 +77,11 @@ export class MqttDevice extends SimDevice {
     clockOffset: number,
     firstDue: number,
     random: () => number,
+    seqs: DeviceLedger,
     private readonly deps: MqttDeviceDeps,
   ) {
-    super(id, model, clockOffset, firstDue, random);
+    super(id, model, clockOffset, firstDue, random, seqs);
+    this.maxInflight = deps.config['mqtt.maxInflight'];
     this.topics = {
       telemetry: `devices/${id}/telemetry`,
       commands: `devices/${id}/commands`,
@@ -97,6 +103,9 @@ export class MqttDevice extends SimDevice {
       clientId: this.id,
       clean: false,
       keepalive: c['mqtt.keepalive'],
+      // MQTT.js re-arms its keepalive timer on every PUBACK by default (a clear and a new timer per
+      // message); the spec only needs a PINGREQ within each keepalive [MQTT-3.1.2-23], which it still sends.
+      reschedulePings: false,
       reconnectPeriod: 0, // our own backoff (below): MQTT.js retries at a fixed period
       connectTimeout: 10_000,
       log: mqttClientLog(),
@@ -152,38 +161,48 @@ export class MqttDevice extends SimDevice {
     }, delay);
   }
 
-  protected publish(type: string, payload: Payload, time: number): void {
-    const seq = this.deps.ledger.nextSeq(this.id);
-    const body =
-      typeof payload === 'number'
-        ? JSON.stringify({ seq, time, v: payload })
-        : JSON.stringify({ seq, time, ...payload });
-    const msg: Outgoing = { topic: `${this.topics.telemetry}/${type}`, body, seq };
-    const faults = this.deps.faults;
-    if (faults.malformed()) {
-      this.send({ topic: msg.topic, body: `{"seq":${seq},"time":${time},"broken`, seq: undefined });
+  private telemetryTopic(type: string): string {
+    let topic = this.telemetryTopics.get(type);
+    if (topic === undefined) {
+      topic = `${this.topics.telemetry}/${type}`;
+      this.telemetryTopics.set(type, topic);
     }
+    return topic;
+  }
+
+  protected publish(type: string, payload: PayloadText, time: number): void {
+    const seq = this.seqs.nextSeq();
+    // {"seq":…,"time":…} and then the reading's own fields: the payload text without its opening brace.
+    const body = `{"seq":${seq},"time":${time},${payload.slice(1)}`;
+    const topic = this.telemetryTopic(type);
+    const faults = this.deps.faults;
+    if (faults.malformed()) this.send(topic, `{"seq":${seq},"time":${time},"broken`, undefined);
     if (this.held) {
       const earlier = this.held;
       this.held = undefined;
-      this.send(msg);
-      this.send(earlier);
+      this.send(topic, body, seq);
+      this.send(earlier.topic, earlier.body, earlier.seq);
       return;
     }
     if (faults.holdBack()) {
-      this.held = msg;
+      this.held = { topic, body, seq };
       return;
     }
-    this.send(msg);
-    if (faults.duplicate()) this.send(msg);
+    this.send(topic, body, seq);
+    if (faults.duplicate()) this.send(topic, body, seq);
   }
 
-  /** Sends now when connected and the in-flight window has room, else keeps it in the bounded local queue. */
-  private send(m: Outgoing): void {
-    if (this.connected && this.queue.length === 0 && this.inflight < this.deps.config['mqtt.maxInflight']) {
-      this.transmit(m);
+  /**
+   * Sends now when connected and the in-flight window has room, else keeps it in the bounded local
+   * queue. Takes the message's parts rather than an Outgoing: most readings go out at once, and
+   * those need no object of their own.
+   */
+  private send(topic: string, body: string, seq: number | undefined): void {
+    if (this.connected && this.queue.length === 0 && this.inflight < this.maxInflight) {
+      this.transmit(topic, body, seq);
       return;
     }
+    const m: Outgoing = { topic, body, seq };
     // Command results go first and are never the ones dropped: a reading is worth less than an answer.
     if (m.seq === undefined) {
       const firstReading = this.queue.findIndex((q) => q.seq !== undefined);
@@ -199,31 +218,33 @@ export class MqttDevice extends SimDevice {
   private dropped(m: Outgoing): void {
     if (m.seq === undefined) return;
     this.deps.stats.dropped++;
-    this.deps.ledger.dropped(this.id, m.seq);
+    this.seqs.dropped(m.seq);
   }
 
   /** Sends queued messages while connected and the window has room. */
   private drain(): void {
-    const max = this.deps.config['mqtt.maxInflight'];
-    while (this.connected && this.inflight < max && this.queue.length > 0) this.transmit(this.queue.shift()!);
+    while (this.connected && this.inflight < this.maxInflight && this.queue.length > 0) {
+      const m = this.queue.shift()!;
+      this.transmit(m.topic, m.body, m.seq);
+    }
   }
 
-  private transmit(m: Outgoing): void {
+  private transmit(topic: string, body: string, seq: number | undefined): void {
     const client = this.client;
     if (!client) return;
-    if (m.seq !== undefined) this.deps.stats.sent++;
+    if (seq !== undefined) this.deps.stats.sent++;
     this.inflight++;
-    client.publish(m.topic, m.body, { qos: 1 }, (err) => {
+    client.publish(topic, body, PUBLISH_QOS1, (err) => {
       if (client !== this.client) return; // a crashed life's publish
       this.inflight--;
-      this.drain();
-      if (m.seq === undefined) return;
+      if (this.queue.length > 0) this.drain();
+      if (seq === undefined) return;
       if (err) {
         this.deps.stats.errors++;
         return;
       }
       this.deps.stats.acked++;
-      this.deps.ledger.acked(this.id, m.seq);
+      this.seqs.acked(seq);
     });
   }
 
@@ -240,7 +261,7 @@ export class MqttDevice extends SimDevice {
     const again = this.replies.get(cmd.id);
     if (again !== undefined) {
       // A redelivery (the persistent session, or the gateway after a reconnect): the same reply, no second effect.
-      this.send({ topic: this.topics.results, body: again, seq: undefined });
+      this.send(this.topics.results, again, undefined);
       return;
     }
     // Never execute after the deadline [docs/guarantees.md §2], by the device's own clock (a device
@@ -252,7 +273,7 @@ export class MqttDevice extends SimDevice {
       this.replies.set(cmd.id, reply);
       if (this.replies.size > REMEMBERED_REPLIES) this.replies.delete(this.replies.keys().next().value!);
       stats.commandsAnswered++;
-      this.send({ topic: this.topics.results, body: reply, seq: undefined });
+      this.send(this.topics.results, reply, undefined);
     };
     if (stall > 0) this.deps.clock.setTimeout(answer, stall);
     else answer();
@@ -321,9 +342,10 @@ export class MqttDevice extends SimDevice {
   /** Clean stop: sends what it holds, waits (bounded) for PUBACKs, then DISCONNECT (no will). */
   async stop(timeoutMs: number): Promise<void> {
     this.running = false;
-    if (this.held) {
-      this.send(this.held);
+    const held = this.held;
+    if (held) {
       this.held = undefined;
+      this.send(held.topic, held.body, held.seq);
     }
     // Let the queue drain through the in-flight window while connected (bounded by timeoutMs).
     const deadline = Date.now() + timeoutMs;

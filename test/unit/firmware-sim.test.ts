@@ -3,9 +3,20 @@ import { describe, expect, it } from 'vitest';
 import { seededRandom } from '../../device/sensors/sensor.js';
 import { Faults } from '../../firmware-sim/faults.js';
 import { fleetConfig } from '../../firmware-sim/fleet.js';
-import { createModel, type Events, ratePerDevice } from '../../firmware-sim/profiles.js';
+import { createModel, decimal, type Events, ratePerDevice } from '../../firmware-sim/profiles.js';
 
 const config = fleetConfig();
+
+/**
+ * A model's reading is JSON text of an object, written by a template: it must parse, and be
+ * exactly what JSON.stringify writes for it (no stray spaces, the same number formatting).
+ */
+function reading(text: string): Record<string, unknown> {
+  const parsed = JSON.parse(text) as unknown;
+  expect(parsed).toBeTypeOf('object');
+  expect(JSON.stringify(parsed)).toBe(text);
+  return parsed as Record<string, unknown>;
+}
 
 describe('profiles', () => {
   it('drone: GPS at 10 Hz and battery at 1 Hz (22,000 msg/s for 2,000 drones)', () => {
@@ -23,10 +34,10 @@ describe('profiles', () => {
     const positions: Array<{ lat: number; lon: number; ph: string }> = [];
     const battery: number[] = [];
     for (let t = 0; t <= 30 * 60_000; t += 100) {
-      positions.push(m.read('gps', t, events) as { lat: number; lon: number; ph: string });
-      if (t % 1000 === 0) battery.push((m.read('battery', t, events) as { pct: number }).pct);
+      positions.push(reading(m.read('gps', t, events)) as { lat: number; lon: number; ph: string });
+      if (t % 1000 === 0) battery.push((reading(m.read('battery', t, events)) as { pct: number }).pct);
     }
-    const statuses = events.map(([type, p]) => `${type}:${(p as { status: string }).status}`);
+    const statuses = events.map(([type, p]) => `${type}:${(reading(p) as { status: string }).status}`);
     expect(statuses.slice(0, 4)).toEqual([
       'delivery:departed',
       'delivery:delivered',
@@ -54,8 +65,8 @@ describe('profiles', () => {
       expect(s.intervalMs).toBeLessThanOrEqual(10_000);
     }
     for (let t = 0; t < 86_400_000; t += 600_000) {
-      const c = (m.read('temperature', t, []) as { c: number }).c;
-      const rh = (m.read('humidity', t, []) as { rh: number }).rh;
+      const c = (reading(m.read('temperature', t, [])) as { c: number }).c;
+      const rh = (reading(m.read('humidity', t, [])) as { rh: number }).rh;
       expect(c).toBeGreaterThan(5);
       expect(c).toBeLessThan(40);
       expect(rh).toBeGreaterThanOrEqual(5);
@@ -70,7 +81,21 @@ describe('profiles', () => {
       fleetConfig({ 'profile.constant.payloadBytes': 200 }),
       0,
     );
-    expect(JSON.stringify(m.read('constant', 0, []))).toHaveLength(200);
+    expect(reading(m.read('constant', 0, []))).toBeTypeOf('object');
+    expect(m.read('constant', 0, [])).toHaveLength(200);
+  });
+});
+
+describe('decimal', () => {
+  it('writes what JSON.stringify writes for the rounded number', () => {
+    const random = seededRandom(11);
+    const values = [0, -0, 1, -1, 0.5, -0.5, 1e-7, -1e-7, 99.995, 52.5200001, 13.404954, 359.96, 100, 5];
+    for (let i = 0; i < 20_000; i++) values.push((random() - 0.5) * 10 ** Math.floor(random() * 6));
+    for (const x of values)
+      for (const digits of [0, 1, 2, 3, 6]) {
+        const p = 10 ** digits;
+        expect(decimal(x, digits)).toBe(JSON.stringify(Math.round(x * p) / p));
+      }
   });
 });
 
