@@ -110,17 +110,10 @@ end
 local batch = cjson.decode(ARGV[2])
 
 -- The sequence state of every device in the batch in one HMGET (each redis.call
--- costs more than the Lua around it), and its folds in the order devices appear.
-local order, folds, foldOf = {}, {}, {}
-for i = 1, #batch do
-  local dev = batch[i][1]
-  if not foldOf[dev] then
-    local fold = { dev = dev, readings = {}, arrival = 0 }
-    order[#order + 1] = dev
-    folds[#folds + 1] = fold
-    foldOf[dev] = fold
-  end
-end
+-- costs more than the Lua around it).
+local folds, foldOf = foldsOf(batch)
+local order = {}
+for i = 1, #folds do order[i] = folds[i].dev end
 local raws = redis.call('HMGET', seqKey, unpack(order))
 for i = 1, #order do devices[order[i]] = parse(raws[i]) end
 
@@ -135,9 +128,7 @@ for i = 1, #batch do
     local id = redis.call('XADD', stream, '*', 'd', dev, 's', e[2], 't', e[3], 'k', e[4], 'v', e[5], 'p', e[6])
     mark(st, seq)
     appended = appended + 1
-    local fold = foldOf[dev]
-    fold.readings[#fold.readings + 1] = { seq, e[2], e[3], e[4], e[6] }
-    fold.arrival = tonumber(string.match(id, '^(%d+)'))
+    foldAppended(foldOf[dev], e, id)
   end
 end
 

@@ -16,20 +16,11 @@ Result: number of entries appended
 
 local stream = KEYS[1]
 local batch = cjson.decode(ARGV[2])
-local folds, foldOf = {}, {}
+local folds, foldOf = foldsOf(batch)
 for i = 1, #batch do
   local e = batch[i]
   local id = redis.call('XADD', stream, '*', 'd', e[1], 's', e[2], 't', e[3], 'k', e[4], 'v', e[5], 'p', e[6])
-  if KEYS[2] then
-    local fold = foldOf[e[1]]
-    if not fold then
-      fold = { dev = e[1], readings = {}, arrival = 0 }
-      folds[#folds + 1] = fold
-      foldOf[e[1]] = fold
-    end
-    fold.readings[#fold.readings + 1] = { tonumber(e[2]), e[2], e[3], e[4], e[6] }
-    fold.arrival = tonumber(string.match(id, '^(%d+)'))
-  end
+  foldAppended(foldOf[e[1]], e, id)
 end
-if #folds > 0 then foldState(KEYS[2], folds) end
+if KEYS[2] and #folds > 0 then foldState(KEYS[2], folds) end
 return #batch

@@ -16,6 +16,27 @@
 -- folds: array of { dev = <id>, arrival = <ms>, readings = { { seq (number),
 -- seqText, timeText, type, payload }, ... } }. Returns applied, stale.
 
+-- The folds of a batch (JSON rows: deviceId, seq, time, type, version, payload),
+-- one per device in the order each first appears, and the same folds by device.
+local function foldsOf(batch)
+  local folds, foldOf = {}, {}
+  for i = 1, #batch do
+    local dev = batch[i][1]
+    if not foldOf[dev] then
+      local fold = { dev = dev, readings = {}, arrival = 0 }
+      folds[#folds + 1] = fold
+      foldOf[dev] = fold
+    end
+  end
+  return folds, foldOf
+end
+
+-- Adds a batch row that XADD appended as `id` to its device's fold.
+local function foldAppended(fold, e, id)
+  fold.readings[#fold.readings + 1] = { tonumber(e[2]), e[2], e[3], e[4], e[6] }
+  fold.arrival = tonumber(string.match(id, '^(%d+)'))
+end
+
 local function foldState(key, folds)
   local applied, stale = 0, 0
   -- Every field the readings compare against, in one read: each device's header
