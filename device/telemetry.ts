@@ -43,9 +43,7 @@ export class DeviceTelemetry {
       version: SCHEMA_VERSION,
       payload,
     });
-    this.sampleCounter?.inc({ type });
-    if (!this.producer.offer(entry)) this.onOverflow(entry);
-    return entry;
+    return this.hand(entry);
   }
 
   /**
@@ -61,7 +59,12 @@ export class DeviceTelemetry {
       type,
       payloadText,
     });
-    this.sampleCounter?.inc({ type });
+    return this.hand(entry);
+  }
+
+  /** Counts the reading and offers it to the producer; a refusal goes to the overflow handler. */
+  private hand(entry: EncodedEnvelope): EncodedEnvelope {
+    this.sampleCounter?.inc({ type: entry.type });
     if (!this.producer.offer(entry)) this.onOverflow(entry);
     return entry;
   }

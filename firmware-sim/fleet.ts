@@ -132,38 +132,31 @@ export async function startFleet(
   let stopping = false;
 
   // Start times interleave the kinds (agents even slots, MQTT odd), so a ramp-up brings both up together.
-  for (let i = 0; i < nAgents; i++) {
-    const id = `${prefix}-a-${i}`;
+  // What every simulated device gets, agent or MQTT: its seeded randomness, clock offset,
+  // ledger handle and first due time (agents on even ramp-up slots, MQTT devices on odd ones).
+  const identity = (kind: 'agent' | 'mqtt', i: number) => {
+    const id = `${prefix}-${kind === 'agent' ? 'a' : 'm'}-${i}`;
     const random = seededRandom(fnv1a32(id) ^ config['faults.seed']);
     const offset = faults.clockOffset(all.length);
-    const seqs = ledger.register(id, seqBase, offset !== 0, 'agent');
-    const firstDue = start + (total > 1 ? Math.floor(((i * 2) / total) * rampUp) : 0);
-    all.push(
-      pool.add(
-        id,
-        createModel(config['fleet.profile'], random, config, start),
-        offset,
-        firstDue,
-        random,
-        seqs,
-      ),
-    );
+    const seqs = ledger.register(id, seqBase, offset !== 0, kind);
+    const ramp = kind === 'agent' ? i * 2 : i * 2 + 1;
+    const firstDue = start + (total > 1 ? Math.floor((ramp / total) * rampUp) : 0);
+    const model = createModel(config['fleet.profile'], random, config, start);
+    return { id, random, offset, seqs, firstDue, model };
+  };
+  for (let i = 0; i < nAgents; i++) {
+    const { id, random, offset, seqs, firstDue, model } = identity('agent', i);
+    all.push(pool.add(id, model, offset, firstDue, random, seqs));
   }
   for (let i = 0; i < nMqtt; i++) {
-    const id = `${prefix}-m-${i}`;
-    const random = seededRandom(fnv1a32(id) ^ config['faults.seed']);
-    const offset = faults.clockOffset(all.length);
-    const seqs = ledger.register(id, seqBase, offset !== 0, 'mqtt');
-    const firstDue = start + (total > 1 ? Math.floor(((i * 2 + 1) / total) * rampUp) : 0);
-    const d = new MqttDevice(
-      id,
-      createModel(config['fleet.profile'], random, config, start),
-      offset,
-      firstDue,
-      random,
-      seqs,
-      { config, faults, stats: mqttStats, logger, clock },
-    );
+    const { id, random, offset, seqs, firstDue, model } = identity('mqtt', i);
+    const d = new MqttDevice(id, model, offset, firstDue, random, seqs, {
+      config,
+      faults,
+      stats: mqttStats,
+      logger,
+      clock,
+    });
     mqttDevices.push(d);
     all.push(d);
   }
