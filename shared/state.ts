@@ -33,7 +33,7 @@ export interface DeviceState {
   readonly readings: Readonly<Record<string, Reading>>;
 }
 
-/** Decodes one `r:<type>` field value. */
+/** Decodes one `<deviceId> <type>` field value. */
 export function decodeReading(value: string): Reading | undefined {
   const m = /^(\d+) (\d+) ([\s\S]*)$/.exec(value);
   if (!m) return undefined;

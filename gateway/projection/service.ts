@@ -104,7 +104,7 @@ interface DeviceFold {
 /** How often the group's lag is measured for health (one XINFO GROUPS per partition). */
 export const LAG_CHECK_INTERVAL_MS = 1000;
 
-/** One projectState-1.lua call: a device's state hash, the newest arrival, its packed readings ("<seq> <time> <type> <payload>"). */
+/** One projectState-1.lua call: the device's partition state hash, the device, the newest arrival, its packed readings ("<seq> <time> <type> <payload>"). */
 interface ProjectStateCall {
   stateKey: string;
   deviceId: string;

@@ -19,7 +19,7 @@ import { readFileSync } from 'node:fs';
 import { Cluster, type Redis } from 'ioredis';
 import { ScriptError } from '../errors.js';
 
-/** File names of every script, <command>-<numberOfKeys>.lua. */
+/** File names of every script, <command>-<numberOfKeys>.lua (or -n.lua: the caller passes the count). */
 export const SCRIPT_FILES = [
   'appendTelemetry-n.lua',
   'appendTelemetryRaw-n.lua',
@@ -121,7 +121,7 @@ export function scriptErrorOf(err: unknown, script: string): ScriptError | undef
 
 /** Typed access to the scripts once defined. */
 export interface ScriptCommands {
-  /** numberOfKeys, then the stream, its sequence state and the batch's state hashes (appendTelemetry-n.lua). */
+  /** numberOfKeys, then the stream, its sequence state and (optional) the partition's state hash (appendTelemetry-n.lua). */
   appendTelemetry(
     numberOfKeys: number,
     ...keysAndArgs: (string | number)[]

@@ -5,15 +5,11 @@
  * newest by sequence number per reading type, so out-of-order, retried and
  * replayed entries never make it go back, and duplicates never overwrite it.
  */
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { encodeEnvelope } from '#shared/envelope.js';
-import { Keys } from '#shared/keys.js';
-import { silentLogger } from '#shared/log.js';
-import { createRedis, type RedisClient, waitReady } from '#shared/redis/connect.js';
 import { readDeviceState, readDeviceStates } from '#shared/state.js';
-import { TelemetryProducer } from '#shared/telemetry/producer.js';
-import { type ProducerOptions, producerOptions } from '#shared/telemetry/producer-options.js';
-import { randomPrefix } from '../harness/prefix.js';
+import type { ProducerOptions } from '#shared/telemetry/producer-options.js';
+import { useProducers } from '../harness/producer.js';
 import { ALL_SERVERS, REDIS_ONLY } from '../harness/server-kind.js';
 import { readStream } from '../harness/streams.js';
 import { forEachTarget } from '../harness/targets.js';
@@ -40,21 +36,9 @@ function shuffled<T>(items: T[], seed: number): T[] {
 forEachTarget(
   'latest state folded in by the append',
   (target) => {
-    const clients: RedisClient[] = [];
-    afterEach(() => {
-      for (const c of clients.splice(0)) c.disconnect();
-    });
+    const producers = useProducers(target);
     const open = async (overrides: Partial<ProducerOptions> = {}) => {
-      const keys = new Keys(randomPrefix(), 8);
-      const client = createRedis(target().config, { failFast: true });
-      clients.push(client);
-      await waitReady(client, 'test', 10_000);
-      const producer = new TelemetryProducer(
-        client,
-        keys,
-        { ...producerOptions(), lingerMs: 1, ...overrides },
-        { logger: silentLogger() },
-      );
+      const { keys, client, producer } = await producers({ lingerMs: 1, ...overrides });
       const send = async (entries: ReturnType<typeof reading>[]) => {
         for (const e of entries) expect(producer.offer(e)).toBe(true);
         await producer.flush();
@@ -149,26 +133,18 @@ forEachTarget(
 forEachTarget(
   'latest state of a large batch',
   (target) => {
+    const open = useProducers(target);
     it('folds a batch of the largest size (producer.batchMaxEntries 10,000, as many devices) in one call', async () => {
-      const keys = new Keys(randomPrefix(), 1);
-      const client = createRedis(target().config, { failFast: true });
-      try {
-        await waitReady(client, 'test', 10_000);
-        const producer = new TelemetryProducer(
-          client,
-          keys,
-          { ...producerOptions(), batchMaxEntries: 10_000, maxBufferedEntries: 10_000, lingerMs: 50 },
-          { logger: silentLogger() },
-        );
-        const ids = Array.from({ length: 10_000 }, (_, i) => `big-${i}`);
-        for (const id of ids) expect(producer.offer(reading(id, 1, 'temp', 1))).toBe(true);
-        await producer.flush();
-        expect(producer.totals).toMatchObject({ appended: 10_000, duplicates: 0 });
-        const states = await readDeviceStates(client, keys, ids);
-        expect(states.filter((s) => s?.readings.temp?.seq === 1)).toHaveLength(10_000);
-      } finally {
-        client.disconnect();
-      }
+      const { keys, client, producer } = await open(
+        { batchMaxEntries: 10_000, maxBufferedEntries: 10_000, lingerMs: 50 },
+        1,
+      );
+      const ids = Array.from({ length: 10_000 }, (_, i) => `big-${i}`);
+      for (const id of ids) expect(producer.offer(reading(id, 1, 'temp', 1))).toBe(true);
+      await producer.flush();
+      expect(producer.totals).toMatchObject({ appended: 10_000, duplicates: 0 });
+      const states = await readDeviceStates(client, keys, ids);
+      expect(states.filter((s) => s?.readings.temp?.seq === 1)).toHaveLength(10_000);
     });
   },
   REDIS_ONLY,

@@ -4,15 +4,10 @@
  * their fields, per-device order holds, and retried or replayed batches never
  * create a second entry.
  */
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import type { EncodedEnvelope } from '#shared/envelope.js';
 import { encodeEnvelope } from '#shared/envelope.js';
-import { Keys } from '#shared/keys.js';
-import { silentLogger } from '#shared/log.js';
-import { createRedis, type RedisClient, waitReady } from '#shared/redis/connect.js';
-import { TelemetryProducer } from '#shared/telemetry/producer.js';
-import { type ProducerOptions, producerOptions } from '#shared/telemetry/producer-options.js';
-import { randomPrefix } from '../harness/prefix.js';
+import { useProducers } from '../harness/producer.js';
 import { ALL_SERVERS } from '../harness/server-kind.js';
 import { readAllTelemetry, readStream, seqsByDevice, waitFor } from '../harness/streams.js';
 import { forEachTarget } from '../harness/targets.js';
@@ -24,23 +19,7 @@ function entry(deviceId: string, seq: number, payload: number | object = { v: se
 forEachTarget(
   'telemetry producer',
   (target) => {
-    const clients: RedisClient[] = [];
-    const open = async (overrides: Partial<ProducerOptions> = {}, partitions = 8) => {
-      const keys = new Keys(randomPrefix(), partitions);
-      const client = createRedis(target().config, { failFast: true });
-      clients.push(client);
-      await waitReady(client, 'test', 10_000);
-      const producer = new TelemetryProducer(
-        client,
-        keys,
-        { ...producerOptions(), lingerMs: 2, ...overrides },
-        { logger: silentLogger() },
-      );
-      return { keys, client, producer };
-    };
-    afterEach(() => {
-      for (const c of clients.splice(0)) c.disconnect();
-    });
+    const open = useProducers(target);
 
     it('puts each entry in its device partition with every envelope field', async () => {
       const { keys, producer } = await open();
