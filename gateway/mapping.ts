@@ -69,8 +69,9 @@ export interface DecodedReading {
   payload: unknown;
   /**
    * The reading's JSON text when it is known without serialising it again:
-   * a plain object reading that starts `{"seq":<n>,"time":<n>` (as JSON.stringify
-   * of `{seq, time, ...reading}` writes it) is the device's own text less those two.
+   * a plain object reading that starts `{"seq":<n>,"time":<n>` or `{"seq":<n>`
+   * (as JSON.stringify of `{seq, time, ...reading}` writes it) is the device's
+   * own text less those.
    */
   payloadText?: string;
 }
@@ -122,7 +123,7 @@ export function decodePayload(raw: Buffer, deviceId: string): DecodedReading {
   if (payloadText !== undefined)
     return {
       seq: obj.seq as number,
-      time: obj.time as number,
+      time: obj.time as number | undefined,
       type: undefined,
       payload: undefined,
       payloadText,
@@ -132,16 +133,18 @@ export function decodePayload(raw: Buffer, deviceId: string): DecodedReading {
 }
 
 /**
- * The text of a parsed reading without its leading seq and time, when the
- * text starts with exactly those two (JSON.stringify's form) and names neither
- * again (a repeated key would win in the parsed value, not in the text).
- * Undefined otherwise: the caller serialises the rest itself.
+ * The text of a parsed reading without its leading seq (and time, when it
+ * follows seq), when the text starts that way (JSON.stringify's form of
+ * `{seq, time?, ...reading}`) and names neither again (a repeated key would win
+ * in the parsed value, not in the text). Undefined otherwise: the caller
+ * serialises the rest itself.
  */
 function restText(text: string, obj: Record<string, unknown>): string | undefined {
   if (!text.startsWith('{"seq":')) return undefined;
-  const afterSeq = integerEnd(text, 7, obj.seq);
-  if (afterSeq < 0 || !text.startsWith(',"time":', afterSeq)) return undefined;
-  const end = integerEnd(text, afterSeq + 8, obj.time);
+  let end = integerEnd(text, 7, obj.seq);
+  if (end < 0) return undefined;
+  // Devices that leave the time to the gateway send seq alone.
+  if (text.startsWith(',"time":', end)) end = integerEnd(text, end + 8, obj.time);
   if (end < 0) return undefined;
   const next = text.charCodeAt(end);
   if (next === 0x7d /* } */) return end === text.length - 1 ? '{}' : undefined;

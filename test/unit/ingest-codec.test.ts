@@ -11,7 +11,7 @@ function stored(text: string) {
       ? encodeEnvelopeText({
           deviceId: 'dev-1',
           seq: r.seq!,
-          time: r.time!,
+          time: r.time ?? 0,
           type: 't',
           payloadText: r.payloadText,
         })
@@ -39,6 +39,16 @@ it('keeps the device text of a reading less seq and time: the same JSON as seria
   expect(stored('{"seq":7,"time":0}')).toEqual({ seq: 7, time: 0, fast: true, payload: '{}' });
 });
 
+it('keeps the device text of a reading that leaves the time to the gateway (seq alone in front)', () => {
+  expect(stored('{"seq":5,"v":21.5,"t":3,"timeout":"x"}')).toEqual({
+    seq: 5,
+    time: undefined,
+    fast: true,
+    payload: '{"v":21.5,"t":3,"timeout":"x"}',
+  });
+  expect(stored('{"seq":7}')).toEqual({ seq: 7, time: undefined, fast: true, payload: '{}' });
+});
+
 it('serialises the rest itself when the text is in another form or names seq or time twice', () => {
   const cases: Array<[string, Record<string, unknown>, number, number]> = [
     ['{ "seq": 5, "time": 9, "a": 1 }', { a: 1 }, 5, 9],
@@ -46,7 +56,7 @@ it('serialises the rest itself when the text is in another form or names seq or 
     ['{"seq":5,"time":9,"a":1,"seq":6}', { a: 1 }, 6, 9],
     ['{"seq":5,"time":9,"a":"x","time":10}', { a: 'x' }, 5, 10],
     ['{"seq":5,"time":9,"a":1,"seq":5}', { a: 1 }, 5, 9],
-    ['{"seq":5,"a":1}', { a: 1 }, 5, undefined as unknown as number],
+    ['{"seq":5,"a":1,"time":9}', { a: 1 }, 5, 9],
     ['{"seq":5e0,"time":9,"a":1}', { a: 1 }, 5, 9],
   ];
   for (const [text, rest, seq, time] of cases) {
