@@ -39,14 +39,26 @@ export class TopicTemplate {
 
   /** Device id and type of a topic, or undefined when the topic does not match. */
   match(topic: string): { deviceId: string; type: string | undefined } | undefined {
-    const parts = topic.split('/');
-    if (parts.length !== this.levels.length) return undefined;
-    for (let i = 0; i < parts.length; i++) {
-      if (i !== this.deviceIndex && i !== this.typeIndex && parts[i] !== this.levels[i]) return undefined;
+    // Walks the levels in place: no array of levels per publish (this runs on every one).
+    let deviceId: string | undefined;
+    let type: string | undefined;
+    let start = 0;
+    for (let i = 0; i < this.levels.length; i++) {
+      const slash = topic.indexOf('/', start);
+      const last = i === this.levels.length - 1;
+      // As many levels as the template: the last one runs to the end, the others to a '/'.
+      if (last !== (slash < 0)) return undefined;
+      const end = last ? topic.length : slash;
+      if (i === this.deviceIndex) deviceId = topic.slice(start, end);
+      else if (i === this.typeIndex) type = topic.slice(start, end);
+      else {
+        const literal = this.levels[i]!;
+        if (end - start !== literal.length || !topic.startsWith(literal, start)) return undefined;
+      }
+      start = end + 1;
     }
-    const deviceId = parts[this.deviceIndex]!;
-    if (deviceId === '') return undefined;
-    return { deviceId, type: this.typeIndex >= 0 ? parts[this.typeIndex] : undefined };
+    if (!deviceId) return undefined;
+    return { deviceId, type };
   }
 
   /** The topic of one device (types are not filled in). */
