@@ -46,8 +46,9 @@ export class TopicTemplate {
     for (let i = 0; i < this.levels.length; i++) {
       const slash = topic.indexOf('/', start);
       const last = i === this.levels.length - 1;
+      const moreLevels = slash >= 0;
       // As many levels as the template: the last one runs to the end, the others to a '/'.
-      if (last !== (slash < 0)) return undefined;
+      if (last === moreLevels) return undefined;
       const end = last ? topic.length : slash;
       if (i === this.deviceIndex) deviceId = topic.slice(start, end);
       else if (i === this.typeIndex) type = topic.slice(start, end);
