@@ -37,6 +37,7 @@ import { Keys } from '#shared/keys.js';
 import { silentLogger } from '#shared/log.js';
 import { deviceTopic } from '#shared/sparkplug/topic.js';
 import { KindStats, SparkplugNode } from '../firmware-sim/fleet.js';
+import { quantile } from '../firmware-sim/ledger.js';
 import { gatewaySchema } from '../gateway/config.js';
 import { startGatewayProcess } from '../test/harness/gateway.js';
 import { startMosquitto } from '../test/harness/mosquitto.js';
@@ -62,11 +63,6 @@ async function connectPublishers(url: string, prefix: string): Promise<MqttClien
 
 /** Bridge/mosquitto pairs measured (BENCH_GATEWAY_ROUNDS, default 3, odd so the median is one pair). */
 const ROUNDS = Math.max(1, Number(process.env.BENCH_GATEWAY_ROUNDS ?? 3));
-
-/** The middle value (the upper one of an even count): always one of the values. */
-function median(values: readonly number[]): number {
-  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
-}
 
 async function measureRate(
   clients: MqttClient[],
@@ -136,9 +132,7 @@ async function gatewayBroker(redisUrl: string): Promise<{ rate: number; p50: num
     const latencies = await fixedRate(clients, 'gb');
     await closeAll(clients);
     latencies.sort((a, b) => a - b);
-    const q = (p: number) =>
-      latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? Number.NaN;
-    return { rate: measured, p50: q(0.5), p99: q(0.99) };
+    return { rate: measured, p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99) };
   } finally {
     await gw.kill('SIGKILL');
   }
@@ -359,7 +353,11 @@ export async function run(): Promise<Record<string, unknown>> {
       rounds.push({ bridge, mosquitto: await mosquittoAlone() });
     }
     const ratios = rounds.map((r) => r.bridge / r.mosquitto);
-    const { bridge, mosquitto } = rounds[ratios.indexOf(median(ratios))]!;
+    const median = quantile(
+      [...ratios].sort((a, b) => a - b),
+      0.5,
+    );
+    const { bridge, mosquitto } = rounds[ratios.indexOf(median)]!;
     const nats = await natsJetStream();
     return {
       gateway_broker_per_s: Math.round(broker.rate),
