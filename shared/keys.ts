@@ -61,6 +61,18 @@ export class Keys {
     return partitionOf(deviceId, this.partitions);
   }
 
+  /** Items grouped by their device's partition, each group in the items' order. */
+  byPartition<T>(items: Iterable<T>, deviceOf: (item: T) => string): Map<number, T[]> {
+    const groups = new Map<number, T[]>();
+    for (const item of items) {
+      const p = this.partitionOf(deviceOf(item));
+      const group = groups.get(p);
+      if (group) group.push(item);
+      else groups.set(p, [item]);
+    }
+    return groups;
+  }
+
   telemetryStream(partition: number): string {
     return `${this.prefix}:telemetry:{p${partition}}`;
   }

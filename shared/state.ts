@@ -73,29 +73,27 @@ export async function readDeviceStates(
   keys: Keys,
   deviceIds: readonly string[],
 ): Promise<Array<DeviceState | undefined>> {
-  const byPartition = new Map<number, number[]>();
-  for (const [i, id] of deviceIds.entries()) {
-    const p = keys.partitionOf(id);
-    const list = byPartition.get(p);
-    if (list) list.push(i);
-    else byPartition.set(p, [i]);
-  }
-  const headers = new Array<string | null>(deviceIds.length).fill(null);
+  const states = new Array<DeviceState | undefined>(deviceIds.length);
+  const groups = keys.byPartition(deviceIds.keys(), (i) => deviceIds[i]!);
   await Promise.all(
-    [...byPartition].map(async ([p, indexes]) => {
-      const values = await client.hmget(keys.partitionState(p), ...indexes.map((i) => deviceIds[i]!));
-      for (const [j, i] of indexes.entries()) headers[i] = values[j] ?? null;
+    [...groups].map(async ([p, indexes]) => {
+      const key = keys.partitionState(p);
+      const headers = await client.hmget(key, ...indexes.map((i) => deviceIds[i]!));
+      await Promise.all(
+        indexes.map(async (i, j) => {
+          const id = deviceIds[i]!;
+          const types = headerTypes(headers[j]);
+          const values = types.length ? await client.hmget(key, ...types.map((t) => `${id} ${t}`)) : [];
+          states[i] = decodeDeviceState(
+            id,
+            headers[j],
+            Object.fromEntries(types.map((t, k) => [t, values[k]])),
+          );
+        }),
+      );
     }),
   );
-  return Promise.all(
-    deviceIds.map(async (id, i) => {
-      const types = headerTypes(headers[i]);
-      const values = types.length
-        ? await client.hmget(keys.partitionStateFor(id), ...types.map((t) => `${id} ${t}`))
-        : [];
-      return decodeDeviceState(id, headers[i], Object.fromEntries(types.map((t, j) => [t, values[j]])));
-    }),
-  );
+  return states;
 }
 
 export async function readDeviceState(

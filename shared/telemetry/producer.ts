@@ -519,14 +519,7 @@ export class TelemetryProducer {
    * pipeline per partition, since a pipeline must stay within one slot.
    */
   private async appendBatch(entries: readonly EncodedEnvelope[]): Promise<BatchOutcome> {
-    const groups = new Map<number, EncodedEnvelope[]>();
-    for (const e of entries) {
-      const p = this.keys.partitionOf(e.deviceId);
-      const g = groups.get(p);
-      if (g) g.push(e);
-      else groups.set(p, [e]);
-    }
-    const parts = [...groups];
+    const parts = [...this.keys.byPartition(entries, (e) => e.deviceId)];
     const outcomes = await this.withTimeout(
       Promise.all(
         this.client instanceof Cluster

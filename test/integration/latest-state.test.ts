@@ -107,6 +107,9 @@ forEachTarget(
         expect(state?.seq).toBe(40);
         expect(state!.seq).toBeGreaterThanOrEqual(midway.get(d)!);
       }
+      // Read together, as the dashboard does (one HMGET per partition): each device's own state, in order.
+      const together = await readDeviceStates(client, keys, devices);
+      expect(together).toEqual(await Promise.all(devices.map((d) => readDeviceState(client, keys, d))));
     });
 
     it('raw mode (idempotent off) folds every entry too, newest by sequence number', async () => {

@@ -42,6 +42,17 @@ describe('keys and partitioning', () => {
       expect(keys.partitionStateFor(d)).toBe(keys.partitionState(keys.partitionOf(d)));
   });
 
+  it("groups items by their device's partition, each group in the items' order", () => {
+    const keys = new Keys('iot', 4);
+    const items = Array.from({ length: 40 }, (_, i) => ({ device: `dev-${i % 10}`, n: i }));
+    const groups = keys.byPartition(items, (it) => it.device);
+    expect([...groups.values()].flat()).toHaveLength(items.length);
+    for (const [p, group] of groups) {
+      for (const it of group) expect(keys.partitionOf(it.device)).toBe(p);
+      expect(group.map((it) => it.n)).toEqual([...group.map((it) => it.n)].sort((a, b) => a - b));
+    }
+  });
+
   it('puts all of a device key family in one slot', () => {
     const keys = new Keys();
     expect(slot(keys.commands('dev-9'))).toBe(slot(keys.device('dev-9', 'anything')));
@@ -63,6 +74,7 @@ describe('docs/keys.md', () => {
     const helpers = new Set([
       'constructor',
       'partitionOf',
+      'byPartition',
       'telemetryStreamFor',
       'partitionStateFor',
       'allTelemetryStreams',
