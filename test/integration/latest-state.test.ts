@@ -129,6 +129,13 @@ forEachTarget(
       expect(await target().client.xlen(keys.telemetryStreamFor('dev-n'))).toBe(1);
       expect(await readDeviceState(client, keys, 'dev-n')).toBeUndefined();
     });
+
+    it('in raw mode with producer.foldState=false appends every entry and keeps no state', async () => {
+      const { keys, client, send } = await open({ foldState: false, idempotent: false });
+      await send([reading('dev-q', 2, 'temp', 20), reading('dev-q', 1, 'temp', 10)]);
+      expect(await target().client.xlen(keys.telemetryStreamFor('dev-q'))).toBe(2);
+      expect(await readDeviceState(client, keys, 'dev-q')).toBeUndefined();
+    });
   },
   ALL_SERVERS,
 );

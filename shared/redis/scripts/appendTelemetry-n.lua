@@ -30,7 +30,7 @@ Result: { appended, duplicates, forgotten }
 
 -- #include foldState
 
-local stream, seqKey = KEYS[1], KEYS[2]
+local stream, seqKey, stateKey = KEYS[1], KEYS[2], KEYS[3]
 local maxGaps = tonumber(ARGV[1])
 local devices = {}
 local appended, duplicates, forgotten = 0, 0, 0
@@ -128,7 +128,7 @@ for i = 1, #batch do
     local id = redis.call('XADD', stream, '*', 'd', dev, 's', e[2], 't', e[3], 'k', e[4], 'v', e[5], 'p', e[6])
     mark(st, seq)
     appended = appended + 1
-    foldAppended(foldOf[dev], e, id)
+    if stateKey then foldAppended(foldOf[dev], e, id) end
   end
 end
 
@@ -141,12 +141,12 @@ for i = 1, #order do
   end
 end
 if #dirty > 0 then redis.call('HSET', seqKey, unpack(dirty)) end
-if KEYS[3] then
+if stateKey then
   local folded = {}
   for i = 1, #folds do
     if #folds[i].readings > 0 then folded[#folded + 1] = folds[i] end
   end
-  if #folded > 0 then foldState(KEYS[3], folded) end
+  if #folded > 0 then foldState(stateKey, folded) end
 end
 
 return { appended, duplicates, forgotten }

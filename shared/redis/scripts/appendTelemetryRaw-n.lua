@@ -14,13 +14,15 @@ Result: number of entries appended
 
 -- #include foldState
 
-local stream = KEYS[1]
+local stream, stateKey = KEYS[1], KEYS[2]
 local batch = cjson.decode(ARGV[2])
-local folds, foldOf = foldsOf(batch)
+-- Without a state hash nothing is folded, so no folds are collected either.
+local folds, foldOf
+if stateKey then folds, foldOf = foldsOf(batch) end
 for i = 1, #batch do
   local e = batch[i]
   local id = redis.call('XADD', stream, '*', 'd', e[1], 's', e[2], 't', e[3], 'k', e[4], 'v', e[5], 'p', e[6])
-  foldAppended(foldOf[e[1]], e, id)
+  if foldOf then foldAppended(foldOf[e[1]], e, id) end
 end
-if KEYS[2] and #folds > 0 then foldState(KEYS[2], folds) end
+if folds and #folds > 0 then foldState(stateKey, folds) end
 return #batch
