@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import mqtt from 'mqtt';
 import { flagName } from '#shared/config/schema.js';
 import { Keys } from '#shared/keys.js';
-import { runScript } from '../test/harness/agent-process.js';
+import { runProgram } from '../test/harness/agent-process.js';
 import { startMosquitto } from '../test/harness/mosquitto.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
 import { saturate } from './_mqtt-load.js';
@@ -60,7 +60,7 @@ const opts: Record<string, string | number | boolean> = {
 };
 const args = Object.entries(opts).flatMap(([k, v]) => [`--${flagName(k)}`, String(v)]);
 const preload = `--import=${new URL('./_eld-preload.mjs', import.meta.url).href}`;
-const gw = runScript('gateway/cli.ts', args, { NODE_OPTIONS: preload });
+const gw = runProgram('gateway', args, { NODE_OPTIONS: preload });
 const count = async () => {
   const lens = await Promise.all(new Keys('benchr', 16).allTelemetryStreams().map((s) => client.xlen(s)));
   return lens.reduce((a, b) => a + b, 0);

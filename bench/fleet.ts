@@ -41,7 +41,7 @@ import { flagName } from '#shared/config/schema.js';
 import { Keys } from '#shared/keys.js';
 import type { Summary } from '../firmware-sim/cli.js';
 import { quantile } from '../firmware-sim/ledger.js';
-import { runScript } from '../test/harness/agent-process.js';
+import { runProgram } from '../test/harness/agent-process.js';
 import { freePort } from '../test/harness/ports.js';
 import { waitForPort } from '../test/harness/process.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
@@ -239,7 +239,7 @@ export async function runFleet(shape: FleetRun): Promise<Record<string, unknown>
   }))
     gwArgs.push(`--${flagName(key)}`, String(value));
   const env = childEnv();
-  const gw = runScript('gateway/cli.ts', gwArgs, env);
+  const gw = runProgram('gateway', gwArgs, env);
   const client = new Redis(redis.url);
   const redisPid = Number(/process_id:(\d+)/.exec(await client.info('server'))?.[1]);
   const keys = new Keys(PREFIX);
@@ -248,8 +248,8 @@ export async function runFleet(shape: FleetRun): Promise<Record<string, unknown>
     const agents = Math.floor(DEVICES / 2);
     const mqtt = DEVICES - agents;
     const summaryFile = join(dir, 'summary.json');
-    const fleet = runScript(
-      'firmware-sim/cli.ts',
+    const fleet = runProgram(
+      'sim',
       [
         '--redis-url',
         redis.url,

@@ -60,6 +60,20 @@ export function runScript(
   );
 }
 
+/** A program as `npm run <name>` runs it: from its bundle (scripts/launch.mjs), not under tsx. */
+export function runProgram(
+  name: 'gateway' | 'sim' | 'agent',
+  args: readonly string[],
+  env: Record<string, string> = {},
+): AgentProcess {
+  return wrapProcess(
+    spawnTracked(process.execPath, ['scripts/launch.mjs', name, ...args], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+    }),
+  );
+}
+
 function wrapProcess(child: ChildProcess): AgentProcess {
   const out = captureOutput(child);
   const logs = () =>

@@ -9,7 +9,7 @@ import { silentLogger } from '#shared/log.js';
 import type { BrokerPorts } from '../../gateway/broker.js';
 import { ENV_PREFIX, type GatewayConfig, gatewaySchema } from '../../gateway/config.js';
 import { Gateway, type GatewayDeps } from '../../gateway/gateway.js';
-import { type AgentProcess, runScript } from './agent-process.js';
+import { type AgentProcess, runProgram } from './agent-process.js';
 import { randomPrefix } from './prefix.js';
 
 export function gatewayConfig(overrides: Record<string, unknown>): GatewayConfig {
@@ -46,7 +46,7 @@ export async function startGateway(
 export function startGatewayProcess(options: Record<string, string | number | boolean>): AgentProcess {
   const args: string[] = [];
   for (const [key, value] of Object.entries(options)) args.push(`--${flagName(key)}`, String(value));
-  return runScript('gateway/cli.ts', args);
+  return runProgram('gateway', args);
 }
 
 /** A gateway child process, resolved once it logs that it started (its broker or bridge is up). */

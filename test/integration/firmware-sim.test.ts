@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sendCommand, waitForResult } from '#shared/commands/send.js';
 import { Keys } from '#shared/keys.js';
 import { type Fleet, type FleetOptions, startFleet } from '../../firmware-sim/fleet.js';
-import { type AgentProcess, runScript } from '../harness/agent-process.js';
+import { type AgentProcess, runProgram } from '../harness/agent-process.js';
 import { type RunningGateway, startGateway } from '../harness/gateway.js';
 import { randomPrefix } from '../harness/prefix.js';
 import { type RedisServer, startRedis } from '../harness/redis-server.js';
@@ -298,7 +298,7 @@ function exited(p: AgentProcess): Promise<number | null> {
 
 describe('the CLI (npm run sim)', () => {
   it('--help lists the options from the schema', async () => {
-    const p = runScript('firmware-sim/cli.ts', ['--help']);
+    const p = runProgram('sim', ['--help']);
     expect(await exited(p)).toBe(0);
     const out = p.output();
     for (const flag of [
@@ -315,7 +315,7 @@ describe('the CLI (npm run sim)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'sim-cli-'));
     const file = join(dir, 'summary.json');
     try {
-      const p = runScript('firmware-sim/cli.ts', [
+      const p = runProgram('sim', [
         ...['--redis-url', redis.url, '--redis-key-prefix', prefix, '--redis-partitions', String(PARTITIONS)],
         ...['--mqtt-url', gw.url, '--fleet-id-prefix', 'cli', '--fleet-agents', '3', '--fleet-mqtt', '3'],
         ...['--fleet-duration', '2s', '--fleet-progress-interval', '500ms', '--fleet-summary-file', file],
