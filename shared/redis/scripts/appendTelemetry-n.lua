@@ -35,13 +35,17 @@ local maxGaps = tonumber(ARGV[1])
 local devices = {}
 local appended, duplicates, forgotten = 0, 0, 0
 
+-- markText: the mark as the text it was read or appended as, while it is that
+-- number (the common state, no gaps, is then written back without string.format).
 local function parse(raw)
-  local st = { mark = 0, ranges = {}, dirty = false }
-  if raw then
+  local st = { mark = 0, markText = '0', ranges = {}, dirty = false }
+  if raw and not string.find(raw, ';', 1, true) then
+    st.mark, st.markText = tonumber(raw), raw
+  elseif raw then
     local first = true
     for part in string.gmatch(raw, '[^;]+') do
       if first then
-        st.mark = tonumber(part)
+        st.mark, st.markText = tonumber(part), part
         first = false
       else
         local a, b = string.match(part, '^(%d+)-(%d+)$')
@@ -63,14 +67,14 @@ local function seen(st, seq)
   return false
 end
 
-local function mark(st, seq)
+local function mark(st, seq, seqText)
   st.dirty = true
   local ranges = st.ranges
   if seq == st.mark + 1 then
-    st.mark = seq
+    st.mark, st.markText = seq, seqText
     local r = ranges[1]
     if r and r[1] == seq + 1 then
-      st.mark = r[2]
+      st.mark, st.markText = r[2], nil
       table.remove(ranges, 1)
     end
     return
@@ -93,12 +97,13 @@ local function mark(st, seq)
   if #ranges > maxGaps then
     local lowest = table.remove(ranges, 1)
     forgotten = forgotten + (lowest[1] - st.mark - 1)
-    st.mark = lowest[2]
+    st.mark, st.markText = lowest[2], nil
   end
 end
 
 local function encode(st)
-  local parts = { string.format('%.0f', st.mark) }
+  if #st.ranges == 0 and st.markText then return st.markText end
+  local parts = { st.markText or string.format('%.0f', st.mark) }
   for i = 1, #st.ranges do
     parts[#parts + 1] = string.format('%.0f-%.0f', st.ranges[i][1], st.ranges[i][2])
   end
@@ -126,9 +131,9 @@ for i = 1, #batch do
     duplicates = duplicates + 1
   else
     local id = redis.call('XADD', stream, '*', 'd', dev, 's', e[2], 't', e[3], 'k', e[4], 'v', e[5], 'p', e[6])
-    mark(st, seq)
+    mark(st, seq, e[2])
     appended = appended + 1
-    if stateKey then foldAppended(foldOf[dev], e, id) end
+    if stateKey then foldAppended(foldOf[dev], e, id, seq) end
   end
 end
 

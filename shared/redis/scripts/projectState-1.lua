@@ -28,5 +28,5 @@ for i = 3, #ARGV do
   local seqText, timeText, readingType, payload = string.match(ARGV[i], '^(%d+) (%d+) (%S+) (.*)$')
   readings[#readings + 1] = { tonumber(seqText), seqText, timeText, readingType, payload }
 end
-local applied, stale = foldState(KEYS[1], { { dev = ARGV[1], arrival = tonumber(ARGV[2]), readings = readings } })
+local applied, stale = foldState(KEYS[1], { { dev = ARGV[1], arrival = string.match(ARGV[2], '^%d+$'), readings = readings } })
 return { applied, stale }
