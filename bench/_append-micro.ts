@@ -1,8 +1,9 @@
 /**
  * Micro-benchmark of the append script inside Redis: batches of ENTRIES entries of
- * DEVICES devices (one partition), as the producer sends them, with and without the
- * state fold. Prints Redis's own µs per call and per entry (INFO commandstats).
- * `npx tsx bench/_append-micro.ts [devicesPerBatch] [entriesPerBatch]`
+ * DEVICES devices over PARTITIONS partitions (default 1), as the producer sends them,
+ * with and without the state fold. Prints Redis's own µs per call and per entry (INFO
+ * commandstats) and its CPU per entry (INFO cpu).
+ * `npx tsx bench/_append-micro.ts [devicesPerBatch] [entriesPerBatch] [partitions]`
  */
 import { Redis } from 'ioredis';
 import { encodeEnvelope } from '#shared/envelope.js';
@@ -14,12 +15,13 @@ import { startLocalRedis } from '../test/harness/redis-server.js';
 
 const DEVICES = Number(process.argv[2] ?? 10);
 const ENTRIES = Number(process.argv[3] ?? 10);
+const PARTITIONS = Number(process.argv[4] ?? 1);
 const BATCHES = 3000;
 const redis = await startLocalRedis();
 const client = new Redis(redis.url);
 try {
   for (const foldState of [false, true]) {
-    const keys = new Keys(`am${foldState ? 1 : 0}`, 1);
+    const keys = new Keys(`am${foldState ? 1 : 0}`, PARTITIONS);
     const producer = new TelemetryProducer(
       client,
       keys,
@@ -41,6 +43,7 @@ try {
       );
     };
     const cpu0 = await cpu();
+    const client0 = process.cpuUsage();
     const seqs = new Map<string, number>();
     for (let b = 0; b < BATCHES; b++) {
       for (let i = 0; i < ENTRIES; i++) {
@@ -60,13 +63,14 @@ try {
       if (b % 100 === 99) await producer.flush();
     }
     await producer.flush();
+    const clientCpu = process.cpuUsage(client0);
     const cpuUs = ((await cpu()) - cpu0) * 1e6;
     const stats = await client.info('commandstats');
     const m = /cmdstat_evalsha:calls=(\d+),usec=(\d+)/.exec(stats);
     const calls = Number(m?.[1]);
     const usec = Number(m?.[2]);
     console.log(
-      `foldState=${foldState}: ${DEVICES} devices x ${ENTRIES / DEVICES} entries per call: ${(usec / calls).toFixed(1)} µs per call, ${(usec / calls / ENTRIES).toFixed(2)} µs per entry; Redis CPU ${(cpuUs / (BATCHES * ENTRIES)).toFixed(2)} µs per entry`,
+      `foldState=${foldState}: batches of ${ENTRIES} entries (${DEVICES} devices, ${PARTITIONS} partitions): ${calls / BATCHES} calls per batch, ${(usec / calls).toFixed(1)} µs per call, ${(usec / (BATCHES * ENTRIES)).toFixed(2)} µs per entry; Redis CPU ${(cpuUs / (BATCHES * ENTRIES)).toFixed(2)} µs per entry; this process (the producer and envelopes) ${((clientCpu.user + clientCpu.system) / (BATCHES * ENTRIES)).toFixed(2)} µs per entry`,
     );
   }
 } finally {

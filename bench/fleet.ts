@@ -29,6 +29,7 @@
  * Env: FLEET_BENCH_DEVICES (2000), FLEET_BENCH_SECONDS (60), FLEET_BENCH_COMMANDS (100 per s),
  * FLEET_BENCH_COMMAND_AGENTS (50): a smoke run is FLEET_BENCH_DEVICES=100 FLEET_BENCH_SECONDS=10.
  * FLEET_BENCH_GATEWAY_SET='key=value,...': extra gateway options (experiments, e.g. projection.enabled=false).
+ * FLEET_BENCH_GATEWAY_NODE_OPTIONS='--flag ...': node/V8 flags for the gateway alone (experiments).
  * FLEET_BENCH_CPU_PROF=DIR: CPU profiles of the gateway and the simulator over that window, written into DIR.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -239,7 +240,12 @@ export async function runFleet(shape: FleetRun): Promise<Record<string, unknown>
   }))
     gwArgs.push(`--${flagName(key)}`, String(value));
   const env = childEnv();
-  const gw = runProgram('gateway', gwArgs, env);
+  const gwNodeOptions = process.env.FLEET_BENCH_GATEWAY_NODE_OPTIONS;
+  const gw = runProgram(
+    'gateway',
+    gwArgs,
+    gwNodeOptions ? { ...env, NODE_OPTIONS: `${env.NODE_OPTIONS} ${gwNodeOptions}` } : env,
+  );
   const client = new Redis(redis.url);
   const redisPid = Number(/process_id:(\d+)/.exec(await client.info('server'))?.[1]);
   const keys = new Keys(PREFIX);

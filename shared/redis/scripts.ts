@@ -121,7 +121,7 @@ export function scriptErrorOf(err: unknown, script: string): ScriptError | undef
 
 /** Typed access to the scripts once defined. */
 export interface ScriptCommands {
-  /** numberOfKeys, then the stream, its sequence state and (optional) the partition's state hash (appendTelemetry-n.lua). */
+  /** numberOfKeys, then per partition its stream, sequence state and (optional) state hash, maxGaps, one batch per partition (appendTelemetry-n.lua). */
   appendTelemetry(
     numberOfKeys: number,
     ...keysAndArgs: (string | number)[]

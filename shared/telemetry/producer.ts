@@ -2,9 +2,9 @@
  * The batched telemetry producer used by agents and gateways.
  *
  * Entries are collected into batches by count, bytes and linger time and sent
- * as one scripted call per partition (the idempotent-append script by default),
- * all in one pipeline on a standalone server and one pipeline per partition on
- * a Cluster (a Cluster pipeline must stay within one slot). At most `maxInFlightBatches` batches are unacknowledged at
+ * as one scripted call (the idempotent-append script by default) holding every
+ * partition of the batch on a standalone server, and as one call per partition
+ * on a Cluster (a script's keys must share a slot). At most `maxInFlightBatches` batches are unacknowledged at
  * once, and at most `maxBufferedEntries` entries are held in memory in all:
  * past that `offer` returns false (back-pressure) and the caller decides what
  * happens to the entry (the agent journals it to disk, the gateway stops
@@ -513,10 +513,10 @@ export class TelemetryProducer {
   }
 
   /**
-   * Appends one batch: one script call per partition, each atomic on its own
-   * slot. A standalone server takes them all in one pipeline (one write, one
-   * read: a gateway's batch spans many partitions); a Cluster gets one
-   * pipeline per partition, since a pipeline must stay within one slot.
+   * Appends one batch. A standalone server takes it in one script call, every
+   * partition of it inside (each script call costs Redis and the client a fixed
+   * share, and a gateway's batch spans many partitions); a Cluster gets one
+   * call per partition, since a script's keys must share a slot.
    */
   private async appendBatch(entries: readonly EncodedEnvelope[]): Promise<BatchOutcome> {
     const parts = [...this.keys.byPartition(entries, (e) => e.deviceId)];
@@ -537,20 +537,24 @@ export class TelemetryProducer {
     );
   }
 
+  /** One script call for these partitions' entries: their keys in order, one JSON batch each. */
   private async appendPartitions(
     parts: ReadonlyArray<readonly [number, readonly EncodedEnvelope[]]>,
   ): Promise<BatchOutcome> {
     const o = this.options;
-    const pipeline = this.client.pipeline() as ScriptPipeline;
+    const keys: string[] = [];
+    const batches: string[] = [];
+    let entries = 0;
     for (const [partition, group] of parts) {
-      // One scripted call per partition: far cheaper than one XADD command per entry, for both sides.
-      const keys = [this.keys.telemetryStream(partition)];
+      keys.push(this.keys.telemetryStream(partition));
       if (o.idempotent) keys.push(this.keys.telemetrySeqState(partition));
       if (o.foldState) keys.push(this.keys.partitionState(partition));
-      const batch = encodeBatch(group);
-      if (o.idempotent) pipeline.appendTelemetry(keys.length, ...keys, o.maxGaps, batch);
-      else pipeline.appendTelemetryRaw(keys.length, ...keys, o.maxGaps, batch);
+      batches.push(encodeBatch(group));
+      entries += group.length;
     }
+    const pipeline = this.client.pipeline() as ScriptPipeline;
+    if (o.idempotent) pipeline.appendTelemetry(keys.length, ...keys, o.maxGaps, ...batches);
+    else pipeline.appendTelemetryRaw(keys.length, ...keys, o.maxGaps, ...batches);
     // WAIT counts the replicas that have every write this connection made before it.
     if (o.durability === 'replicated') pipeline.wait(o.replicas, o.replicaTimeoutMs);
     const replies = (await pipeline.exec()) ?? [];
@@ -563,16 +567,9 @@ export class TelemetryProducer {
       const acked = Number(replies[replies.length - 1]?.[1] ?? 0);
       if (acked < o.replicas) throw new ReplicationError(o.replicas, acked);
     }
-    const sum: BatchOutcome = { appended: 0, duplicates: 0, forgotten: 0 };
-    for (let i = 0; i < parts.length; i++) {
-      if (o.idempotent) {
-        const [appended, duplicates, forgotten] = (replies[i]?.[1] ?? [0, 0, 0]) as [number, number, number];
-        sum.appended += appended;
-        sum.duplicates += duplicates;
-        sum.forgotten += forgotten;
-      } else sum.appended += parts[i]![1].length;
-    }
-    return sum;
+    if (!o.idempotent) return { appended: entries, duplicates: 0, forgotten: 0 };
+    const [appended, duplicates, forgotten] = (replies[0]?.[1] ?? [0, 0, 0]) as [number, number, number];
+    return { appended, duplicates, forgotten };
   }
 
   private withTimeout<T>(promise: Promise<T>): Promise<T> {

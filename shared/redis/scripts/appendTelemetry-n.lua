@@ -6,18 +6,23 @@ A (device, sequence number) pair is appended at most once, whatever order the
 numbers arrive in: a retried batch, a replayed disk journal or a duplicate
 publish is refused entry by entry, while the rest of the batch goes in.
 
-KEYS[1]  telemetry partition stream          iot:telemetry:{pN}
-KEYS[2]  sequence state of that partition     iot:telemetry:{pN}:seq (hash, field = device id)
-KEYS[3]  the partition's latest-state hash     iot:state:{pN} (optional: without it no
-         state is kept, producer.foldState=false). Each appended entry is
-         folded into it by sequence number (lib/foldState.lua), in the same
-         call: the view is never behind the stream and needs no read-back.
-         Duplicates are not folded.
-ARGV[1]  maxGaps: ranges kept per device above its contiguous mark (the documented bound)
-ARGV[2]  the batch as a JSON array of entries, each one the array
-         (deviceId, seq, time, type, version, payload), every value a string
-         (numbers as decimal strings, so large ones never turn into exponents)
-         No nested double brackets in this comment: Valkey's Lua refuses them.
+One call carries the batches of one or more partitions (a standalone server
+takes a producer's whole batch in one call; a Cluster one partition per call,
+since a script's keys must share a slot). For partition i of P:
+
+KEYS[k*(i-1)+1]  telemetry partition stream          iot:telemetry:{pN}
+KEYS[k*(i-1)+2]  sequence state of that partition     iot:telemetry:{pN}:seq (hash, field = device id)
+KEYS[k*(i-1)+3]  the partition's latest-state hash     iot:state:{pN} (only when k = 3: without
+                 it no state is kept, producer.foldState=false). Each appended entry is
+                 folded into it by sequence number (lib/foldState.lua), in the same
+                 call: the view is never behind the stream and needs no read-back.
+                 Duplicates are not folded.
+                 k, the keys per partition (2 or 3), is the number of keys over P.
+ARGV[1]    maxGaps: ranges kept per device above its contiguous mark (the documented bound)
+ARGV[1+i]  partition i's batch as a JSON array of entries, each one the array
+           (deviceId, seq, time, type, version, payload), every value a string
+           (numbers as decimal strings, so large ones never turn into exponents)
+           No nested double brackets in this comment: Valkey's Lua refuses them.
 
 State per device (one hash field): "<mark>" or "<mark>;<a>-<b>;<c>-<d>..."
   mark  every seq <= mark was appended (contiguous high-water mark)
@@ -25,12 +30,11 @@ State per device (one hash field): "<mark>" or "<mark>;<a>-<b>;<c>-<d>..."
 When a device has more than maxGaps ranges, the lowest gap is closed: its
 numbers are from then on refused as duplicates, and counted as "forgotten".
 
-Result: { appended, duplicates, forgotten }
+Result: { appended, duplicates, forgotten }, summed over the partitions
 ]]
 
 -- #include foldState
 
-local stream, seqKey, stateKey = KEYS[1], KEYS[2], KEYS[3]
 local maxGaps = tonumber(ARGV[1])
 local devices = {}
 local appended, duplicates, forgotten = 0, 0, 0
@@ -110,48 +114,58 @@ local function encode(st)
   return table.concat(parts, ';')
 end
 
--- One JSON argument instead of 6 per entry: decoding it in C costs Redis less than
--- 600 separate arguments, and the client builds one string instead of 600.
-local batch = cjson.decode(ARGV[2])
+-- Appends one partition's batch (and folds it when stateKey is given).
+local function appendPartition(stream, seqKey, stateKey, batchJson)
+  -- One JSON argument instead of 6 per entry: decoding it in C costs Redis less than
+  -- 600 separate arguments, and the client builds one string instead of 600.
+  local batch = cjson.decode(batchJson)
 
--- The sequence state of every device in the batch in one HMGET (each redis.call
--- costs more than the Lua around it).
-local folds, foldOf = foldsOf(batch)
-local order = {}
-for i = 1, #folds do order[i] = folds[i].dev end
-local raws = redis.call('HMGET', seqKey, unpack(order))
-for i = 1, #order do devices[order[i]] = parse(raws[i]) end
+  -- The sequence state of every device in the batch in one HMGET (each redis.call
+  -- costs more than the Lua around it).
+  local folds, foldOf = foldsOf(batch)
+  local order = {}
+  for i = 1, #folds do order[i] = folds[i].dev end
+  local raws = redis.call('HMGET', seqKey, unpack(order))
+  for i = 1, #order do devices[order[i]] = parse(raws[i]) end
 
-for i = 1, #batch do
-  local e = batch[i]
-  local dev = e[1]
-  local seq = tonumber(e[2])
-  local st = devices[dev]
-  if seen(st, seq) then
-    duplicates = duplicates + 1
-  else
-    local id = redis.call('XADD', stream, '*', 'd', dev, 's', e[2], 't', e[3], 'k', e[4], 'v', e[5], 'p', e[6])
-    mark(st, seq, e[2])
-    appended = appended + 1
-    if stateKey then foldAppended(foldOf[dev], e, id, seq) end
+  for i = 1, #batch do
+    local e = batch[i]
+    local dev = e[1]
+    local seq = tonumber(e[2])
+    local st = devices[dev]
+    if seen(st, seq) then
+      duplicates = duplicates + 1
+    else
+      local id = redis.call('XADD', stream, '*', 'd', dev, 's', e[2], 't', e[3], 'k', e[4], 'v', e[5], 'p', e[6])
+      mark(st, seq, e[2])
+      appended = appended + 1
+      if stateKey then foldAppended(foldOf[dev], e, id, seq) end
+    end
+  end
+
+  local dirty = {}
+  for i = 1, #order do
+    local st = devices[order[i]]
+    if st.dirty then
+      dirty[#dirty + 1] = order[i]
+      dirty[#dirty + 1] = encode(st)
+    end
+  end
+  if #dirty > 0 then redis.call('HSET', seqKey, unpack(dirty)) end
+  if stateKey then
+    local folded = {}
+    for i = 1, #folds do
+      if #folds[i].readings > 0 then folded[#folded + 1] = folds[i] end
+    end
+    if #folded > 0 then foldState(stateKey, folded) end
   end
 end
 
-local dirty = {}
-for i = 1, #order do
-  local st = devices[order[i]]
-  if st.dirty then
-    dirty[#dirty + 1] = order[i]
-    dirty[#dirty + 1] = encode(st)
-  end
-end
-if #dirty > 0 then redis.call('HSET', seqKey, unpack(dirty)) end
-if stateKey then
-  local folded = {}
-  for i = 1, #folds do
-    if #folds[i].readings > 0 then folded[#folded + 1] = folds[i] end
-  end
-  if #folded > 0 then foldState(stateKey, folded) end
+local partitions = #ARGV - 1
+local k = #KEYS / partitions
+for i = 1, partitions do
+  local base = k * (i - 1)
+  appendPartition(KEYS[base + 1], KEYS[base + 2], k == 3 and KEYS[base + 3] or nil, ARGV[1 + i])
 end
 
 return { appended, duplicates, forgotten }
