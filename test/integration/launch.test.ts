@@ -28,4 +28,19 @@ describe('launch', () => {
     expect(bundle).toMatch(/file:\/\/[^"]*\/shared\/redis\/scripts\.ts/);
     expect(bundle).not.toMatch(/from ["']tsx/);
   });
+
+  it('hands the program exactly its own arguments (a subcommand stays the first)', async () => {
+    const child = execFile(process.execPath, ['scripts/launch.mjs', 'gateway', 'hash-password'], {
+      timeout: 20_000,
+    });
+    child.stdin?.end('secret');
+    const out = await new Promise<string>((resolve, reject) => {
+      let text = '';
+      child.stdout?.on('data', (d: Buffer) => {
+        text += d.toString();
+      });
+      child.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`exit ${code}: ${text}`))));
+    });
+    expect(out.trim()).toMatch(/^scrypt\$/);
+  });
 });
