@@ -16,10 +16,11 @@ Result: number of entries appended
 ]]
 
 -- #include foldState
+-- #include eachPartition
 
 local appended = 0
 
-local function appendPartition(stream, stateKey, batchJson)
+local function appendPartition(batchJson, stream, stateKey)
   local batch = cjson.decode(batchJson)
   -- Without a state hash nothing is folded, so no folds are collected either.
   local folds, foldOf
@@ -33,11 +34,6 @@ local function appendPartition(stream, stateKey, batchJson)
   appended = appended + #batch
 end
 
-local partitions = #ARGV - 1
-local k = #KEYS / partitions
-for i = 1, partitions do
-  local base = k * (i - 1)
-  appendPartition(KEYS[base + 1], k == 2 and KEYS[base + 2] or nil, ARGV[1 + i])
-end
+eachPartition(appendPartition)
 
 return appended
