@@ -4,6 +4,9 @@
 // With BENCH_CPU_PROF_DIR set, SIGUSR2 also starts a CPU profile (inspector), the next SIGUSR2
 // writes it there as <pid>-<n>.cpuprofile: a profile of one window, where --cpu-prof (not
 // allowed in NODE_OPTIONS) would cover the whole life of the process.
+// With BENCH_HEAP_PROF_DIR set, the same two signals take an allocation profile instead
+// (<pid>-<n>.heapprofile): every sampled allocation of the window, collected garbage
+// included, by the stack that made it, which is what drives scavenges and heap growth.
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -16,21 +19,31 @@ const report = () => {
     `${JSON.stringify({ eld: { p50: ms(h.percentile(50)), p99: ms(h.percentile(99)), max: ms(h.max), mean: ms(h.mean) } })}\n`,
   );
 };
-const profDir = process.env.BENCH_CPU_PROF_DIR;
+const heapDir = process.env.BENCH_HEAP_PROF_DIR;
+const profDir = process.env.BENCH_CPU_PROF_DIR ?? heapDir;
 let session;
 let profiles = 0;
 const toggleProfile = () => {
   if (!session) {
     session = new Session();
     session.connect();
-    session.post('Profiler.enable', () => session.post('Profiler.start'));
+    if (heapDir)
+      session.post('HeapProfiler.startSampling', {
+        samplingInterval: 16384,
+        includeObjectsCollectedByMajorGC: true,
+        includeObjectsCollectedByMinorGC: true,
+      });
+    else session.post('Profiler.enable', () => session.post('Profiler.start'));
     return;
   }
   const s = session;
   session = undefined;
-  s.post('Profiler.stop', (err, res) => {
+  const [method, extension] = heapDir
+    ? ['HeapProfiler.stopSampling', 'heapprofile']
+    : ['Profiler.stop', 'cpuprofile'];
+  s.post(method, (err, res) => {
     if (!err)
-      writeFileSync(`${profDir}/${process.pid}-${++profiles}.cpuprofile`, JSON.stringify(res.profile));
+      writeFileSync(`${profDir}/${process.pid}-${++profiles}.${extension}`, JSON.stringify(res.profile));
     s.disconnect();
   });
 };

@@ -129,7 +129,8 @@ async function main(): Promise<void> {
   if (values.eld) args.push('--import', new URL('./_eld-preload.mjs', import.meta.url).href);
   // GW_NODE_ARGS='--trace-gc --max-semi-space-size=64': extra node flags for the gateway.
   if (process.env.GW_NODE_ARGS) args.unshift(...process.env.GW_NODE_ARGS.split(' ').filter(Boolean));
-  args.push('--import', 'tsx', 'gateway/cli.ts');
+  // As `npm run gateway` starts it: bundled at start (scripts/launch.mjs), not under tsx.
+  args.push('scripts/launch.mjs', 'gateway');
   for (const [key, value] of Object.entries(overrides)) args.push(`--${flagName(key)}`, String(value));
   // --root DIR: the gateway of another checkout (e.g. `git archive <rev>`), to compare revisions in one session.
   const gw = spawnTracked(process.execPath, args, {

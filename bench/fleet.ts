@@ -31,6 +31,7 @@
  * FLEET_BENCH_GATEWAY_SET='key=value,...': extra gateway options (experiments, e.g. projection.enabled=false).
  * FLEET_BENCH_GATEWAY_NODE_OPTIONS='--flag ...': node/V8 flags for the gateway alone (experiments).
  * FLEET_BENCH_CPU_PROF=DIR: CPU profiles of the gateway and the simulator over that window, written into DIR.
+ * FLEET_BENCH_HEAP_PROF=DIR: allocation profiles (sampled, garbage included) of both over that window instead.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -148,6 +149,7 @@ function childEnv(): Record<string, string> {
     NODE_OPTIONS: [process.env.NODE_OPTIONS ?? '', preload].join(' ').trim(),
   };
   if (process.env.FLEET_BENCH_CPU_PROF) env.BENCH_CPU_PROF_DIR = process.env.FLEET_BENCH_CPU_PROF;
+  else if (process.env.FLEET_BENCH_HEAP_PROF) env.BENCH_HEAP_PROF_DIR = process.env.FLEET_BENCH_HEAP_PROF;
   return env;
 }
 

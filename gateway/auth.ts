@@ -78,12 +78,17 @@ export class TopicAcl {
 
   /** Whether a topic (or subscription filter) lies inside the device's own namespace. */
   allows(deviceId: string, topicOrFilter: string): boolean {
-    const parts = topicOrFilter.split('/');
-    if (parts.length < this.prefix.length) return false;
+    // Level by level without split(): this runs for every publish, and split's array was a
+    // visible share of the gateway's allocation on the fleet benchmark.
+    let at = 0;
     for (let i = 0; i < this.prefix.length; i++) {
-      const want = this.prefix[i] === '{deviceId}' ? deviceId : this.prefix[i];
+      const want = this.prefix[i] === '{deviceId}' ? deviceId : this.prefix[i]!;
+      const slash = topicOrFilter.indexOf('/', at);
+      const end = slash === -1 ? topicOrFilter.length : slash;
       // A wildcard here would reach other devices' namespaces: [MQTT-4.7.1] + and # match any level.
-      if (parts[i] !== want) return false;
+      if (end - at !== want.length || !topicOrFilter.startsWith(want, at)) return false;
+      if (slash === -1) return i === this.prefix.length - 1;
+      at = slash + 1;
     }
     return true;
   }

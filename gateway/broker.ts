@@ -14,6 +14,15 @@
  * server either acknowledges positively or closes the connection). The gateway
  * acknowledges, records the refusal in the rejected stream, counts it, and
  * renames the topic so the publish reaches no subscriber.
+ *
+ * Routing: after the PUBACK aedes routes every publish to its subscribers
+ * (retained store, offline queues of persistent sessions, live subscribers: a
+ * topic-trie match for each and a chain of promises). Under the ACL only a
+ * device itself may subscribe inside its namespace, so a device's telemetry
+ * has a subscriber only when that device subscribed to a matching filter.
+ * Publishes that no filter of their device matches (nearly all telemetry: a
+ * device subscribes to its commands) skip that routing; the rest, and any
+ * retained publish, go through aedes as before.
  */
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
@@ -29,6 +38,7 @@ import type { GatewayConfig } from './config.js';
 import type { IngestMetrics, Ingestor } from './ingest.js';
 import type { RecordWriter } from './records.js';
 import type { DeviceReach } from './services.js';
+import { filterMatches } from './topic-filter.js';
 
 /** Topic a refused publish is renamed to: outside every device namespace, so no subscriber may receive it. */
 export const REFUSED_TOPIC = '$gateway/refused';
@@ -51,6 +61,12 @@ export interface BrokerPorts {
 }
 
 type ClientInternals = Client & { will?: PublishPacket | null; _disconnected?: boolean };
+/** Aedes.publish as its protocol handlers call it: (packet, client, done). */
+type RoutePublish = (
+  packet: PublishPacket,
+  client: Client | null | ((err?: Error) => void),
+  done?: (err?: Error) => void,
+) => void;
 
 /** Whether a listen address is reachable from this host only. */
 export function isLoopbackHost(host: string): boolean {
@@ -112,6 +128,14 @@ export class GatewayBroker implements DeviceReach {
   ports: BrokerPorts = { tcp: 0, tls: undefined, ws: undefined };
   /** Devices without credentials may connect (see anonymousAllowed). */
   private readonly anonymous: boolean;
+  /**
+   * Filters each device subscribed to (any of its connections), as routing needs them. Kept
+   * when the device leaves: a persistent session keeps its subscriptions, and a filter kept too
+   * long costs only a routing. Bounded by the fleet, a few filters each.
+   */
+  private readonly filters = new Map<string, Set<string>>();
+  /** Publishes taken that no subscription can receive: aedes' routing is skipped for them. */
+  private readonly unrouted = new WeakSet<PublishPacket>();
 
   constructor(
     private readonly config: GatewayConfig,
@@ -147,11 +171,32 @@ export class GatewayBroker implements DeviceReach {
       this.onlineSet.add(identity);
       for (const l of this.changeListeners) l(identity, true);
     });
-    this.aedes.on('subscribe', (_subs, client) => {
+    this.aedes.on('subscribe', (subs, client) => {
       // A device that subscribes (again) may now receive what was held for it.
       const identity = this.identities.get(client);
-      if (identity !== undefined) for (const l of this.changeListeners) l(identity, true);
+      if (identity === undefined) return;
+      const filters = this.filters.get(identity) ?? new Set<string>();
+      this.filters.set(identity, filters);
+      for (const sub of subs) filters.add(sub.topic);
+      for (const l of this.changeListeners) l(identity, true);
     });
+    this.aedes.on('unsubscribe', (unsubscriptions, client) => {
+      // Another connection of the device may still hold the filter: that costs a routing, no message.
+      const identity = this.identities.get(client);
+      if (identity === undefined || this.connections.get(identity)! > 1) return;
+      for (const filter of unsubscriptions) this.filters.get(identity)?.delete(filter);
+    });
+    // Publishes from devices come here after their PUBACK (lib/handlers/publish.js); the
+    // gateway's own (commands) and those a subscriber may receive are routed as ever.
+    const route = this.aedes.publish.bind(this.aedes) as RoutePublish;
+    (this.aedes as unknown as { publish: RoutePublish }).publish = (packet, client, done) => {
+      if (typeof client !== 'function' && this.unrouted.has(packet)) {
+        this.unrouted.delete(packet);
+        done?.();
+        return;
+      }
+      route(packet, client, done);
+    };
     this.aedes.on('clientDisconnect', (client) => {
       const identity = this.identities.get(client);
       if (identity === undefined) return;
@@ -330,7 +375,10 @@ export class GatewayBroker implements DeviceReach {
         this.refuse(packet, done);
         return;
       }
-      this.deps.records.presence(identity, 'will', payload, () => done(null));
+      this.deps.records.presence(identity, 'will', payload, () => {
+        this.routeIfSubscribed(identity, packet);
+        done(null);
+      });
       return;
     }
     this.deps.ingestor.handle(
@@ -338,9 +386,18 @@ export class GatewayBroker implements DeviceReach {
       () => {
         // Anything outside the device's own namespace was refused or rejected: it must reach no subscriber.
         if (identity === undefined || !this.deps.acl.allows(identity, topic)) this.hide(packet);
+        else this.routeIfSubscribed(identity, packet);
         done(null);
       },
     );
+  }
+
+  /** Routes a device's publish through aedes only when one of its filters matches it (or it is retained). */
+  private routeIfSubscribed(identity: string, packet: PublishPacket): void {
+    if (packet.retain) return;
+    const filters = this.filters.get(identity);
+    if (filters) for (const filter of filters) if (filterMatches(filter, packet.topic)) return;
+    this.unrouted.add(packet);
   }
 
   private refuse(packet: PublishPacket, done: (err?: Error | null) => void): void {
@@ -353,5 +410,6 @@ export class GatewayBroker implements DeviceReach {
   private hide(packet: PublishPacket): void {
     packet.topic = REFUSED_TOPIC;
     packet.retain = false;
+    this.unrouted.add(packet);
   }
 }

@@ -10,7 +10,7 @@
  * built-in mappings are read relative to it (shared/redis/scripts.ts).
  */
 import { readFile } from 'node:fs/promises';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 /** @param {string} entry absolute path of a .ts module @returns {Promise<string>} the bundle's text */
 export async function bundleModule(entry) {
@@ -23,7 +23,7 @@ export async function bundleModule(entry) {
     target: 'node20',
     write: false,
     logLevel: 'silent',
-    plugins: [keepModuleUrls],
+    plugins: [keepModuleUrls, quietDebug],
     // Loaded from node_modules when a bundle needs it (the projection thread's own bundle): it cannot be bundled.
     external: ['esbuild'],
     // CommonJS packages inside an ES module still call require() for Node's own modules.
@@ -46,5 +46,18 @@ const keepModuleUrls = {
       const url = JSON.stringify(pathToFileURL(args.path).href);
       return { contents: text.replaceAll('import.meta.url', url), loader: 'ts' };
     });
+  },
+};
+
+const QUIET_DEBUG = fileURLToPath(new URL('./quiet-debug.cjs', import.meta.url));
+
+/** Every package's `debug` is ./quiet-debug.cjs, which itself loads the real one. */
+const quietDebug = {
+  name: 'quiet-debug',
+  /** @param {import('esbuild').PluginBuild} b */
+  setup(b) {
+    b.onResolve({ filter: /^debug$/ }, (args) =>
+      args.importer === QUIET_DEBUG ? undefined : { path: QUIET_DEBUG },
+    );
   },
 };

@@ -27,6 +27,8 @@ describe('launch', () => {
     expect(bundle).toContain('node_modules/ioredis/');
     expect(bundle).toMatch(/file:\/\/[^"]*\/shared\/redis\/scripts\.ts/);
     expect(bundle).not.toMatch(/from ["']tsx/);
+    // Every package's `debug` is the quiet one (shared/process/quiet-debug.cjs), which loads the real one.
+    expect(bundle).toContain('shared/process/quiet-debug.cjs');
   });
 
   it('hands the program exactly its own arguments (a subcommand stays the first)', async () => {
