@@ -190,9 +190,8 @@ export class GatewayBroker implements DeviceReach {
     // gateway's own (commands) and those a subscriber may receive are routed as ever.
     const route = this.aedes.publish.bind(this.aedes) as RoutePublish;
     (this.aedes as unknown as { publish: RoutePublish }).publish = (packet, client, done) => {
-      if (typeof client !== 'function' && this.unrouted.has(packet)) {
-        this.unrouted.delete(packet);
-        done?.();
+      if (this.unrouted.delete(packet)) {
+        (typeof client === 'function' ? client : done)?.();
         return;
       }
       route(packet, client, done);

@@ -6,6 +6,8 @@
  * starting with `$` match no filter starting with a wildcard [MQTT-4.7.2-1].
  */
 export function filterMatches(filter: string, topic: string): boolean {
+  // Most filters name one topic (a device's commands), and this runs per publish: no split() for them.
+  if (!filter.includes('+') && !filter.includes('#')) return filter === topic;
   if (topic.startsWith('$') && (filter.startsWith('+') || filter.startsWith('#'))) return false;
   const want = filter.split('/');
   const got = topic.split('/');
