@@ -3,7 +3,9 @@
  * DEVICES devices over PARTITIONS partitions (default 1), as the producer sends them,
  * with and without the state fold. Prints Redis's own µs per call and per entry (INFO
  * commandstats) and its CPU per entry (INFO cpu).
- * `npx tsx bench/_append-micro.ts [devicesPerBatch] [entriesPerBatch] [partitions]`
+ * `npx tsx bench/_append-micro.ts [devicesPerBatch] [entriesPerBatch] [partitions]`; env APPEND_MICRO_BATCHES
+ * (3000), APPEND_MICRO_FOLD=true|false (one mode only). Also prints what the script's own
+ * redis.call commands took: the rest of its time is Lua and argument work.
  */
 import { Redis } from 'ioredis';
 import { encodeEnvelope } from '#shared/envelope.js';
@@ -16,11 +18,12 @@ import { startLocalRedis } from '../test/harness/redis-server.js';
 const DEVICES = Number(process.argv[2] ?? 10);
 const ENTRIES = Number(process.argv[3] ?? 10);
 const PARTITIONS = Number(process.argv[4] ?? 1);
-const BATCHES = 3000;
+const BATCHES = Number(process.env.APPEND_MICRO_BATCHES ?? 3000);
 const redis = await startLocalRedis();
 const client = new Redis(redis.url);
 try {
-  for (const foldState of [false, true]) {
+  const folds = process.env.APPEND_MICRO_FOLD ? [process.env.APPEND_MICRO_FOLD === 'true'] : [false, true];
+  for (const foldState of folds) {
     const keys = new Keys(`am${foldState ? 1 : 0}`, PARTITIONS);
     const producer = new TelemetryProducer(
       client,
@@ -69,6 +72,16 @@ try {
     const m = /cmdstat_evalsha:calls=(\d+),usec=(\d+)/.exec(stats);
     const calls = Number(m?.[1]);
     const usec = Number(m?.[2]);
+    // What the script's own redis.call commands took (counted inside it): the rest is Lua and argument work.
+    const inner = ['xadd', 'hmget', 'hset']
+      .map((c) => {
+        const s = new RegExp(`cmdstat_${c}:calls=(\\d+),usec=(\\d+)`).exec(stats);
+        return s
+          ? `${c} ${(Number(s[2]) / (BATCHES * ENTRIES)).toFixed(2)} µs/entry (${(Number(s[1]) / BATCHES).toFixed(1)}/batch)`
+          : `${c} -`;
+      })
+      .join(', ');
+    console.log(`  inside the script: ${inner}`);
     console.log(
       `foldState=${foldState}: batches of ${ENTRIES} entries (${DEVICES} devices, ${PARTITIONS} partitions): ${calls / BATCHES} calls per batch, ${(usec / calls).toFixed(1)} µs per call, ${(usec / (BATCHES * ENTRIES)).toFixed(2)} µs per entry; Redis CPU ${(cpuUs / (BATCHES * ENTRIES)).toFixed(2)} µs per entry; this process (the producer and envelopes) ${((clientCpu.user + clientCpu.system) / (BATCHES * ENTRIES)).toFixed(2)} µs per entry`,
     );

@@ -72,6 +72,8 @@ forEachTarget(
       const order = [
         ...Array.from({ length: 10 }, (_, i) => i + 1), // live before the outage
         ...Array.from({ length: 20 }, (_, i) => i + 41), // live after it
+        45,
+        60, // duplicates above the mark while the gap is open (caught by the ranges)
         ...Array.from({ length: 30 }, (_, i) => i + 11), // the backlog, replayed late
         5,
         45,
@@ -84,7 +86,7 @@ forEachTarget(
       expect(seqs).toHaveLength(60);
       expect(new Set(seqs).size).toBe(60);
       expect([...seqs].sort((a, b) => a - b)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
-      expect(producer.totals.duplicates).toBe(4);
+      expect(producer.totals.duplicates).toBe(6);
       // Once the gap is filled the state collapses to a single high-water mark.
       const state = await target().client.hget(
         keys.telemetrySeqState(keys.partitionOf('dev-ooo')),

@@ -28,7 +28,7 @@ local function appendPartition(batchJson, stream, stateKey)
   for i = 1, #batch do
     local e = batch[i]
     local id = redis.call('XADD', stream, '*', 'd', e[1], 's', e[2], 't', e[3], 'k', e[4], 'v', e[5], 'p', e[6])
-    if foldOf then foldAppended(foldOf[e[1]], e, id, tonumber(e[2])) end
+    if foldOf then foldAppended(foldOf[e[1]], e, id) end
   end
   if folds and #folds > 0 then foldState(stateKey, folds) end
   appended = appended + #batch

@@ -26,7 +26,7 @@ Result: { applied, stale }
 local readings = {}
 for i = 3, #ARGV do
   local seqText, timeText, readingType, payload = string.match(ARGV[i], '^(%d+) (%d+) (%S+) (.*)$')
-  readings[#readings + 1] = { tonumber(seqText), seqText, timeText, readingType, payload }
+  readings[#readings + 1] = { ARGV[1], seqText, timeText, readingType, '', payload }
 end
 local applied, stale = foldState(KEYS[1], { { dev = ARGV[1], arrival = string.match(ARGV[2], '^%d+$'), readings = readings } })
 return { applied, stale }

@@ -2,7 +2,7 @@
 -- many devices into their partition's latest-state hash by sequence number
 -- (compare-and-set): a reading replaces the stored one of its type only when its
 -- sequence number is higher, so late, out-of-order and replayed entries never make
--- the view go back in time. One HMGET and one HSET per call, however many devices
+-- the view go back in time. One HMGET (two with late readings) and one HSET per call, however many devices
 -- (up to the largest batch, 10,000: latest-state.test.ts): each redis.call costs more than the Lua around it.
 --
 -- The hash (iot:state:{p<N>}, decoded by shared/state.ts); a space is in no device
@@ -14,7 +14,8 @@
 --   "<deviceId> <type>"  "<seq> <time> <payload>": the newest reading of that type
 --
 -- folds: array of { dev = <id>, arrival = <ms as decimal text, or nil>, readings =
--- { { seq (number), seqText, timeText, type, payload }, ... } }. Returns applied, stale.
+-- { row, ... } }, each row as the append scripts' batch rows: { deviceId, seqText,
+-- timeText, type, version, payload } (all text). Returns applied, stale.
 --
 -- Times and arrivals stay text, and the header is written from the texts it was
 -- read from or given: turning 13-digit numbers into Lua numbers and back
@@ -42,75 +43,121 @@ local function foldsOf(batch)
   return folds, foldOf
 end
 
--- Adds a batch row that XADD appended as `id` to its device's fold; seq is e[2] as a number.
--- The ids of one call only grow, so the last one is the device's newest arrival.
-local function foldAppended(fold, e, id, seq)
-  fold.readings[#fold.readings + 1] = { seq, e[2], e[3], e[4], e[6] }
+-- Adds a batch row that XADD appended as `id` to its device's fold (the row itself:
+-- no table of its own). The ids of one call only grow, so the last one is the
+-- device's newest arrival.
+local function foldAppended(fold, e, id)
+  fold.readings[#fold.readings + 1] = e
   fold.lastId = id
+end
+
+-- Whether the space-separated list contains word (a type: no spaces in it).
+local function listed(list, word)
+  local from = 1
+  while true do
+    local a, b = string.find(list, word, from, true)
+    if not a then return false end
+    if (a == 1 or string.byte(list, a - 1) == 32) and (b == #list or string.byte(list, b + 1) == 32) then
+      return true
+    end
+    from = b + 1
+  end
 end
 
 local function foldState(key, folds)
   local applied, stale = 0, 0
-  -- Every field the readings compare against, in one read: each device's header
-  -- and its (device, type) fields.
-  local fields, slot = {}, {}
-  local function want(field)
-    if not slot[field] then
-      fields[#fields + 1] = field
-      slot[field] = #fields
-    end
-  end
+  -- Each device's header first, in one read. A type's stored reading never has a
+  -- higher sequence number than its device's header (both are written only here),
+  -- so a reading above the header's number is newer than every stored one: the
+  -- stored readings (their payloads) are read only for readings at or below it
+  -- (late, replayed), in a second read that in-order traffic never needs.
+  local devs = {}
+  for i = 1, #folds do devs[i] = folds[i].dev end
+  local heads = redis.call('HMGET', key, unpack(devs))
+  local older, slot = {}, {}
+  local tops, seqTexts, times, seens, typeTexts = {}, {}, {}, {}, {}
   for i = 1, #folds do
     local f = folds[i]
-    want(f.dev)
-    for j = 1, #f.readings do want(f.dev .. ' ' .. f.readings[j][4]) end
+    local top, seqText, time, seen, typeText = 0, '0', '0', '0', ''
+    local head = heads[i]
+    if head then
+      seqText, time, seen, typeText = string.match(head, '^(%d+) (%d+) (%d+) ?(.*)$')
+      top = tonumber(seqText)
+    end
+    tops[i], seqTexts[i], times[i], seens[i], typeTexts[i] = top, seqText, time, seen, typeText
+    -- The readings that will not be above the header when their turn comes (the
+    -- header rises with each one applied before them).
+    for j = 1, #f.readings do
+      local seq = tonumber(f.readings[j][2])
+      if seq > top then
+        top = seq
+      else
+        local field = f.dev .. ' ' .. f.readings[j][4]
+        if not slot[field] then
+          older[#older + 1] = field
+          slot[field] = #older
+        end
+      end
+    end
   end
-  local stored = redis.call('HMGET', key, unpack(fields))
+  local stored = #older > 0 and redis.call('HMGET', key, unpack(older)) or {}
 
   local args = {}
   for i = 1, #folds do
     local f = folds[i]
-    local head = stored[slot[f.dev]]
-    local topSeq, topSeqText, topTime, seen, types = 0, '0', '0', '0', {}
-    local typeList = {}
-    if head then
-      local s, t, a, rest = string.match(head, '^(%d+) (%d+) (%d+) ?(.*)$')
-      topSeq, topSeqText, topTime, seen = tonumber(s), s, t, a
-      for ty in string.gmatch(rest, '%S+') do
+    local topSeq, topSeqText, topTime, seen, typeText = tops[i], seqTexts[i], times[i], seens[i], typeTexts[i]
+    local changed = false
+    local r1 = f.readings[1]
+    if #f.readings == 1 and tonumber(r1[2]) > topSeq then
+      -- The usual case: one reading, newer than all the device's stored ones.
+      args[#args + 1] = f.dev .. ' ' .. r1[4]
+      args[#args + 1] = r1[2] .. ' ' .. r1[3] .. ' ' .. r1[6]
+      applied = applied + 1
+      if not listed(typeText, r1[4]) then typeText = typeText == '' and r1[4] or typeText .. ' ' .. r1[4] end
+      topSeqText, topTime = r1[2], r1[3]
+      changed = true
+    elseif #f.readings > 0 then
+      local types, typeList = {}, {}
+      for ty in string.gmatch(typeText, '%S+') do
         types[ty] = true
         typeList[#typeList + 1] = ty
       end
-    end
-    local current, updates, changed = {}, {}, false
-    for j = 1, #f.readings do
-      local r = f.readings[j]
-      local seq, ty = r[1], r[4]
-      local field = f.dev .. ' ' .. ty
-      local have = current[field]
-      if have == nil then
-        local raw = stored[slot[field]]
-        have = raw and tonumber(string.match(raw, '^(%d+)')) or 0
-      end
-      if seq > have then
-        current[field] = seq
-        updates[field] = r[2] .. ' ' .. r[3] .. ' ' .. r[5]
-        applied = applied + 1
-        if not types[ty] then
-          types[ty] = true
-          typeList[#typeList + 1] = ty
+      local current, updates = {}, {}
+      for j = 1, #f.readings do
+        local r = f.readings[j]
+        local seq, ty = tonumber(r[2]), r[4]
+        local field = f.dev .. ' ' .. ty
+        local have = current[field]
+        if have == nil then
+          if seq > topSeq then
+            have = 0
+          else
+            local raw = stored[slot[field]]
+            have = raw and tonumber(string.match(raw, '^(%d+)')) or 0
+          end
         end
-        if seq > topSeq then
-          topSeq, topSeqText, topTime = seq, r[2], r[3]
+        if seq > have then
+          current[field] = seq
+          updates[field] = r[2] .. ' ' .. r[3] .. ' ' .. r[6]
+          applied = applied + 1
+          if not types[ty] then
+            types[ty] = true
+            typeList[#typeList + 1] = ty
+          end
+          if seq > topSeq then
+            topSeq, topSeqText, topTime = seq, r[2], r[3]
+          end
+          changed = true
+        else
+          current[field] = have
+          stale = stale + 1
         end
-        changed = true
-      else
-        current[field] = have
-        stale = stale + 1
       end
-    end
-    for field, value in pairs(updates) do
-      args[#args + 1] = field
-      args[#args + 1] = value
+      for field, value in pairs(updates) do
+        args[#args + 1] = field
+        args[#args + 1] = value
+      end
+      typeText = table.concat(typeList, ' ')
     end
     local arrival = f.arrival or (f.lastId and string.match(f.lastId, '^(%d+)'))
     if arrival and laterText(arrival, seen) then
@@ -119,8 +166,7 @@ local function foldState(key, folds)
     end
     if changed then
       args[#args + 1] = f.dev
-      args[#args + 1] = topSeqText .. ' ' .. topTime .. ' ' .. seen
-        .. (#typeList > 0 and ' ' .. table.concat(typeList, ' ') or '')
+      args[#args + 1] = topSeqText .. ' ' .. topTime .. ' ' .. seen .. (typeText ~= '' and ' ' .. typeText or '')
     end
   end
   if #args > 0 then redis.call('HSET', key, unpack(args)) end
