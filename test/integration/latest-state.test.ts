@@ -76,6 +76,9 @@ forEachTarget(
       expect(state?.readings.temp?.payload).toEqual({ value: 80 });
       expect(state?.readings.hum?.seq).toBe(7);
       expect(state?.seq).toBe(8);
+      // The header lists each type once, however many readings of it were folded in.
+      const header = await client.hget(keys.partitionState(keys.partitionOf('dev-a')), 'dev-a');
+      expect(header?.split(' ').slice(3)).toEqual(['temp', 'hum']);
     });
 
     it('folds batches of many devices into the right hashes, never going back, under shuffled and duplicated entries', async () => {
