@@ -1,9 +1,10 @@
 /**
  * A/B of the idempotent append script inside Redis: this checkout's against
  * another tree's (`--root DIR`, e.g. a `git archive` of an earlier commit),
- * with and without the state fold, in alternating rounds against one local
- * redis-server. Prints Redis's CPU per entry (INFO cpu) for each: the machine
- * is noisy, so compare the rounds of one run, never runs with each other.
+ * with and without the state fold, in rounds of alternating order against one
+ * local redis-server, emptied before each. Prints Redis's CPU per entry (INFO
+ * cpu) for each: the machine is noisy, so compare the rounds of one run, never
+ * runs with each other.
  * Batches of 22 entries of 22 devices (1,100 devices in all), as the fleet
  * benchmark's gateway sends them.
  * `npx tsx bench/_append-ab.ts --root /tmp/old [--batches 6000] [--rounds 3]`
@@ -48,7 +49,10 @@ const cpu = async () => {
 const results = new Map<string, number[]>();
 try {
   for (let round = 1; round <= ROUNDS; round++) {
-    for (const v of variants) {
+    // Each variant against an empty server, and in reverse order every other round, so neither
+    // tree gains from going first (memory growth, a warm server).
+    for (const v of round % 2 ? variants : [...variants].reverse()) {
+      await client.flushall();
       const sha = (await client.script('LOAD', v.lua)) as string;
       const tag = `ab${round}:${v.name.replace(/\W+/g, '')}`;
       const keys = [`${tag}:s`, `${tag}:q`, ...(v.fold ? [`${tag}:st`] : [])];

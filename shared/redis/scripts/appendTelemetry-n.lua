@@ -37,39 +37,33 @@ Result: { appended, duplicates, forgotten }, summed over the partitions
 -- #include eachPartition
 
 local maxGaps = tonumber(ARGV[1])
+local devices = {}
 local appended, duplicates, forgotten = 0, 0, 0
 
--- A device's state, in tables by device id rather than a table per device (each
--- table Lua makes costs Redis more than the comparisons): marks (numbers),
--- markTexts (the mark as the text it was read or appended as, while it is that
--- number: the common state, no gaps, is then written back without string.format),
--- rangesOf (only for devices with gaps: sorted arrays of {a, b}), dirty.
-local marks, markTexts, rangesOf, dirty = {}, {}, {}, {}
-
-local function parse(dev, raw)
+-- markText: the mark as the text it was read or appended as, while it is that
+-- number (the common state, no gaps, is then written back without string.format).
+local function parse(raw)
+  local st = { mark = 0, markText = '0', ranges = {}, dirty = false }
   if raw and not string.find(raw, ';', 1, true) then
-    marks[dev], markTexts[dev] = tonumber(raw), raw
+    st.mark, st.markText = tonumber(raw), raw
   elseif raw then
-    local ranges, first = {}, true
+    local first = true
     for part in string.gmatch(raw, '[^;]+') do
       if first then
-        marks[dev], markTexts[dev] = tonumber(part), part
+        st.mark, st.markText = tonumber(part), part
         first = false
       else
         local a, b = string.match(part, '^(%d+)-(%d+)$')
-        ranges[#ranges + 1] = { tonumber(a), tonumber(b) }
+        st.ranges[#st.ranges + 1] = { tonumber(a), tonumber(b) }
       end
     end
-    rangesOf[dev] = ranges
-  else
-    marks[dev], markTexts[dev] = 0, '0'
   end
+  return st
 end
 
-local function seen(dev, seq)
-  if seq <= marks[dev] then return true end
-  local ranges = rangesOf[dev]
-  if not ranges then return false end
+local function seen(st, seq)
+  if seq <= st.mark then return true end
+  local ranges = st.ranges
   for i = 1, #ranges do
     local r = ranges[i]
     if seq < r[1] then return false end
@@ -78,21 +72,17 @@ local function seen(dev, seq)
   return false
 end
 
-local function mark(dev, seq, seqText)
-  dirty[dev] = true
-  local ranges = rangesOf[dev]
-  if seq == marks[dev] + 1 then
-    marks[dev], markTexts[dev] = seq, seqText
-    local r = ranges and ranges[1]
+local function mark(st, seq, seqText)
+  st.dirty = true
+  local ranges = st.ranges
+  if seq == st.mark + 1 then
+    st.mark, st.markText = seq, seqText
+    local r = ranges[1]
     if r and r[1] == seq + 1 then
-      marks[dev], markTexts[dev] = r[2], nil
+      st.mark, st.markText = r[2], nil
       table.remove(ranges, 1)
     end
     return
-  end
-  if not ranges then
-    ranges = {}
-    rangesOf[dev] = ranges
   end
   local i = 1
   while ranges[i] and ranges[i][2] < seq do i = i + 1 end
@@ -111,18 +101,16 @@ local function mark(dev, seq, seqText)
   end
   if #ranges > maxGaps then
     local lowest = table.remove(ranges, 1)
-    forgotten = forgotten + (lowest[1] - marks[dev] - 1)
-    marks[dev], markTexts[dev] = lowest[2], nil
+    forgotten = forgotten + (lowest[1] - st.mark - 1)
+    st.mark, st.markText = lowest[2], nil
   end
 end
 
-local function encode(dev)
-  local ranges = rangesOf[dev]
-  local text = markTexts[dev] or string.format('%.0f', marks[dev])
-  if not ranges or #ranges == 0 then return text end
-  local parts = { text }
-  for i = 1, #ranges do
-    parts[#parts + 1] = string.format('%.0f-%.0f', ranges[i][1], ranges[i][2])
+local function encode(st)
+  if #st.ranges == 0 and st.markText then return st.markText end
+  local parts = { st.markText or string.format('%.0f', st.mark) }
+  for i = 1, #st.ranges do
+    parts[#parts + 1] = string.format('%.0f-%.0f', st.ranges[i][1], st.ranges[i][2])
   end
   return table.concat(parts, ';')
 end
@@ -139,31 +127,32 @@ local function appendPartition(batchJson, stream, seqKey, stateKey)
   local order = {}
   for i = 1, #folds do order[i] = folds[i].dev end
   local raws = redis.call('HMGET', seqKey, unpack(order))
-  for i = 1, #order do parse(order[i], raws[i]) end
+  for i = 1, #order do devices[order[i]] = parse(raws[i]) end
 
   for i = 1, #batch do
     local e = batch[i]
     local dev = e[1]
     local seq = tonumber(e[2])
-    if seen(dev, seq) then
+    local st = devices[dev]
+    if seen(st, seq) then
       duplicates = duplicates + 1
     else
       local id = redis.call('XADD', stream, '*', 'd', dev, 's', e[2], 't', e[3], 'k', e[4], 'v', e[5], 'p', e[6])
-      mark(dev, seq, e[2])
+      mark(st, seq, e[2])
       appended = appended + 1
       if stateKey then foldAppended(foldOf[dev], e, id) end
     end
   end
 
-  local changes = {}
+  local dirty = {}
   for i = 1, #order do
-    local dev = order[i]
-    if dirty[dev] then
-      changes[#changes + 1] = dev
-      changes[#changes + 1] = encode(dev)
+    local st = devices[order[i]]
+    if st.dirty then
+      dirty[#dirty + 1] = order[i]
+      dirty[#dirty + 1] = encode(st)
     end
   end
-  if #changes > 0 then redis.call('HSET', seqKey, unpack(changes)) end
+  if #dirty > 0 then redis.call('HSET', seqKey, unpack(dirty)) end
   if stateKey then
     local folded = {}
     for i = 1, #folds do
