@@ -102,7 +102,8 @@ export class Keys {
   /**
    * Latest state of partition N's devices, one hash (shared/state.ts decodes it): in the
    * partition's slot, so the append script folds every entry it appends into it in the same
-   * call (no read-back of the stream), one HMGET and one HSET however many devices a batch has.
+   * call (no read-back of the stream), one HMGET (two with late readings) and one HSET however many
+   * devices a batch has.
    */
   partitionState(partition: number): string {
     return `${this.prefix}:state:{p${partition}}`;
