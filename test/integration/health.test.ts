@@ -207,8 +207,10 @@ describe('gateway', () => {
       'first round',
     );
     for (let seq = 1; seq <= 50; seq++) await local.client.xadd(stream, '*', ...entry('lag-1', seq));
-    const reason = await unhealthyWith(gw.port, 'projection-lag', (r) => r.count === 50);
-    expect(reason.message).toMatch(/50 entries behind, over projection.maxLag \(10\)/);
+    // Over the bound. Not exactly 50: the consumer appears when the first round's read starts, and a
+    // read still blocked then takes the first entries added (seen under CI load).
+    const reason = await unhealthyWith(gw.port, 'projection-lag', (r) => (r.count ?? 0) > 10);
+    expect(reason.message).toMatch(/\d+ entries behind, over projection.maxLag \(10\)/);
     expect((await healthz(gw.port)).codes).toEqual(['projection-lag']);
     // Another consumer of the group folds them in (here: reads and acknowledges): behind by 0, healthy.
     await local.client.xreadgroup('GROUP', 'projection', 'helper', 'COUNT', 100, 'STREAMS', stream, '>');
