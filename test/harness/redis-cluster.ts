@@ -40,21 +40,20 @@ export async function startRedisCluster(
   const nodes: RedisServer[] = [];
   try {
     for (let i = 0; i < masters * (1 + replicas); i++) {
-      // The bus port, picked free like the client port: the default (port + 10000) may be taken.
-      const busPort = await freePort();
       nodes.push(
         await startLocalRedis({
           server: options.server,
           args: [
             '--cluster-enabled',
             'yes',
-            '--cluster-port',
-            String(busPort),
             '--cluster-config-file',
             'nodes.conf',
             '--cluster-node-timeout',
             '2000',
           ],
+          // The bus port, picked free like the client port (the default, port + 10000, may be
+          // taken), and again if the node could not bind it.
+          freshArgs: async () => ['--cluster-port', String(await freePort())],
         }),
       );
     }

@@ -25,7 +25,12 @@ export interface RedisServerOptions {
   local?: boolean;
   /** Which server (default Redis); see server-kind.ts. */
   server?: ServerKind;
+  /** More directives, made again for each attempt to start (ports of its own, e.g. a cluster bus port). */
+  freshArgs?: () => Promise<string[]>;
 }
+
+/** Attempts to start a server whose port another process took between freePort() and its bind. */
+const BIND_ATTEMPTS = 3;
 
 export interface RedisServer {
   readonly host: string;
@@ -87,6 +92,18 @@ export function useLocalRedis(kind: ServerKind = 'redis'): {
 }
 
 export async function startLocalRedis(options: RedisServerOptions = {}): Promise<RedisServer> {
+  // A port found free may be taken before the server binds it (parallel test files, outgoing
+  // connections' ephemeral ports): start again on fresh ports then, instead of failing the suite.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startLocalRedisOnce(options, (await options.freshArgs?.()) ?? []);
+    } catch (err) {
+      if (attempt >= BIND_ATTEMPTS || !/Address already in use/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function startLocalRedisOnce(options: RedisServerOptions, freshArgs: string[]): Promise<RedisServer> {
   const kind = options.server ?? 'redis';
   const binary = serverBinary(kind);
   const dir = mkdtempSync(join(tmpdir(), `fleet-${kind}-`));
@@ -111,6 +128,7 @@ export async function startLocalRedis(options: RedisServerOptions = {}): Promise
     '--logfile',
     '',
     ...(options.args ?? []),
+    ...freshArgs,
   ];
 
   const start = async () => {
@@ -129,7 +147,13 @@ export async function startLocalRedis(options: RedisServerOptions = {}): Promise
     await waitExit(child);
   };
 
-  await start();
+  try {
+    await start();
+  } catch (err) {
+    await stopChild('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   return {
     host,
     port,
