@@ -107,57 +107,48 @@ local function foldState(key, folds)
     local f = folds[i]
     local topSeq, topSeqText, topTime, seen, typeText = tops[i], seqTexts[i], times[i], seens[i], typeTexts[i]
     local changed = false
-    local r1 = f.readings[1]
-    if #f.readings == 1 and tonumber(r1[2]) > topSeq then
-      -- The usual case: one reading, newer than all the device's stored ones.
-      args[#args + 1] = f.dev .. ' ' .. r1[4]
-      args[#args + 1] = r1[2] .. ' ' .. r1[3] .. ' ' .. r1[6]
-      applied = applied + 1
-      if not listed(typeText, r1[4]) then typeText = typeText == '' and r1[4] or typeText .. ' ' .. r1[4] end
-      topSeqText, topTime = r1[2], r1[3]
-      changed = true
-    elseif #f.readings > 0 then
-      local types, typeList = {}, {}
-      for ty in string.gmatch(typeText, '%S+') do
-        types[ty] = true
-        typeList[#typeList + 1] = ty
-      end
-      local current, updates = {}, {}
-      for j = 1, #f.readings do
-        local r = f.readings[j]
-        local seq, ty = tonumber(r[2]), r[4]
-        local field = f.dev .. ' ' .. ty
-        local have = current[field]
-        if have == nil then
-          if seq > topSeq then
-            have = 0
-          else
-            local raw = stored[slot[field]]
-            have = raw and tonumber(string.match(raw, '^(%d+)')) or 0
-          end
-        end
-        if seq > have then
-          current[field] = seq
-          updates[field] = r[2] .. ' ' .. r[3] .. ' ' .. r[6]
-          applied = applied + 1
-          if not types[ty] then
-            types[ty] = true
-            typeList[#typeList + 1] = ty
-          end
-          if seq > topSeq then
-            topSeq, topSeqText, topTime = seq, r[2], r[3]
-          end
-          changed = true
+    -- Several readings of one device may share a type: the newest wins and is written once
+    -- (updates). Nearly every fold has one reading, which needs neither table.
+    local many = #f.readings > 1
+    local current, updates
+    if many then current, updates = {}, {} end
+    for j = 1, #f.readings do
+      local r = f.readings[j]
+      local seq, ty = tonumber(r[2]), r[4]
+      local field = f.dev .. ' ' .. ty
+      local have = many and current[field] or nil
+      if have == nil then
+        if seq > topSeq then
+          have = 0
         else
-          current[field] = have
-          stale = stale + 1
+          local raw = stored[slot[field]]
+          have = raw and tonumber(string.match(raw, '^(%d+)')) or 0
         end
       end
+      if seq > have then
+        local value = r[2] .. ' ' .. r[3] .. ' ' .. r[6]
+        if many then
+          current[field], updates[field] = seq, value
+        else
+          args[#args + 1] = field
+          args[#args + 1] = value
+        end
+        applied = applied + 1
+        if not listed(typeText, ty) then typeText = typeText == '' and ty or typeText .. ' ' .. ty end
+        if seq > topSeq then
+          topSeq, topSeqText, topTime = seq, r[2], r[3]
+        end
+        changed = true
+      else
+        if many then current[field] = have end
+        stale = stale + 1
+      end
+    end
+    if many then
       for field, value in pairs(updates) do
         args[#args + 1] = field
         args[#args + 1] = value
       end
-      typeText = table.concat(typeList, ' ')
     end
     local arrival = f.arrival or (f.lastId and string.match(f.lastId, '^(%d+)'))
     if arrival and laterText(arrival, seen) then
