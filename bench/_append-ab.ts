@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { scriptSource } from '#shared/redis/scripts.js';
+import { quantile } from '../firmware-sim/ledger.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
 
 const { values } = parseArgs({
@@ -86,9 +87,14 @@ try {
       process.stderr.write(`round ${round}: ${v.name} ${us.toFixed(2)} µs/entry\n`);
     }
   }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   console.log('\nRedis CPU per appended entry (median of the rounds)');
-  for (const [name, xs] of results) console.log(`${name.padEnd(16)} ${median(xs).toFixed(2)} µs`);
+  for (const [name, xs] of results)
+    console.log(
+      `${name.padEnd(16)} ${quantile(
+        [...xs].sort((a, b) => a - b),
+        0.5,
+      ).toFixed(2)} µs`,
+    );
 } finally {
   client.disconnect();
   await redis.destroy();
