@@ -161,10 +161,16 @@ export async function run(): Promise<BenchResult> {
     while (sending) {
       const id = pick(agentIds, randomTarget);
       try {
-        const s = await sendCommand(client, keys, id, { name: 'test.effect', args: {}, ttlMs: 120_000 });
+        const s = await sendCommand(client, keys, id, {
+          name: 'test.effect',
+          args: {},
+          ttlMs: 120_000,
+          // Sent at the run's level, as `ctl command send` is: queued means on a replica too.
+          durability: DURABILITY === 'replicated' ? { replicas: 1, timeoutMs: 500 } : undefined,
+        });
         sent.push(`${id}/${s.command.id}`);
       } catch {
-        sendFailures++; // no master for that slot just now: not sent, not counted
+        sendFailures++; // no master (or replica) for that slot just now: not sent, not counted
       }
       await sleep(100);
     }

@@ -9,6 +9,7 @@
 import type { CommandArgs, CommandResult } from '#shared/commands/codec.js';
 import { commandStatus, ResultWatcher, type Sent, sendToGroup } from '#shared/commands/send.js';
 import { CommandTimeoutError, UsageError, ValidationError } from '#shared/errors.js';
+import { durabilityOf } from '#shared/telemetry/producer-options.js';
 import { type CtlCommand, table } from './context.js';
 
 const USAGE = `Usage:
@@ -75,7 +76,14 @@ const command: CtlCommand = async (ctx, args) => {
     ctx.client,
     ctx.keys,
     { devices, tags: c.tag, fleet: c.fleet },
-    { name, args: parseArgs(argsText), ttlMs: c.ttl, id: c.commandId, correlationId: c.correlationId },
+    {
+      name,
+      args: parseArgs(argsText),
+      ttlMs: c.ttl,
+      id: c.commandId,
+      correlationId: c.correlationId,
+      durability: durabilityOf(c),
+    },
   );
   const first = sent[0]!.command;
   if (!c.wait) {

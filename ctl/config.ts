@@ -2,6 +2,7 @@
 import { opt } from '#shared/config/schema.js';
 import { logSchema } from '#shared/log.js';
 import { redisSchema } from '#shared/redis/options.js';
+import { durabilitySchema } from '#shared/telemetry/producer-options.js';
 import { commandCtlSchema } from './command-options.js';
 
 export const ENV_PREFIX = 'CTL';
@@ -16,6 +17,8 @@ export const ctlSchema = {
     { min: 86_400_000 },
   ),
   ...commandCtlSchema,
+  // Commands sent and dead letters replayed are acknowledged at this level.
+  ...durabilitySchema,
   ...redisSchema,
   ...logSchema,
 } as const;

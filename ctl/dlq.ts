@@ -26,7 +26,9 @@ import { commandStatus, DEFAULT_LEDGER_RETENTION_MS, ringDoorbell } from '#share
 import { UsageError } from '#shared/errors.js';
 import { DEVICE_ID_PATTERN, type Keys } from '#shared/keys.js';
 import type { RedisClient } from '#shared/redis/connect.js';
+import type { ReplicaWait } from '#shared/redis/durability.js';
 import { idTime } from '#shared/streams/inspect.js';
+import { durabilityOf } from '#shared/telemetry/producer-options.js';
 import { type CtlCommand, table } from './context.js';
 
 export { type DeadLetter, decodeDeadLetter };
@@ -69,6 +71,8 @@ export interface ReplayOptions {
   now?: number;
   /** How long the replay record is kept (ms). */
   recordTtlMs?: number;
+  /** producer.durability: the replay is queued once this many replicas have it. */
+  durability?: ReplicaWait;
 }
 
 export async function replay(
@@ -99,16 +103,20 @@ export async function replay(
     replayId: replayedAs,
     entryId,
     replayedAt,
-  } = await replayCommand(client, {
-    stream: keys.commands(dead.deviceId),
-    ledger: keys.commandLedger(dead.deviceId, id),
-    record: keys.replayRecord(dead.deviceId, dead.id),
-    expireAt: command.deadline + DEFAULT_LEDGER_RETENTION_MS,
-    now,
-    recordExpireAt: now + (options.recordTtlMs ?? DEFAULT_REPLAY_RECORD_TTL_MS),
-    replayId: id,
-    fields,
-  });
+  } = await replayCommand(
+    client,
+    {
+      stream: keys.commands(dead.deviceId),
+      ledger: keys.commandLedger(dead.deviceId, id),
+      record: keys.replayRecord(dead.deviceId, dead.id),
+      expireAt: command.deadline + DEFAULT_LEDGER_RETENTION_MS,
+      now,
+      recordExpireAt: now + (options.recordTtlMs ?? DEFAULT_REPLAY_RECORD_TTL_MS),
+      replayId: id,
+      fields,
+    },
+    options.durability,
+  );
   if (queued) {
     await ringDoorbell(client, keys, dead.deviceId);
     return { ...base, replayId: id, action: 'queued', detail: `entry ${entryId}` };
@@ -219,7 +227,8 @@ const dlq: CtlCommand = async (ctx, args) => {
     }
     const outcomes: ReplayOutcome[] = [];
     const recordTtlMs = ctx.config['dlq.replayRecordTtl'];
-    for (const d of list) outcomes.push(await replay(client, keys, d, { recordTtlMs }));
+    const durability = durabilityOf(ctx.config);
+    for (const d of list) outcomes.push(await replay(client, keys, d, { recordTtlMs, durability }));
     if (ctx.json) ctx.out(JSON.stringify({ replays: outcomes }));
     else {
       ctx.out(

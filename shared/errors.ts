@@ -58,7 +58,7 @@ export class AppendTimeoutError extends FleetError {
   }
 }
 
-/** WAIT returned fewer replicas than the replicated durability level requires. */
+/** WAIT returned fewer replicas than the replicated durability level requires (shared/redis/durability.ts). */
 export class ReplicationError extends FleetError {
   readonly code = 'NOT_REPLICATED';
   constructor(
@@ -66,7 +66,7 @@ export class ReplicationError extends FleetError {
     readonly acknowledged: number,
   ) {
     super(
-      `append reached ${acknowledged} of ${wanted} replicas (lower producer.replicas or check the replicas' health)`,
+      `write reached ${acknowledged} of ${wanted} replicas (lower producer.replicas or check the replicas' health)`,
     );
   }
 }

@@ -7,6 +7,7 @@ import type { Keys } from '#shared/keys.js';
 import type { Logger } from '#shared/log.js';
 import type { Registry } from '#shared/metrics.js';
 import type { RedisClient } from '#shared/redis/connect.js';
+import type { DurabilityConfig } from '#shared/telemetry/producer-options.js';
 import { builtinHandlers, type DeviceControl, HandlerRegistry, testHandlers } from './handlers.js';
 import { CommandJournal } from './journal.js';
 import { createCommandMetrics } from './metrics.js';
@@ -27,7 +28,8 @@ export interface CommandWorkerDeps {
 }
 
 export function createCommandWorker(
-  config: CommandConfig & { 'device.id': string; 'device.tags': readonly string[]; 'device.dataDir': string },
+  config: CommandConfig &
+    DurabilityConfig & { 'device.id': string; 'device.tags': readonly string[]; 'device.dataDir': string },
   deps: CommandWorkerDeps,
 ): CommandWorker | undefined {
   if (!config['commands.enabled']) return undefined;

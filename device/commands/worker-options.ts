@@ -1,4 +1,6 @@
 /** The command worker's options, mapped once from the agent's `commands.*` config (options.ts). */
+import type { ReplicaWait } from '#shared/redis/durability.js';
+import { type DurabilityConfig, durabilityOf } from '#shared/telemetry/producer-options.js';
 import type { CommandConfig } from './options.js';
 
 export interface WorkerOptions {
@@ -19,10 +21,12 @@ export interface WorkerOptions {
   resultsMaxLen: number;
   /** Tests only: pause between a handler's end and recording its result. */
   delayAfterHandlerMs: number;
+  /** producer.durability: results reach this many replicas before their entry is acked. */
+  durability: ReplicaWait | undefined;
 }
 
 export function workerOptions(
-  config: CommandConfig & { 'device.id': string; 'device.tags': readonly string[] },
+  config: CommandConfig & DurabilityConfig & { 'device.id': string; 'device.tags': readonly string[] },
 ): WorkerOptions {
   return {
     deviceId: config['device.id'],
@@ -40,5 +44,6 @@ export function workerOptions(
     clockSkewAllowanceMs: config['commands.clockSkewAllowance'],
     resultsMaxLen: config['commands.resultsMaxLen'],
     delayAfterHandlerMs: config['commands.testDelayAfterHandler'],
+    durability: durabilityOf(config),
   };
 }

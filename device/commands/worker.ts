@@ -107,6 +107,7 @@ export class CommandWorker {
       clock: this.clock,
       group: options.group,
       resultsMaxLen: options.resultsMaxLen,
+      durability: options.durability,
     });
     // A blocked read holds its connection: the reader gets one of its own.
     this.connection = duplicateClient(client);

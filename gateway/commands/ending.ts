@@ -11,6 +11,7 @@ import { type CommandEntry, Concluder, type Conclusion } from '#shared/commands/
 import { decodeLedger, LEDGER_READ_FIELDS, type LedgerView, ledgerHash } from '#shared/commands/ledger.js';
 import { Counter } from '#shared/metrics.js';
 import { reconnectDelay } from '#shared/redis/connect.js';
+import { durabilityOf } from '#shared/telemetry/producer-options.js';
 import type { GatewayContext } from '../services.js';
 import type { HeldCommands } from './held.js';
 import { COMMAND_GROUP, type CommandOptions } from './options.js';
@@ -46,6 +47,7 @@ export class CommandEnding {
       clock: ctx.clock,
       group: COMMAND_GROUP,
       resultsMaxLen: options.resultsMaxLen,
+      durability: durabilityOf(ctx.config),
     });
     this.results = new Counter({
       name: 'gateway_command_results_total',

@@ -21,6 +21,7 @@ import { commandStatus, sendCommand } from '#shared/commands/send.js';
 import { FleetError, ValidationError } from '#shared/errors.js';
 import { DEVICE_ID_PATTERN, type Keys } from '#shared/keys.js';
 import type { RedisClient } from '#shared/redis/connect.js';
+import type { ReplicaWait } from '#shared/redis/durability.js';
 import type { FleetReader } from './fleet.js';
 import type { Ring, Sample } from './history.js';
 
@@ -52,6 +53,8 @@ export interface ApiContext {
   readonly history: Ring<Sample>;
   readonly maxDevices: number;
   readonly commandTtlMs: number;
+  /** producer.durability: a command is sent once this many replicas have it. */
+  readonly durability: ReplicaWait | undefined;
 }
 
 export interface ApiResponse {
@@ -251,6 +254,7 @@ export async function handleApi(
         name: req.name,
         args: req.args,
         ttlMs: req.ttlMs,
+        durability: ctx.durability,
       });
     } catch (err) {
       // The codec's own checks (args size, ...) come back as 400 with its message.

@@ -7,6 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { durabilityOf } from '#shared/telemetry/producer-options.js';
 import type { GatewayContext, GatewayService } from '../services.js';
 import { type ApiContext, ApiError, handleApi, readJsonBody } from './api.js';
 import { FleetReader } from './fleet.js';
@@ -57,6 +58,7 @@ export class DashboardService implements GatewayService {
       history: this.sampler.history,
       maxDevices: options.maxDevices,
       commandTtlMs: options.commandTtlMs,
+      durability: durabilityOf(ctx.config),
     };
   }
 

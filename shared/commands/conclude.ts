@@ -17,6 +17,7 @@ import type { Clock } from '../clock.js';
 import { ValidationError } from '../errors.js';
 import type { Keys } from '../keys.js';
 import type { RedisClient } from '../redis/connect.js';
+import type { ReplicaWait } from '../redis/durability.js';
 import { decodeResult, isTerminal, RESULT_FIELD, resultField, type TerminalStatus } from './codec.js';
 import { deadLetterFields } from './deadletter.js';
 import { concludeCommand, finishCommand, publishOnce } from './scripts.js';
@@ -29,6 +30,11 @@ export interface ConcludeSetup {
   readonly group: string;
   /** Approximate MAXLEN of the results stream (0 = no trimming). */
   readonly resultsMaxLen: number;
+  /**
+   * `replicated`: the result (and dead letter) must reach this many replicas before the entry
+   * is acknowledged, so a master lost after the ack cannot take the only copy of a result.
+   */
+  readonly durability?: ReplicaWait;
 }
 
 /** The entry a command came in, and how its end is recorded. */
@@ -112,27 +118,33 @@ export class Concluder {
     fixing: boolean,
     early?: StartedAtOnce,
   ): Promise<Conclusion> {
-    const { client, keys, group, resultsMaxLen } = this.setup;
+    const { client, keys, group, resultsMaxLen, durability } = this.setup;
     const status = statusOf(result);
-    const done = await concludeCommand(client, {
-      ledger: keys.commandLedger(entry.deviceId, commandId),
-      results: keys.results(),
-      resultsMarker: keys.publishedMarker(keys.results(), entry.deviceId, commandId),
-      deadLetters: keys.deadLetters(),
-      deadLetterMarker: keys.publishedMarker(keys.deadLetters(), entry.deviceId, commandId),
-      commandStream: keys.commands(entry.deviceId),
-      expireAt: entry.expireAt,
-      status,
-      result,
-      attempts: attemptsOf(result),
-      markerTtlMs: this.markerTtl(entry),
-      resultsMaxLen,
-      group,
-      entryId: entry.entryId,
-      // The dead letter's fields are built (and sent) only for a failed result.
-      deadLetter: status === 'failed' ? this.deadLetter(entry, result) : [],
-      early,
-    });
+    // With replicas to wait for, WAIT follows the script: its ack is replicated with the result or
+    // not at all, so a promoted replica without the result has the entry pending again.
+    const done = await concludeCommand(
+      client,
+      {
+        ledger: keys.commandLedger(entry.deviceId, commandId),
+        results: keys.results(),
+        resultsMarker: keys.publishedMarker(keys.results(), entry.deviceId, commandId),
+        deadLetters: keys.deadLetters(),
+        deadLetterMarker: keys.publishedMarker(keys.deadLetters(), entry.deviceId, commandId),
+        commandStream: keys.commands(entry.deviceId),
+        expireAt: entry.expireAt,
+        status,
+        result,
+        attempts: attemptsOf(result),
+        markerTtlMs: this.markerTtl(entry),
+        resultsMaxLen,
+        group,
+        entryId: entry.entryId,
+        // The dead letter's fields are built (and sent) only for a failed result.
+        deadLetter: status === 'failed' ? this.deadLetter(entry, result) : [],
+        early,
+      },
+      durability,
+    );
     // The ledger holds another result (fixed first elsewhere): that one wins, and is published
     // step by step, its dead letter built from this entry when it is `failed`.
     if (!done.concluded) return this.publish(entry, done.stored, false);
@@ -147,29 +159,38 @@ export class Concluder {
 
   /** The step-by-step path: dead letter (when failed) and result at most once each, then XACK. */
   private async publish(entry: CommandEntry, result: string[], fixed: boolean): Promise<Conclusion> {
-    const { client, keys, group, resultsMaxLen } = this.setup;
+    const { client, keys, group, resultsMaxLen, durability } = this.setup;
     const key = entry.commandId ?? `e:${entry.entryId}`;
     const ttlMs = this.markerTtl(entry);
     const status = statusOf(result);
     let deadLetterAdded = false;
     // The dead letter before the result: a sender that sees `failed` finds it.
     if (status === 'failed') {
-      ({ added: deadLetterAdded } = await publishOnce(client, {
-        stream: keys.deadLetters(),
-        marker: keys.publishedMarker(keys.deadLetters(), entry.deviceId, key),
-        ttlMs,
-        maxLen: 0,
-        fields: this.deadLetter(entry, result),
-      }));
+      ({ added: deadLetterAdded } = await publishOnce(
+        client,
+        {
+          stream: keys.deadLetters(),
+          marker: keys.publishedMarker(keys.deadLetters(), entry.deviceId, key),
+          ttlMs,
+          maxLen: 0,
+          fields: this.deadLetter(entry, result),
+        },
+        durability,
+      ));
     }
-    const { added: resultAdded } = await publishOnce(client, {
-      stream: keys.results(),
-      marker: keys.publishedMarker(keys.results(), entry.deviceId, key),
-      ttlMs,
-      maxLen: resultsMaxLen,
-      fields: result,
-    });
-    // Acknowledge only now: the result is in the ledger and in the results stream.
+    const { added: resultAdded } = await publishOnce(
+      client,
+      {
+        stream: keys.results(),
+        marker: keys.publishedMarker(keys.results(), entry.deviceId, key),
+        ttlMs,
+        maxLen: resultsMaxLen,
+        fields: result,
+      },
+      durability,
+    );
+    // Acknowledge only now: the result is in the ledger and in the results stream (on as many
+    // replicas as the durability level asks).
     if (entry.ack) await client.xack(keys.commands(entry.deviceId), group, entry.entryId);
     return { fixed, status, result, resultAdded, deadLetterAdded };
   }

@@ -6,11 +6,29 @@
  * arguments or parses a script's reply.
  */
 import type { RedisClient } from '../redis/connect.js';
-import { scripts } from '../redis/scripts.js';
+import { type ReplicaWait, writeDurably } from '../redis/durability.js';
+import { type ScriptCommands, scripts } from '../redis/scripts.js';
 import type { TerminalStatus } from './codec.js';
 import { decodeStoredResult, encodeStoredResult } from './ledger.js';
 
 type Arg = string | number;
+
+/**
+ * Runs the script `name`; with `wait` (the replicated durability level), pipelined with WAIT
+ * behind it, so its reply counts only once replicas have the write (shared/redis/durability.ts).
+ */
+function writeScript<N extends keyof ScriptCommands>(
+  client: RedisClient,
+  wait: ReplicaWait | undefined,
+  name: N,
+  ...args: Parameters<ScriptCommands[N]>
+): ReturnType<ScriptCommands[N]> {
+  const call = (target: object) =>
+    (target as Record<N, (...a: Parameters<ScriptCommands[N]>) => unknown>)[name](...args);
+  const commands = scripts(client);
+  if (!wait) return call(commands) as ReturnType<ScriptCommands[N]>;
+  return writeDurably(client, wait, (pipeline) => void call(pipeline)) as ReturnType<ScriptCommands[N]>;
+}
 
 export interface EnqueueArgs {
   stream: string;
@@ -27,8 +45,15 @@ export interface EnqueueArgs {
 export type Enqueued = { queued: true; entryId: string } | { queued: false; status: string };
 
 /** enqueueCommand-3.lua: stream entry, `queued` ledger and doorbell in one step, once per command id. */
-export async function enqueueCommand(client: RedisClient, a: EnqueueArgs): Promise<Enqueued> {
-  const [ok, value] = await scripts(client).enqueueCommand(
+export async function enqueueCommand(
+  client: RedisClient,
+  a: EnqueueArgs,
+  wait?: ReplicaWait,
+): Promise<Enqueued> {
+  const [ok, value] = await writeScript(
+    client,
+    wait,
+    'enqueueCommand',
     a.stream,
     a.ledger,
     a.doorbell,
@@ -55,8 +80,12 @@ export interface PublishOnceArgs {
 export async function publishOnce(
   client: RedisClient,
   a: PublishOnceArgs,
+  wait?: ReplicaWait,
 ): Promise<{ added: boolean; entryId: string }> {
-  const [added, entryId] = await scripts(client).publishOnce(
+  const [added, entryId] = await writeScript(
+    client,
+    wait,
+    'publishOnce',
     a.stream,
     a.marker,
     Math.max(1000, Math.round(a.ttlMs)),
@@ -158,9 +187,16 @@ export type Concluded =
  * result and XACK in one call; when the ledger holds another result, nothing is done and that
  * one is returned.
  */
-export async function concludeCommand(client: RedisClient, a: ConcludeArgs): Promise<Concluded> {
+export async function concludeCommand(
+  client: RedisClient,
+  a: ConcludeArgs,
+  wait?: ReplicaWait,
+): Promise<Concluded> {
   const early = a.early ? [a.early.receivedAt, a.early.startedAt, a.early.consumer] : ['', '', ''];
-  const [fixed, concluded, stored, resultAdded, deadLetterAdded] = await scripts(client).concludeCommand(
+  const [fixed, concluded, stored, resultAdded, deadLetterAdded] = await writeScript(
+    client,
+    wait,
+    'concludeCommand',
     a.ledger,
     a.results,
     a.resultsMarker,
@@ -207,8 +243,15 @@ export interface Replayed {
 }
 
 /** replayCommand-3.lua: queues a dead letter's replay once, with its durable record. */
-export async function replayCommand(client: RedisClient, a: ReplayArgs): Promise<Replayed> {
-  const [code, replayId, entryId, at] = await scripts(client).replayCommand(
+export async function replayCommand(
+  client: RedisClient,
+  a: ReplayArgs,
+  wait?: ReplicaWait,
+): Promise<Replayed> {
+  const [code, replayId, entryId, at] = await writeScript(
+    client,
+    wait,
+    'replayCommand',
     a.stream,
     a.ledger,
     a.record,

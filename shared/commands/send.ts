@@ -17,6 +17,7 @@ import { systemClock } from '../clock.js';
 import { CommandTimeoutError, ValidationError } from '../errors.js';
 import { assertDeviceId, type Keys } from '../keys.js';
 import type { RedisClient } from '../redis/connect.js';
+import type { ReplicaWait } from '../redis/durability.js';
 import { type Command, type CommandArgs, type CommandResult, decodeResult, encodeCommand } from './codec.js';
 import { decodeLedger, type LedgerView } from './ledger.js';
 import { enqueueCommand } from './scripts.js';
@@ -40,6 +41,12 @@ export interface SendOptions {
   clock?: Clock;
   /** How long the ledger outlives the deadline. */
   retentionMs?: number;
+  /**
+   * `replicated`: the send resolves only once this many replicas have the command
+   * (else ReplicationError; sending the same id again never queues it twice), so a
+   * master lost right after cannot take a command its sender was told is queued.
+   */
+  durability?: ReplicaWait;
 }
 
 export interface Sent {
@@ -77,7 +84,7 @@ export async function queueCommand(
   keys: Keys,
   deviceId: string,
   command: Command,
-  options: { retentionMs?: number; clock?: Clock } = {},
+  options: { retentionMs?: number; clock?: Clock; durability?: ReplicaWait } = {},
 ): Promise<Sent> {
   assertDeviceId(deviceId);
   const { fields } = encodeCommand(command);
@@ -87,16 +94,20 @@ export async function queueCommand(
   // another slot, so it rings once the entry exists (KEYS[3] then only repeats the device's slot).
   const cluster = client instanceof Cluster;
   const stream = keys.commands(deviceId);
-  const enqueued = await enqueueCommand(client, {
-    stream,
-    ledger: keys.commandLedger(deviceId, command.id),
-    doorbell: cluster ? stream : keys.commandDoorbell(),
-    expireAt,
-    now,
-    doorbellMaxLen: cluster ? 0 : DOORBELL_MAX_LEN,
-    deviceId,
-    fields,
-  });
+  const enqueued = await enqueueCommand(
+    client,
+    {
+      stream,
+      ledger: keys.commandLedger(deviceId, command.id),
+      doorbell: cluster ? stream : keys.commandDoorbell(),
+      expireAt,
+      now,
+      doorbellMaxLen: cluster ? 0 : DOORBELL_MAX_LEN,
+      deviceId,
+      fields,
+    },
+    options.durability,
+  );
   if (!enqueued.queued)
     return { command, deviceId, entryId: undefined, duplicate: true, existingStatus: enqueued.status };
   if (cluster) await ringDoorbell(client, keys, deviceId);

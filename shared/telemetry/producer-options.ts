@@ -1,5 +1,37 @@
 /** Options of the batched telemetry producer; the defaults live in the schema, once. */
 import { type ConfigOf, opt } from '../config/schema.js';
+import { type ReplicaWait, replicaWaitOf } from '../redis/durability.js';
+
+/**
+ * The durability level (shared/redis/durability.ts): one per process, for everything it
+ * acknowledges, so `ctl` takes these keys too.
+ */
+export const durabilitySchema = {
+  'producer.durability': opt.enum(
+    ['local', 'replicated'],
+    'local',
+    'What this process acknowledges (telemetry batches, commands it queues, results it publishes) must reach first. local: the master; replicated: also producer.replicas replicas (WAIT)',
+  ),
+  'producer.replicas': opt.integer(
+    1,
+    'Replicas that must confirm a write at the replicated durability level',
+    {
+      min: 1,
+    },
+  ),
+  'producer.replicaTimeout': opt.duration(1000, 'How long WAIT waits for replicas', { min: 1 }),
+} as const;
+
+export type DurabilityConfig = ConfigOf<typeof durabilitySchema>;
+
+/** The level as a ReplicaWait (undefined at `local`). */
+export function durabilityOf(c: DurabilityConfig): ReplicaWait | undefined {
+  return replicaWaitOf({
+    durability: c['producer.durability'],
+    replicas: c['producer.replicas'],
+    replicaTimeoutMs: c['producer.replicaTimeout'],
+  });
+}
 
 export const producerSchema = {
   'producer.batchMaxEntries': opt.integer(100, 'A batch is sent as soon as it holds this many entries', {
@@ -47,19 +79,7 @@ export const producerSchema = {
     'Out-of-order sequence ranges remembered per device above its contiguous mark (see docs/telemetry.md)',
     { min: 1, max: 100_000 },
   ),
-  'producer.durability': opt.enum(
-    ['local', 'replicated'],
-    'local',
-    'local: acknowledged by the primary; replicated: also WAIT for producer.replicas replicas',
-  ),
-  'producer.replicas': opt.integer(
-    1,
-    'Replicas that must confirm a batch at the replicated durability level',
-    {
-      min: 1,
-    },
-  ),
-  'producer.replicaTimeout': opt.duration(1000, 'How long WAIT waits for replicas', { min: 1 }),
+  ...durabilitySchema,
 } as const;
 
 export type ProducerSchema = typeof producerSchema;

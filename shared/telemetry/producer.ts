@@ -19,12 +19,13 @@ import { type ChainableCommander, Cluster } from 'ioredis';
 import type { Clock } from '../clock.js';
 import { systemClock } from '../clock.js';
 import { type EncodedEnvelope, encodedSize } from '../envelope.js';
-import { AppendTimeoutError, RedisUnavailableError, ReplicationError, ScriptError } from '../errors.js';
+import { AppendTimeoutError, RedisUnavailableError, ScriptError } from '../errors.js';
 import type { HealthBook, LossCondition } from '../health.js';
 import type { Keys } from '../keys.js';
 import { EpisodeLog, type Logger } from '../log.js';
 import { Counter, Gauge, Histogram, type Registry } from '../metrics.js';
 import { type RedisClient, reconnectDelay, refreshOnRedirection } from '../redis/connect.js';
+import { checkWait, pipelineWait, replicaWaitOf } from '../redis/durability.js';
 import { defineScripts, scriptErrorOf } from '../redis/scripts.js';
 import type { ProducerOptions } from './producer-options.js';
 
@@ -555,18 +556,15 @@ export class TelemetryProducer {
     const pipeline = this.client.pipeline() as ScriptPipeline;
     if (o.idempotent) pipeline.appendTelemetry(keys.length, ...keys, o.maxGaps, ...batches);
     else pipeline.appendTelemetryRaw(keys.length, ...keys, o.maxGaps, ...batches);
-    // WAIT counts the replicas that have every write this connection made before it.
-    if (o.durability === 'replicated') pipeline.wait(o.replicas, o.replicaTimeoutMs);
+    const wait = replicaWaitOf(o);
+    pipelineWait(pipeline, wait);
     const replies = (await pipeline.exec()) ?? [];
     for (const [err] of replies) {
       if (!err) continue;
       refreshOnRedirection(this.client, err);
       throw scriptErrorOf(err, o.idempotent ? 'appendTelemetry' : 'appendTelemetryRaw') ?? err;
     }
-    if (o.durability === 'replicated') {
-      const acked = Number(replies[replies.length - 1]?.[1] ?? 0);
-      if (acked < o.replicas) throw new ReplicationError(o.replicas, acked);
-    }
+    checkWait(replies, wait);
     if (!o.idempotent) return { appended: entries, duplicates: 0, forgotten: 0 };
     const [appended, duplicates, forgotten] = (replies[0]?.[1] ?? [0, 0, 0]) as [number, number, number];
     return { appended, duplicates, forgotten };

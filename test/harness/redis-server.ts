@@ -170,3 +170,22 @@ async function startLocalRedisOnce(options: RedisServerOptions, freshArgs: strin
     },
   };
 }
+
+/** A local primary with one replica linked to it (the replicated durability tests); destroy both. */
+export async function startPrimaryWithReplica(): Promise<{ primary: RedisServer; replica: RedisServer }> {
+  const primary = await startLocalRedis();
+  // Started as a replica of nothing, then pointed at the primary once both ports are known.
+  const replica = await startLocalRedis({ args: ['--replicaof', '127.0.0.1', '0'] });
+  const r = replica.client();
+  try {
+    await r.replicaof('127.0.0.1', primary.port);
+    const deadline = Date.now() + 10_000;
+    while (!(await r.info('replication')).includes('master_link_status:up')) {
+      if (Date.now() > deadline) throw new Error('the replica did not link to its primary within 10 s');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  } finally {
+    r.disconnect();
+  }
+  return { primary, replica };
+}

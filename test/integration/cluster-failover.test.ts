@@ -109,10 +109,17 @@ async function runFailover(durability: Durability, fault: Fault): Promise<Run> {
       while (sending) {
         for (const id of DEVICES) {
           try {
-            const s = await sendCommand(client, keys, id, { name: 'test.effect', args: {}, ttlMs: 60_000 });
+            const s = await sendCommand(client, keys, id, {
+              name: 'test.effect',
+              args: {},
+              ttlMs: 60_000,
+              // At `replicated` a send resolves once a replica has the command, as `ctl` sends it.
+              durability: durability === 'replicated' ? { replicas: 1, timeoutMs: 500 } : undefined,
+            });
             sent.push(`${id}/${s.command.id}`);
           } catch {
-            // no master for the slot just now: the sender retries with a new command later
+            // no master (or, at replicated, no replica) for the slot just now: not sent, and
+            // the sender goes on with a new command
           }
         }
         await new Promise((r) => setTimeout(r, 100));

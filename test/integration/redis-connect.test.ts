@@ -12,8 +12,7 @@ import { TelemetryProducer } from '#shared/telemetry/producer.js';
 import { producerOptions } from '#shared/telemetry/producer-options.js';
 import { freePort } from '../harness/ports.js';
 import { randomPrefix } from '../harness/prefix.js';
-import { type RedisServer, startLocalRedis } from '../harness/redis-server.js';
-import { waitFor } from '../harness/streams.js';
+import { type RedisServer, startLocalRedis, startPrimaryWithReplica } from '../harness/redis-server.js';
 import { baseRedisConfig } from '../harness/targets.js';
 import { makeCertificates } from '../harness/tls.js';
 
@@ -99,17 +98,8 @@ describe('replicated durability', () => {
   let primary: RedisServer;
   let replica: RedisServer;
   beforeAll(async () => {
-    primary = await startLocalRedis();
-    replica = await startLocalRedis({ args: ['--replicaof', '127.0.0.1', '0'] });
+    ({ primary, replica } = await startPrimaryWithReplica());
     servers.push(primary, replica);
-    const r = replica.client();
-    await r.replicaof('127.0.0.1', primary.port);
-    await waitFor(
-      async () => (await r.info('replication')).includes('master_link_status:up'),
-      10_000,
-      'replica link',
-    );
-    r.disconnect();
   });
 
   const producerFor = async (replicas: number, onFailed?: (err: Error) => void) => {

@@ -1,10 +1,12 @@
 /**
  * The command worker refuses, at start, a claim idle time that a live
  * consumer's entry can reach: one attempt (the handler timeout) plus the
- * retry backoff before its next XCLAIM.
+ * retry backoff before its next XCLAIM. Its options follow the agent's
+ * durability level (command-durability.test.ts tests what the level does).
  */
 import { Redis } from 'ioredis';
 import { expect, it } from 'vitest';
+import { loadConfig } from '#shared/config/load.js';
 import { ConfigError } from '#shared/errors.js';
 import { Keys } from '#shared/keys.js';
 import { silentLogger } from '#shared/log.js';
@@ -13,7 +15,8 @@ import { HandlerRegistry } from '../../device/commands/handlers.js';
 import type { CommandJournal } from '../../device/commands/journal.js';
 import { createCommandMetrics } from '../../device/commands/metrics.js';
 import { CommandWorker } from '../../device/commands/worker.js';
-import type { WorkerOptions } from '../../device/commands/worker-options.js';
+import { type WorkerOptions, workerOptions } from '../../device/commands/worker-options.js';
+import { agentSchema } from '../../device/config.js';
 
 const options: WorkerOptions = {
   deviceId: 'dev-o',
@@ -31,6 +34,7 @@ const options: WorkerOptions = {
   clockSkewAllowanceMs: 2000,
   resultsMaxLen: 0,
   delayAfterHandlerMs: 0,
+  durability: undefined,
 };
 
 const make = (o: Partial<WorkerOptions>) => {
@@ -71,4 +75,14 @@ it('claimIdle must exceed the longest handler timeout plus retryMaxDelay, and th
   expect((error as Error).message).toContain('commands.retryMaxDelay');
   expect(() => make({ claimIdleMs: 12_000, retryMaxDelayMs: 1000 })).not.toThrow();
   expect(() => make({ claimIdleMs: 15_001 })).not.toThrow();
+});
+
+it("the worker concludes commands at the agent's producer.durability level", () => {
+  const at = (flags: Record<string, string>) =>
+    workerOptions(loadConfig(agentSchema, 'AGENT', { env: {}, flags: { 'device.id': 'dev-o', ...flags } }))
+      .durability;
+  expect(at({})).toBeUndefined();
+  expect(
+    at({ 'producer.durability': 'replicated', 'producer.replicas': '2', 'producer.replicaTimeout': '300ms' }),
+  ).toEqual({ replicas: 2, timeoutMs: 300 });
 });
