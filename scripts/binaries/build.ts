@@ -27,6 +27,7 @@ import {
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
+import { quietDebug } from '#shared/process/bundle.mjs';
 import { SCRIPT_FILES, scriptSource } from '#shared/redis/scripts.js';
 import { VERSION } from '#shared/version.js';
 import { agentSchema, ENV_PREFIX } from '../../device/config.js';
@@ -140,7 +141,8 @@ export async function bundleAgent(outFile: string): Promise<{ bytes: number; ms:
     // The oldest Node a target carries (linux-armv7l: 20.11).
     target: 'node20.11',
     outfile: outFile,
-    plugins: [inline],
+    // ioredis calls `debug` for every command; off, the quiet logger builds no arguments for it.
+    plugins: [inline, quietDebug],
     define: { 'import.meta.url': '__streamfleet_import_meta_url', STREAMFLEET_BUNDLE: 'true' },
     banner: { js: 'var __streamfleet_import_meta_url = require("url").pathToFileURL(__filename).href;' },
     minifyWhitespace: true,

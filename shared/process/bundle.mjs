@@ -51,8 +51,11 @@ const keepModuleUrls = {
 
 const QUIET_DEBUG = fileURLToPath(new URL('./quiet-debug.cjs', import.meta.url));
 
-/** Every package's `debug` is ./quiet-debug.cjs, which itself loads the real one. */
-const quietDebug = {
+/**
+ * Every package's `debug` is ./quiet-debug.cjs, which itself loads the real one (also in the
+ * agent's single binaries: scripts/binaries/build.ts).
+ */
+export const quietDebug = {
   name: 'quiet-debug',
   /** @param {import('esbuild').PluginBuild} b */
   setup(b) {

@@ -29,6 +29,8 @@ describe('dist/bin', () => {
       await bundleAgent(a);
       await bundleAgent(b);
       expect(sha256(readFileSync(b))).toBe(sha256(readFileSync(a)));
+      // ioredis's `debug` is the quiet one there too (shared/process/quiet-debug.cjs).
+      expect(readFileSync(a, 'utf8')).toContain('off.enabled=!1');
       const builds = [];
       for (const out of ['one', 'two']) {
         const outDir = join(work, out);
