@@ -16,6 +16,7 @@ import { Redis } from 'ioredis';
 import { scriptSource } from '#shared/redis/scripts.js';
 import { quantile } from '../firmware-sim/ledger.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
+import { redisCpuSeconds } from './_redis-info.js';
 
 const { values } = parseArgs({
   options: { root: { type: 'string' }, batches: { type: 'string' }, rounds: { type: 'string' } },
@@ -43,10 +44,7 @@ const payload = '{"lat":52.512345,"lon":13.412345,"alt":120.5,"speed":11.2,"head
 
 const redis = await startLocalRedis();
 const client = new Redis(redis.url);
-const cpu = async () => {
-  const info = await client.info('cpu');
-  return Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1]) + Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1]);
-};
+const cpu = () => redisCpuSeconds(client);
 const results = new Map<string, number[]>();
 try {
   for (let round = 1; round <= ROUNDS; round++) {

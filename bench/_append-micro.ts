@@ -14,6 +14,7 @@ import { silentLogger } from '#shared/log.js';
 import { TelemetryProducer } from '#shared/telemetry/producer.js';
 import { producerOptions } from '#shared/telemetry/producer-options.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
+import { redisCpuSeconds } from './_redis-info.js';
 
 const DEVICES = Number(process.argv[2] ?? 10);
 const ENTRIES = Number(process.argv[3] ?? 10);
@@ -39,12 +40,7 @@ try {
       { logger: silentLogger() },
     );
     await client.config('RESETSTAT');
-    const cpu = async () => {
-      const info = await client.info('cpu');
-      return (
-        Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1]) + Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1])
-      );
-    };
+    const cpu = () => redisCpuSeconds(client);
     const cpu0 = await cpu();
     const client0 = process.cpuUsage();
     const seqs = new Map<string, number>();

@@ -12,6 +12,7 @@ import { runProgram } from '../test/harness/agent-process.js';
 import { startMosquitto } from '../test/harness/mosquitto.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
 import { saturate } from './_mqtt-load.js';
+import { redisCpuSeconds } from './_redis-info.js';
 
 const seconds = Number(process.argv[2] ?? 6);
 /** utime + stime of a process or one of its threads, in ms. */
@@ -102,9 +103,9 @@ try {
     .map(
       ([, name, calls, usec]) => `${name} ${calls} calls, ${(Number(usec) / Number(calls)).toFixed(1)} us`,
     );
-  const cpu = /used_cpu_user:([\d.]+)/.exec(await client.info('cpu'))?.[1];
+  const cpu = (await redisCpuSeconds(client)).toFixed(2);
   process.stdout.write(
-    `bridge: ${Math.round((after - before) / secs)} entries/s; redis user cpu ${cpu} s in all; ${stats.join('; ')}\n`,
+    `bridge: ${Math.round((after - before) / secs)} entries/s; redis cpu ${cpu} s in all; ${stats.join('; ')}\n`,
   );
   await new Promise((r) => setTimeout(r, 1500));
   await Promise.all(pubs.map((p) => p.endAsync(true)));

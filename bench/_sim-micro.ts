@@ -10,6 +10,7 @@
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { startFleet } from '../firmware-sim/fleet.js';
+import { quantile } from '../firmware-sim/ledger.js';
 import { startMosquitto } from '../test/harness/mosquitto.js';
 import { startLocalRedis } from '../test/harness/redis-server.js';
 
@@ -66,7 +67,10 @@ try {
     });
   }
   const s = fleet.stats();
-  const median = [...rounds.map((r) => r.usPerMsg)].sort((a, b) => a - b)[Math.floor(rounds.length / 2)]!;
+  const median = quantile(
+    rounds.map((r) => r.usPerMsg).sort((a, b) => a - b),
+    0.5,
+  );
   process.stdout.write(
     `${JSON.stringify({
       agents: AGENTS,

@@ -22,6 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { flagName } from '#shared/config/schema.js';
 import { Keys } from '#shared/keys.js';
+import { quantile } from '../firmware-sim/ledger.js';
 import { buildBinaries, ROOT } from '../scripts/binaries/build.js';
 import { commandFor, TARGETS, type TargetName } from '../scripts/binaries/targets.js';
 import { type RedisServer, startLocalRedis } from '../test/harness/redis-server.js';
@@ -33,10 +34,11 @@ const RSS_SECONDS = 20;
 
 type Command = { cmd: string; args: string[] };
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-};
+const median = (xs: number[]) =>
+  quantile(
+    [...xs].sort((a, b) => a - b),
+    0.5,
+  );
 const mb = (kb: number) => Math.round((kb / 1024) * 10) / 10;
 
 function agentArgs(options: Record<string, string | number>): string[] {
