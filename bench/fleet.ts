@@ -16,6 +16,7 @@
  *   lost                   acknowledged readings missing from the streams (read back by device and seq)
  *   duplicates             (device, seq) pairs stored more than once
  *   ingest_p50_ms/p99_ms   device time -> entry id time, over every stored entry
+ *   ingest_window_*        the same over the entries stored during the steady window
  *   command_p50_ms/p99_ms  send -> terminal result seen by the sender (ResultWatcher);
  *                          command_agent_p99_ms and command_mqtt_p99_ms split it by device kind
  *   gateway_rss_mb         the gateway process's peak resident memory (VmHWM)
@@ -40,6 +41,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { ResultWatcher } from '#shared/commands/send.js';
 import { flagName } from '#shared/config/schema.js';
+import { FIELD } from '#shared/envelope.js';
 import { Keys } from '#shared/keys.js';
 import type { Summary } from '../firmware-sim/cli.js';
 import { quantile } from '../firmware-sim/ledger.js';
@@ -113,6 +115,47 @@ function mainThreadCpuMs(pid: number | undefined): number {
 async function storedEntries(client: Redis, keys: Keys): Promise<number> {
   const lengths = await Promise.all(keys.allTelemetryStreams().map((s) => client.xlen(s)));
   return lengths.reduce((a, b) => a + b, 0);
+}
+
+/**
+ * Ingest latency (stream entry id minus reading time, ms) of the entries stored during the
+ * steady window, sorted, overall and by device kind (ids d-a-* agents, d-m-* MQTT). The
+ * fleet's own audit takes every entry of the run, the ramp-up's too: an MQTT device's
+ * readings wait in its RAM queue until its connection is up, which is startup, not load.
+ * (The fleet runs without clock skew, so reading times are true times.)
+ */
+async function windowLatencies(
+  client: Redis,
+  keys: Keys,
+  fromMs: number,
+  toMs: number,
+): Promise<Record<'all' | 'agent' | 'mqtt', Float64Array>> {
+  const all: number[] = [];
+  const agent: number[] = [];
+  const mqtt: number[] = [];
+  for (const stream of keys.allTelemetryStreams()) {
+    let start = String(fromMs);
+    for (;;) {
+      const page = await client.xrange(stream, start, String(toMs), 'COUNT', 10_000);
+      for (const [id, fields] of page) {
+        let device = '';
+        let time = Number.NaN;
+        for (let i = 0; i + 1 < fields.length; i += 2) {
+          if (fields[i] === FIELD.deviceId) device = fields[i + 1]!;
+          else if (fields[i] === FIELD.time) time = Number(fields[i + 1]);
+        }
+        const ms = Number(id.slice(0, id.indexOf('-'))) - time;
+        if (!Number.isFinite(ms)) continue;
+        all.push(ms);
+        if (device.startsWith('d-a-')) agent.push(ms);
+        else if (device.startsWith('d-m-')) mqtt.push(ms);
+      }
+      if (page.length < 10_000) break;
+      start = `(${page[page.length - 1]![0]}`;
+    }
+  }
+  const sorted = (xs: number[]) => Float64Array.from(xs).sort();
+  return { all: sorted(all), agent: sorted(agent), mqtt: sorted(mqtt) };
 }
 
 /** The event-loop delay lines bench/_eld-preload.mjs wrote into a child's output, in order. */
@@ -303,6 +346,7 @@ export async function runFleet(shape: FleetRun): Promise<Record<string, unknown>
     const stored0 = await storedEntries(client, keys);
     const gm0 = await gatewayMetrics(metricsPort).catch(() => undefined);
     const w0 = performance.now();
+    const w0Wall = Date.now();
     gw.child.kill('SIGUSR2');
     fleet.child.kill('SIGUSR2');
     const ownEld = monitorEventLoopDelay({ resolution: 1 });
@@ -318,6 +362,7 @@ export async function runFleet(shape: FleetRun): Promise<Record<string, unknown>
     gw.child.kill('SIGUSR2');
     fleet.child.kill('SIGUSR2');
     const windowMs = performance.now() - w0;
+    const w1Wall = Date.now();
     const stored1 = await storedEntries(client, keys);
     const gwMainShare = (mainThreadCpuMs(gw.child.pid) - gwMain0) / windowMs;
     const gm1 = await gatewayMetrics(metricsPort).catch(() => undefined);
@@ -354,6 +399,7 @@ export async function runFleet(shape: FleetRun): Promise<Record<string, unknown>
       throw new Error(`the fleet wrote no summary (exit ${fleetExit}):\n${fleet.output().slice(-3000)}`);
     }
     const a = summary.audit!;
+    const steady = await windowLatencies(client, keys, w0Wall, w1Wall);
     const kind = (k: string) => a.ingestByKind?.[k];
     const lat = Float64Array.from(commands.latencies).sort();
     const agentCmd = commands.statuses;
@@ -383,6 +429,11 @@ export async function runFleet(shape: FleetRun): Promise<Record<string, unknown>
       ingest_mqtt_p50_ms: kind('mqtt')?.p50Ms,
       ingest_mqtt_p99_ms: kind('mqtt')?.p99Ms,
       ingest_max_ms: a.ingestMaxMs,
+      ingest_window_p50_ms: quantile(steady.all, 0.5),
+      ingest_window_p99_ms: quantile(steady.all, 0.99),
+      ingest_window_agent_p99_ms: quantile(steady.agent, 0.99),
+      ingest_window_mqtt_p99_ms: quantile(steady.mqtt, 0.99),
+      ingest_window_entries: steady.all.length,
       command_rate_per_s: COMMANDS_PER_S,
       commands_ok: commands.latencies.length,
       commands_not_ok: commands.failed,
