@@ -42,14 +42,14 @@ export function checkWait(
 }
 
 /**
- * Runs one write (`write` adds it to the pipeline) and, when `wait` asks for replicas,
- * WAIT behind it; answers the write's reply. Throws the write's error, or
+ * Runs one write (`write` adds it to the pipeline) with WAIT behind it; answers the
+ * write's reply. Throws the write's error, or
  * ReplicationError: the write may then be on the master only, so the caller treats it
  * as not acknowledged (every write sent this way is safe to send again).
  */
 export async function writeDurably<T>(
   client: RedisClient,
-  wait: ReplicaWait | undefined,
+  wait: ReplicaWait,
   write: (pipeline: ChainableCommander) => void,
 ): Promise<T> {
   const pipeline = client.pipeline();

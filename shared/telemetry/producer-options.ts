@@ -24,13 +24,9 @@ export const durabilitySchema = {
 
 export type DurabilityConfig = ConfigOf<typeof durabilitySchema>;
 
-/** The level as a ReplicaWait (undefined at `local`). */
+/** The level as a ReplicaWait (undefined at `local`), read as the producer reads it. */
 export function durabilityOf(c: DurabilityConfig): ReplicaWait | undefined {
-  return replicaWaitOf({
-    durability: c['producer.durability'],
-    replicas: c['producer.replicas'],
-    replicaTimeoutMs: c['producer.replicaTimeout'],
-  });
+  return replicaWaitOf(producerOptions(c));
 }
 
 export const producerSchema = {

@@ -25,7 +25,7 @@ import type { Keys } from '../keys.js';
 import { EpisodeLog, type Logger } from '../log.js';
 import { Counter, Gauge, Histogram, type Registry } from '../metrics.js';
 import { type RedisClient, reconnectDelay, refreshOnRedirection } from '../redis/connect.js';
-import { checkWait, pipelineWait, replicaWaitOf } from '../redis/durability.js';
+import { checkWait, pipelineWait, type ReplicaWait, replicaWaitOf } from '../redis/durability.js';
 import { defineScripts, scriptErrorOf } from '../redis/scripts.js';
 import type { ProducerOptions } from './producer-options.js';
 
@@ -155,6 +155,8 @@ export class TelemetryProducer {
   private readonly outage: EpisodeLog;
   private scriptFailureLogged = false;
   private readonly forgotten: LossCondition | undefined;
+  /** producer.durability as WAIT's arguments (undefined at `local`), worked out once. */
+  private readonly replicaWait: ReplicaWait | undefined;
   readonly totals: BatchOutcome & { refused: number; failedBatches: number } = {
     appended: 0,
     duplicates: 0,
@@ -170,6 +172,7 @@ export class TelemetryProducer {
     private readonly deps: ProducerDeps,
   ) {
     this.clock = deps.clock ?? systemClock;
+    this.replicaWait = replicaWaitOf(options);
     this.backpressure = new EpisodeLog(deps.logger, 'producer back-pressure (buffer full)');
     this.outage = new EpisodeLog(deps.logger, 'telemetry appends failing');
     this.forgotten = deps.health?.loss(
@@ -556,15 +559,14 @@ export class TelemetryProducer {
     const pipeline = this.client.pipeline() as ScriptPipeline;
     if (o.idempotent) pipeline.appendTelemetry(keys.length, ...keys, o.maxGaps, ...batches);
     else pipeline.appendTelemetryRaw(keys.length, ...keys, o.maxGaps, ...batches);
-    const wait = replicaWaitOf(o);
-    pipelineWait(pipeline, wait);
+    pipelineWait(pipeline, this.replicaWait);
     const replies = (await pipeline.exec()) ?? [];
     for (const [err] of replies) {
       if (!err) continue;
       refreshOnRedirection(this.client, err);
       throw scriptErrorOf(err, o.idempotent ? 'appendTelemetry' : 'appendTelemetryRaw') ?? err;
     }
-    checkWait(replies, wait);
+    checkWait(replies, this.replicaWait);
     if (!o.idempotent) return { appended: entries, duplicates: 0, forgotten: 0 };
     const [appended, duplicates, forgotten] = (replies[0]?.[1] ?? [0, 0, 0]) as [number, number, number];
     return { appended, duplicates, forgotten };

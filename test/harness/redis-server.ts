@@ -15,6 +15,7 @@ import { dockerAvailable } from './docker.js';
 import { freePort } from './ports.js';
 import { captureOutput, spawnTracked, waitExit, waitForPort } from './process.js';
 import { type ServerKind, serverBinary } from './server-kind.js';
+import { waitFor } from './streams.js';
 
 export interface RedisServerOptions {
   /** appendonly yes, with this fsync policy. */
@@ -179,11 +180,11 @@ export async function startPrimaryWithReplica(): Promise<{ primary: RedisServer;
   const r = replica.client();
   try {
     await r.replicaof('127.0.0.1', primary.port);
-    const deadline = Date.now() + 10_000;
-    while (!(await r.info('replication')).includes('master_link_status:up')) {
-      if (Date.now() > deadline) throw new Error('the replica did not link to its primary within 10 s');
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await waitFor(
+      async () => (await r.info('replication')).includes('master_link_status:up'),
+      10_000,
+      'replica link',
+    );
   } finally {
     r.disconnect();
   }
